@@ -1,0 +1,1 @@
+"""agetf: face age and gender prediction on TensorFlow."""

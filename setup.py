@@ -1,0 +1,23 @@
+"""agetf: face age and gender prediction as a high-throughput TensorFlow trainer."""
+
+import setuptools
+
+setuptools.setup(
+    name="agetf",
+    version="0.1.0",
+    description="Face age and gender prediction: TFRecord converter, tf.data pipeline, "
+    "distributed Keras 3 trainer, SavedModel export.",
+    packages=setuptools.find_packages(include=["agetf", "agetf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "tensorflow-datasets>=4.9",
+        "numpy",
+        "absl-py",
+        "tensorboard>=2.21,<2.22",
+        "matplotlib",
+        "pillow",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+)
