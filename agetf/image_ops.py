@@ -9,6 +9,7 @@ import tensorflow as tf
 # JPEG can decode at 1/2, 1/4 or 1/8 scale in the DCT domain, far cheaper than a full
 # decode followed by a resize.
 _DCT_RATIOS = (1, 2, 4, 8)
+DCT_RATIOS = _DCT_RATIOS
 
 
 def dct_ratio_index(height, width, img_dim):
