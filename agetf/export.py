@@ -1,0 +1,100 @@
+"""Serving export: a SavedModel that takes JPEG bytes or uint8 images and returns ages in years.
+
+`serving_default` decodes with `image_ops.decode_and_resize`, the function the trainer
+evaluates with, so the export predicts exactly what the model predicted in training.
+"""
+
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from agetf import image_ops
+from agetf import labels
+
+BYTES_SIGNATURE = "serving_default"
+IMAGES_SIGNATURE = "serving_images"
+BYTES_INPUT = "images_bytes"
+IMAGES_INPUT = "images"
+# Serving output name of each head's probabilities; `age` (years) is always present.
+_SERVING_NAMES = {"age_histogram": "age_histogram", "age_range": "age_range",
+                  "gender": "female_probability"}
+
+
+def predict_years(outputs: dict) -> tf.Tensor:
+    """Age in years from the best head present: histogram > range > regression."""
+    if "age_histogram" in outputs:
+        return labels.histogram_expectation(outputs["age_histogram"])
+    if "age_range" in outputs:
+        return labels.range_expectation(outputs["age_range"])
+    if "age" in outputs:
+        return outputs["age"] * labels.REGRESSION_SCALE
+    raise ValueError(f"no age head among outputs {sorted(outputs)}; train with an age head "
+                     "(age_histogram, age_range or age)")
+
+
+def serving_outputs(outputs: dict) -> dict:
+    """Maps model outputs to the export's named float32 outputs."""
+    named = {"age": predict_years(outputs)}
+    for head, name in _SERVING_NAMES.items():
+        if head in outputs:
+            named[name] = outputs[head]
+    return {name: tf.cast(value, tf.float32) for name, value in named.items()}
+
+
+class _ServingModule(tf.Module):
+    """Holds the model (and so its variables) and the two serving functions."""
+
+    def __init__(self, model, img_dim):
+        super().__init__(name="agetf_serving")
+        self.model = model
+        self.img_dim = img_dim
+        self.serve_bytes = tf.function(
+            self._serve_bytes,
+            input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+        self.serve_images = tf.function(
+            self._serve_images,
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=IMAGES_INPUT)])
+
+    def _serve_bytes(self, images_bytes):
+        images = tf.map_fn(
+            lambda jpeg: image_ops.decode_and_resize(jpeg, self.img_dim), images_bytes,
+            fn_output_signature=tf.TensorSpec([self.img_dim, self.img_dim, 3], tf.float32))
+        return self._predict(images)
+
+    def _serve_images(self, images):
+        return self._predict(image_ops.resize(images, self.img_dim))
+
+    def _predict(self, images):
+        return serving_outputs(self.model(images, training=False))
+
+
+def export_saved_model(model, export_dir: str, *, img_dim: int) -> None:
+    """Writes the serving SavedModel to export_dir, replacing an old one only once complete."""
+    export_dir = os.path.abspath(export_dir)
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(export_dir) + ".tmp-")
+    try:
+        module = _ServingModule(model, img_dim)
+        signatures = {
+            BYTES_SIGNATURE: module.serve_bytes.get_concrete_function(),
+            IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),
+        }
+        tf.saved_model.save(module, staging, signatures=signatures)
+        _replace_dir(staging, export_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace_dir(source, target):
+    """Renames source to target; an existing target is moved aside first and removed after."""
+    if not os.path.exists(target):
+        os.rename(source, target)
+        return
+    old = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=os.path.basename(target) + ".old-")
+    os.rmdir(old)
+    os.rename(target, old)
+    os.rename(source, target)
+    shutil.rmtree(old, ignore_errors=True)

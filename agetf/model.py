@@ -1,0 +1,251 @@
+"""The Keras model: an ImageNet backbone, global average pooling, and the requested heads.
+
+The model takes float32 RGB images in 0..255; the backbone's own preprocessing is a
+layer inside it, so saved and exported models take plain images. Its outputs are a
+dict keyed by head name.
+"""
+
+import os
+import socket
+from typing import Sequence
+
+import keras
+from absl import logging
+
+from agetf import labels
+
+BACKBONES = ("MobileNetV2", "ResNet50")
+HEADS = ("age_histogram", "age_range", "age", "gender")
+
+# Fine-tuning starts here by default: MobileNetV2's last inverted-residual block and
+# Conv_1, and ResNet50's last stage (the older project's `layers[152:]`, by name).
+DEFAULT_UNFREEZE_FROM = {"MobileNetV2": "block_16_", "ResNet50": "conv5_"}
+
+MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+# MobileNetV2 ImageNet weights exist for these square input sizes only; for any other
+# size Keras loads the 224 weights (the convolutions fit any size).
+MOBILENET_V2_WEIGHT_SIZES = (96, 128, 160, 192, 224)
+# keras.applications' obtain_input_shape(min_size=32) for both backbones.
+_MIN_IMG_DIM = {"MobileNetV2": 32, "ResNet50": 32}
+# Caffe-style ImageNet channel means, in BGR order (keras.applications.resnet50).
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+# keras.applications.resnet's published hash of the no-top file (MobileNetV2 has none).
+_FILE_HASHES = {"resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5":
+                "4d473c1dd8becc155b73f8504c6f6626"}
+_WEIGHTS_HOST = ("storage.googleapis.com", 443)
+_CONNECT_TIMEOUT_S = 3.0
+_DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
+
+
+class WeightsUnavailableError(ValueError):
+    """ImageNet weights are neither in the Keras cache nor downloadable."""
+
+
+@keras.saving.register_keras_serializable(package="agetf")
+class CaffePreprocessing(keras.layers.Layer):
+    """RGB 0..255 -> BGR minus the ImageNet means (keras.applications.resnet50.preprocess_input)."""
+
+    def call(self, images):
+        bgr = keras.ops.flip(images, axis=-1)
+        return bgr - keras.ops.convert_to_tensor(_CAFFE_BGR_MEAN, dtype=bgr.dtype)
+
+
+@keras.saving.register_keras_serializable(package="agetf")
+class Squeeze(keras.layers.Layer):
+    """Drops the last axis of a [B, 1] head output, giving [B]."""
+
+    def call(self, x):
+        return keras.ops.squeeze(x, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1])
+
+
+def min_img_dim(backbone: str) -> int:
+    """Smallest square input size the backbone accepts."""
+    _check_backbone(backbone)
+    return _MIN_IMG_DIM[backbone]
+
+
+def build_model(*, backbone: str, img_dim: int, heads: Sequence[str], alpha: float = 1.0,
+                weights: str = "none", dropout: float = 0.2) -> keras.Model:
+    """Builds backbone + pooling + dropout + the requested heads; outputs a dict by head name."""
+    heads = _check_heads(heads)
+    _check_backbone(backbone)
+    _check_img_dim(backbone, img_dim)
+    _check_alpha(backbone, alpha)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}; pass e.g. --dropout=0.2")
+    weights_file = _resolve_weights(backbone, img_dim, alpha, weights)
+
+    image = keras.Input((img_dim, img_dim, 3), name="image")
+    x = _preprocessing_layer(backbone)(image)
+    x = _backbone(backbone, img_dim, alpha, weights_file)(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = {head: _head(head, x) for head in heads}
+    return keras.Model(image, outputs, name=f"agetf_{backbone.lower()}")
+
+
+def backbone_layers(model) -> list:
+    """The backbone's own layers, in order (its input layer excluded)."""
+    backbone = model.get_layer("backbone")
+    return [layer for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def set_trainable(model, *, unfreeze_from) -> None:
+    """Freezes the backbone (None), unfreezes all of it (""), or from the first layer named prefix*.
+
+    BatchNormalization layers always stay frozen, so they run in inference mode.
+    """
+    backbone = model.get_layer("backbone")
+    layers = backbone_layers(model)
+    if unfreeze_from is None:
+        backbone.trainable = False
+        return
+    start = _first_layer_index(layers, unfreeze_from)
+    backbone.trainable = True  # resets every sublayer; the loop below decides each one
+    for index, layer in enumerate(layers):
+        frozen = index < start or isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = not frozen
+
+
+def _first_layer_index(layers, prefix):
+    for index, layer in enumerate(layers):
+        if layer.name.startswith(prefix):
+            return index
+    raise ValueError(f"no backbone layer name starts with {prefix!r}; pass the start of one of "
+                     f"its layer names ({layers[0].name} ... {layers[-1].name}), "
+                     "or '' to unfreeze the whole backbone")
+
+
+def _check_backbone(backbone):
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; pass one of {', '.join(BACKBONES)}")
+
+
+def _check_heads(heads):
+    if isinstance(heads, str):
+        heads = [heads]
+    unknown = [head for head in heads if head not in HEADS]
+    if unknown:
+        raise ValueError(f"unknown head(s) {', '.join(map(repr, unknown))}; "
+                         f"pass some of {', '.join(HEADS)}")
+    if not heads:
+        raise ValueError(f"no heads requested; pass at least one of {', '.join(HEADS)}")
+    return [head for head in HEADS if head in heads]
+
+
+def _check_img_dim(backbone, img_dim):
+    if not isinstance(img_dim, int) or img_dim < _MIN_IMG_DIM[backbone]:
+        raise ValueError(f"img_dim {img_dim} is below {backbone}'s minimum input size; "
+                         f"pass --img_dim={_MIN_IMG_DIM[backbone]} or more")
+
+
+def _check_alpha(backbone, alpha):
+    if backbone == "MobileNetV2" and alpha not in MOBILENET_V2_ALPHAS:
+        raise ValueError(f"alpha {alpha} is not a MobileNetV2 width; pass one of "
+                         f"{', '.join(map(str, MOBILENET_V2_ALPHAS))}")
+    if backbone != "MobileNetV2" and alpha != 1.0:
+        raise ValueError(f"alpha {alpha} applies to MobileNetV2 only; pass --alpha=1.0 with {backbone}")
+
+
+def _preprocessing_layer(backbone):
+    if backbone == "MobileNetV2":
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
+    return CaffePreprocessing(name="preprocess")
+
+
+def _backbone(backbone, img_dim, alpha, weights_file):
+    shape = (img_dim, img_dim, 3)
+    if backbone == "MobileNetV2":
+        return keras.applications.MobileNetV2(input_shape=shape, alpha=alpha, include_top=False,
+                                              weights=weights_file, name="backbone")
+    return keras.applications.ResNet50(input_shape=shape, include_top=False,
+                                       weights=weights_file, name="backbone")
+
+
+def _head(head, features):
+    if head == "age_histogram":
+        return keras.layers.Dense(labels.NUM_AGE_BINS, activation="softmax", dtype="float32",
+                                  name=head)(features)
+    if head == "age_range":
+        return keras.layers.Dense(labels.NUM_AGE_RANGES, activation="softmax", dtype="float32",
+                                  name=head)(features)
+    activation = "sigmoid" if head == "gender" else None
+    unit = keras.layers.Dense(1, activation=activation, dtype="float32", name=head)(features)
+    return Squeeze(dtype="float32", name=f"{head}_squeeze")(unit)
+
+
+def _resolve_weights(backbone, img_dim, alpha, weights):
+    """Maps the weights setting to None or a weights file path, without hanging offline."""
+    if weights is None or weights.lower() == "none":
+        return None
+    if weights.lower() != "imagenet":
+        if not os.path.isfile(weights):
+            raise ValueError(f"weights file {weights} does not exist; pass --weights=imagenet, "
+                             "--weights=none or the path of an existing .h5 weights file")
+        return weights
+    file_name = imagenet_weights_file_name(backbone, img_dim, alpha)
+    cached = os.path.join(keras_cache_dir(), file_name)
+    if os.path.isfile(cached):
+        return cached
+    return _download_weights(file_name, cached)
+
+
+def imagenet_weights_file_name(backbone, img_dim, alpha=1.0):
+    """The no-top ImageNet weights file keras.applications loads for this configuration."""
+    if backbone == "ResNet50":
+        return "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    rows = img_dim
+    if img_dim not in MOBILENET_V2_WEIGHT_SIZES:
+        rows = 224
+        logging.warning("MobileNetV2 ImageNet weights exist for img_dim in %s only; loading the "
+                        "224 weights for img_dim %d", MOBILENET_V2_WEIGHT_SIZES, img_dim)
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+
+
+def keras_cache_dir():
+    """Where keras.utils.get_file keeps downloaded models (its own rule, including the /tmp fallback)."""
+    home = os.path.expanduser("~")
+    if not os.access(home, os.W_OK):
+        home = "/tmp"
+    base = os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join(home, ".keras"))
+    if not os.access(base, os.W_OK):
+        base = os.path.join("/tmp", ".keras")
+    return os.path.join(base, "models")
+
+
+def _download_weights(file_name, cached):
+    if not _can_reach_weights_host():
+        raise WeightsUnavailableError(
+            f"ImageNet weights {cached} are not cached and {_WEIGHTS_HOST[0]} is unreachable; "
+            "copy the file there, or pass --weights=none or --weights=/path/to/file.h5")
+    origin = _weights_origin(file_name)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_DOWNLOAD_SOCKET_TIMEOUT_S)  # a stalled download fails instead of hanging
+    try:
+        return keras.utils.get_file(file_name, origin, cache_subdir="models",
+                                    file_hash=_FILE_HASHES.get(file_name))
+    except Exception as error:  # get_file raises a bare Exception on fetch failures
+        raise WeightsUnavailableError(
+            f"could not download ImageNet weights {file_name} from {origin} ({error}); "
+            f"copy the file to {cached}, or pass --weights=none or --weights=/path/to/file.h5"
+        ) from error
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _weights_origin(file_name):
+    if file_name.startswith("resnet50"):
+        return "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + file_name
+    return ("https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+            + file_name)
+
+
+def _can_reach_weights_host():
+    try:
+        with socket.create_connection(_WEIGHTS_HOST, timeout=_CONNECT_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
