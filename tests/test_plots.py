@@ -1,0 +1,126 @@
+"""PNG plots: valid files for any history shape; face grid shape and content."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agetf import plots
+
+
+def read_png(path):
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return np.asarray(image.convert("RGB"))
+
+
+def history(epochs, keys):
+    rng = np.random.default_rng(epochs)
+    return {key: list(rng.uniform(0.1, 0.9, epochs)) for key in keys}
+
+
+FULL = ["loss", "val_loss", "age_histogram_loss", "val_age_histogram_loss", "mae", "val_mae",
+        "cs5", "val_cs5", "age_range_accuracy", "val_age_range_accuracy", "gender_accuracy",
+        "val_gender_accuracy", "lr", "images_per_second"]
+
+
+@pytest.mark.parametrize("epochs, keys", [
+    (5, FULL),
+    (1, FULL),
+    (3, ["loss", "age_histogram_loss", "mae", "cs5", "lr"]),  # no validation keys
+    (4, ["loss", "val_loss", "gender_loss", "val_gender_loss", "gender_accuracy",
+         "val_gender_accuracy"]),  # gender head only
+    (2, ["loss", "val_loss", "age_loss", "val_age_loss", "age_mae", "val_age_mae"]),
+    (3, ["val_loss", "val_mae"]),  # validation only
+    (2, ["custom_metric"]),
+    (0, []),
+])
+def test_plot_training_writes_a_png_for_any_history(tmp_path, epochs, keys):
+    path = tmp_path / "plots" / "training.png"  # the folder does not exist yet
+    plots.plot_training(history(epochs, keys), str(path))
+    pixels = read_png(path)
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert pixels.std() > 0  # something was drawn
+    assert os.listdir(path.parent) == ["training.png"]  # no temporary file left behind
+
+
+def test_plot_training_tolerates_odd_entries(tmp_path):
+    odd = {"loss": [1.0, None, 0.5], "val_loss": [float("nan")] * 3, "note": "text",
+           "nested": [[1, 2], [3, 4]], "scalar": 3.0, "lr": [1e-3, 1e-3, 2e-4],
+           "val_mae": [9.0, 8.0]}  # shorter than the others
+    path = tmp_path / "training.png"
+    plots.plot_training(odd, str(path))
+    assert read_png(path).size > 0
+
+
+def test_plot_training_replaces_an_existing_plot(tmp_path):
+    path = tmp_path / "training.png"
+    plots.plot_training(history(1, ["loss"]), str(path))
+    first = read_png(path)
+    plots.plot_training(history(6, FULL), str(path))
+    assert read_png(path).shape != first.shape
+
+
+def test_metric_families_group_train_and_val():
+    families = plots.metric_families(history(2, FULL))
+    names = [name for name, _, _ in families]
+    assert names[0] == "loss" and names[-1] == "lr"
+    assert set(names) == {"loss", "age_histogram_loss", "mae", "cs5", "age_range_accuracy",
+                          "gender_accuracy", "lr", "images_per_second"}
+    by_name = {name: (train, val) for name, train, val in families}
+    assert by_name["mae"][0] is not None and by_name["mae"][1] is not None
+    assert by_name["images_per_second"][1] is None
+
+
+@pytest.mark.parametrize("family, ylabel", [
+    ("mae", "MAE (years)"), ("age_mae", "MAE (years)"), ("cs5", "share of faces"),
+    ("gender_accuracy", "accuracy"), ("loss", "loss"), ("age_histogram_loss", "loss"),
+    ("lr", "learning rate"),
+])
+def test_axes_are_labelled_in_human_units(family, ylabel):
+    assert plots.describe_family(family)[1] == ylabel
+
+
+def test_plot_lr_find(tmp_path):
+    lrs = list(np.geomspace(1e-6, 1.0, 80))
+    losses = [2.0 - np.tanh(2 * (np.log10(lr) + 3)) for lr in lrs]
+    path = tmp_path / "lr_find.png"
+    plots.plot_lr_find(lrs, losses, losses, 1e-3, str(path))
+    assert read_png(path).size > 0
+    plots.plot_lr_find([], [], [], None, str(path))  # a test stopped before any step
+    assert read_png(path).size > 0
+
+
+@pytest.mark.parametrize("images", [
+    np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32),
+    np.random.default_rng(1).integers(0, 256, (3, 40, 30, 3), dtype=np.uint8),
+    np.random.default_rng(2).integers(0, 256, (2, 32, 32, 1), dtype=np.uint8),
+])
+def test_face_grid_shape_and_dtype(images):
+    captions = [f"age {20 + i}\nfemale 0.{i}" for i in range(len(images))]
+    grid = plots.face_grid(images, captions, columns=2)
+    assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
+    rows = -(-len(images) // 2)
+    cell = 128 * images.shape[1] / images.shape[2]  # faces are enlarged to 128 px wide
+    assert grid.shape[1] == 2 * (128 + 6) + 6
+    assert grid.shape[0] > rows * cell
+
+
+def test_face_grid_shows_the_faces():
+    red = np.zeros((1, 16, 16, 3), np.float32)
+    red[..., 0] = 255.0
+    grid = plots.face_grid(red, ["red"], columns=4)
+    assert grid.shape[1] == 128 + 12  # one column when there is one face
+    reds = (grid[..., 0] > 200) & (grid[..., 1] < 60) & (grid[..., 2] < 60)
+    assert reds.sum() > 0.8 * 128 * 128  # the enlarged face is drawn, not lost
+
+
+@pytest.mark.parametrize("images, captions, match", [
+    (np.zeros((2, 8, 8, 3)), ["one"], "one caption per image"),
+    (np.zeros((2, 8, 8, 4)), ["a", "b"], "1 or 3"),
+    (np.zeros((0, 8, 8, 3)), [], "N > 0"),
+])
+def test_face_grid_rejects_bad_input(images, captions, match):
+    with pytest.raises(ValueError, match=match):
+        plots.face_grid(images, captions)
