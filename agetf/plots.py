@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 _DPI = 100
 _MAX_COLUMNS = 3
 _LR_KEYS = ("lr", "learning_rate")
+_X_AXIS_KEYS = ("epoch",)  # the x axis itself, not a metric
 # Loss each head trains with, for subplot titles.
 _HEAD_LOSSES = {
     "age_histogram": "EMD",
@@ -66,7 +67,7 @@ def metric_families(history):
     """
     families = {}
     for key, values in history.items():
-        series = _as_series(values)
+        series = None if key in _X_AXIS_KEYS else _as_series(values)
         if series is None:
             continue
         is_val = key.startswith("val_")

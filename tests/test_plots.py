@@ -63,7 +63,7 @@ def test_plot_training_replaces_an_existing_plot(tmp_path):
 
 
 def test_metric_families_group_train_and_val():
-    families = plots.metric_families(history(2, FULL))
+    families = plots.metric_families({**history(2, FULL), "epoch": [1, 2]})
     names = [name for name, _, _ in families]
     assert names[0] == "loss" and names[-1] == "lr"
     assert set(names) == {"loss", "age_histogram_loss", "mae", "cs5", "age_range_accuracy",
