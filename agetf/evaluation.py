@@ -1,0 +1,151 @@
+"""Evaluating a trained model on a split: per-image lines, summary metrics, breakdowns.
+
+Everything is in human units (years, shares) and sits beside the constant predictor
+(the training set's median age, the majority gender), so a number means something.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from agetf import heads, input_pipeline, labels, schema
+
+RACE_NAMES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "other", -1: "unknown"}
+
+
+def split_ages_and_genders(data_dir, split):
+    """Ages and genders of every record of a split, without decoding any image."""
+    spec = {"age": schema.FEATURE_SPEC["age"], "gender": schema.FEATURE_SPEC["gender"]}
+    files = input_pipeline.list_shards(data_dir, split)
+    data = (tf.data.TFRecordDataset(files).batch(1024)
+            .map(lambda s: tf.io.parse_example(s, spec)))
+    ages, genders = [], []
+    for batch in data:
+        ages.append(batch["age"].numpy())
+        genders.append(batch["gender"].numpy())
+    return np.concatenate(ages), np.concatenate(genders)
+
+
+def predict_split(model, input_config, split, batch_size=64):
+    """Runs `model` over one pass of a split; returns (outputs, labels) as numpy arrays."""
+    data = input_pipeline.build_dataset(input_config, split, batch_size, training=False,
+                                        include_metadata=True)
+    outputs, collected = {}, {}
+    for images, batch_labels in data:
+        result = model(images, training=False)
+        for key, value in result.items():
+            outputs.setdefault(key, []).append(np.asarray(value))
+        for key, value in batch_labels.items():
+            collected.setdefault(key, []).append(np.asarray(value))
+    return ({k: np.concatenate(v) for k, v in outputs.items()},
+            {k: np.concatenate(v) for k, v in collected.items()})
+
+
+def _age_metrics(predicted, true):
+    error = np.abs(predicted - true)
+    return {"mae": float(error.mean()), "cs5": float((error <= heads.CS_THRESHOLD_YEARS).mean())}
+
+
+def _breakdown(groups, predicted_age, true_age, gender_hit):
+    rows = []
+    for name, mask in groups:
+        if not mask.any():
+            continue
+        row = {"group": name, "count": int(mask.sum())}
+        if predicted_age is not None:
+            row.update(_age_metrics(predicted_age[mask], true_age[mask]))
+        if gender_hit is not None:
+            row["gender_accuracy"] = float(gender_hit[mask].mean())
+        rows.append(row)
+    return rows
+
+
+def summarize(outputs, batch_labels, train_ages, train_genders):
+    """The evaluation report (a JSON-ready dict) of predictions against labels."""
+    true_age = batch_labels["age"].astype(np.float64)
+    has_age = any(h in outputs for h in heads.AGE_HEADS)
+    predicted_age = (np.asarray(heads.predicted_age_years(
+        {k: tf.constant(v) for k, v in outputs.items()})).astype(np.float64) if has_age else None)
+    gender_hit = None
+    metrics = {}
+    if has_age:
+        metrics.update(_age_metrics(predicted_age, true_age))
+    if "age_range" in outputs:
+        metrics["age_range_accuracy"] = float(
+            (outputs["age_range"].argmax(-1) == batch_labels["age_range"]).mean())
+    if "gender" in outputs:
+        gender_hit = (outputs["gender"] > 0.5) == (batch_labels["gender"] > 0.5)
+        metrics["gender_accuracy"] = float(gender_hit.mean())
+
+    median_age = float(np.median(train_ages))
+    majority_gender = int(np.mean(train_genders) > 0.5)
+    baseline = {"constant_age": median_age, "constant_gender": labels.GENDER_NAMES[majority_gender]}
+    baseline.update(_age_metrics(np.full_like(true_age, median_age), true_age))
+    baseline["gender_accuracy"] = float(((batch_labels["gender"] > 0.5) == majority_gender).mean())
+
+    decades = [(f"{d}-{d + 9}", (true_age >= d) & (true_age < d + 10)) for d in range(0, 80, 10)]
+    decades.append(("80+", true_age >= 80))
+    genders = [(name, (batch_labels["gender"] > 0.5) == bool(i)) for i, name in enumerate(labels.GENDER_NAMES)]
+    races = [(RACE_NAMES.get(r, str(r)), batch_labels["race"] == r) for r in sorted(RACE_NAMES)]
+    return {
+        "num_images": int(true_age.size),
+        "metrics": metrics,
+        "constant_baseline": baseline,
+        "by_age_decade": _breakdown(decades, predicted_age, true_age, gender_hit),
+        "by_gender": _breakdown(genders, predicted_age, true_age, gender_hit),
+        "by_race": _breakdown(races, predicted_age, true_age, gender_hit),
+    }
+
+
+def prediction_lines(outputs, batch_labels, count):
+    """The older project's per-image lines for the first `count` images."""
+    has_age = any(h in outputs for h in heads.AGE_HEADS)
+    ages = (np.asarray(heads.predicted_age_years({k: tf.constant(v) for k, v in outputs.items()}))
+            if has_age else None)
+    lines = []
+    for i in range(min(count, len(batch_labels["age"]))):
+        name = batch_labels["filename"][i]
+        lines.append(f"Predicting for image {name.decode() if isinstance(name, bytes) else name}")
+        if ages is not None:
+            lines.append(f"Predicted age: {ages[i]:.1f}, true age: {int(batch_labels['age'][i])}")
+        if "age_range" in outputs:
+            lines.append(f"Predicted range: {labels.AGE_RANGE_NAMES[int(outputs['age_range'][i].argmax())]}, "
+                         f"true range: {labels.AGE_RANGE_NAMES[int(batch_labels['age_range'][i])]}")
+        if "gender" in outputs:
+            predicted = labels.GENDER_NAMES[int(outputs["gender"][i] > 0.5)]
+            true = labels.GENDER_NAMES[int(batch_labels["gender"][i] > 0.5)]
+            lines.append(f"Predicted gender: {predicted}, true gender: {true}")
+    return lines
+
+
+def format_report(report):
+    """A plain-text table of the report, for the terminal."""
+    metrics, baseline = report["metrics"], report["constant_baseline"]
+    lines = [f"Evaluated {report['num_images']} images", f"{'metric':<22}{'model':>10}{'constant':>10}"]
+    for name in ("mae", "cs5", "age_range_accuracy", "gender_accuracy"):
+        if name in metrics:
+            lines.append(f"{name:<22}{metrics[name]:>10.3f}{baseline.get(name, float('nan')):>10.3f}")
+    lines.append(f"(constant predictor: age {baseline['constant_age']:.0f}, "
+                 f"gender {baseline['constant_gender']})")
+    for title, key in (("age decade", "by_age_decade"), ("gender", "by_gender"), ("race", "by_race")):
+        rows = report[key]
+        if not rows:
+            continue
+        lines.append(f"by {title}:")
+        for row in rows:
+            parts = [f"{row['group']:<10}", f"n={row['count']:<5}"]
+            if "mae" in row:
+                parts.append(f"MAE {row['mae']:6.2f}")
+            if "gender_accuracy" in row:
+                parts.append(f"gender acc {row['gender_accuracy']:.3f}")
+            lines.append("  " + "  ".join(parts))
+    return "\n".join(lines)
+
+
+def evaluate(model, input_config, split="test", batch_size=64, print_predictions=0):
+    """Evaluates `model` on `split`; returns (report, lines to print)."""
+    outputs, batch_labels = predict_split(model, input_config, split, batch_size)
+    train_ages, train_genders = split_ages_and_genders(input_config.data_dir, "train")
+    report = summarize(outputs, batch_labels, train_ages, train_genders)
+    report["split"] = split
+    lines = prediction_lines(outputs, batch_labels, print_predictions)
+    return report, lines

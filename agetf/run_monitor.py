@@ -1,0 +1,204 @@
+"""What the training loop reports and keeps at step and epoch ends.
+
+Progress bar, TensorBoard, history files and plots, LR schedule updates, best-model
+saving and early stopping: small pieces the loop calls, kept out of the loop itself.
+"""
+
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+
+from agetf import heads, labels, plots, run_files
+
+_PROGRESS_METRICS = ("loss", "mae", "cs5", "age_range_accuracy", "gender_accuracy")
+
+
+class RunMonitor:
+    """Called by `Trainer.fit` at step and epoch ends; owns every file the loop writes."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        config = trainer.config
+        self.model_dir = config.model_dir
+        self.chief = trainer.chief
+        self.best_metric = config.best_metric
+        allowed = ["val_" + name for name in heads.metric_names(config.model.heads)]
+        if self.best_metric not in allowed:
+            raise ValueError(f"--best_metric={self.best_metric} is not reported for these heads; "
+                             f"use one of {', '.join(allowed)}")
+        self.minimize = heads.lower_is_better(self.best_metric)
+        done = int(trainer.epoch)
+        saved = run_files.read_json(self._path("history.json")) or {}
+        # A kill between writing history and saving the checkpoint would duplicate an epoch.
+        self.history = {key: values[:done] for key, values in saved.items()}
+        best_values = self.history.get(self.best_metric, [])
+        self.best = (min if self.minimize else max)(best_values) if best_values else None
+        self.epochs_since_best = self._epochs_since_best(best_values)
+        if self.chief:
+            logs = self._path("logs")
+            self.train_writer = tf.summary.create_file_writer(os.path.join(logs, "train"))
+            self.val_writer = tf.summary.create_file_writer(os.path.join(logs, "validation"))
+            if not trainer.resumed:
+                self._write_hparams()
+        else:
+            self.train_writer = self.val_writer = tf.summary.create_noop_writer()
+        self._sample = self._take_sample_faces(config)
+        self.stop_reason = None
+
+    def _path(self, *parts):
+        return os.path.join(self.model_dir, *parts)
+
+    def _epochs_since_best(self, values):
+        if not values:
+            return 0
+        best_index = int(np.argmin(values) if self.minimize else np.argmax(values))
+        return len(values) - 1 - best_index
+
+    def _log(self, message):
+        self.trainer._log(message)
+
+    def _write_hparams(self):
+        config = self.trainer.config
+        hparams = {
+            "backbone": config.model.backbone, "img_dim": config.model.img_dim,
+            "heads": ",".join(config.model.heads), "alpha": config.model.alpha,
+            "batch_size": config.batch_size, "lr": config.lr, "optimizer": config.optimizer,
+            "schedule": config.schedule, "fine_tuning": config.fine_tune.enabled,
+            "precision": self.trainer.policy, "epochs": config.total_epochs,
+        }
+        with self.train_writer.as_default():
+            hparams_api.hparams(hparams)
+
+    def _take_sample_faces(self, config):
+        if not config.summary_images:
+            return None
+        from agetf import input_pipeline
+
+        data = input_pipeline.build_dataset(config.input, "validation", config.summary_images,
+                                            training=False)
+        for images, batch_labels in data.take(1):
+            return images, batch_labels
+        return None
+
+    # -- step level ---------------------------------------------------------------------
+
+    def epoch_begin(self, epoch):
+        trainer = self.trainer
+        self._epoch_start = time.perf_counter()
+        self._epoch_images = 0
+        self._log(f"Epoch {epoch + 1}/{trainer.config.total_epochs}")
+        # Stateful: the loop passes running means, which the bar must show as they are.
+        self.progbar = keras.utils.Progbar(trainer.steps_per_epoch, verbose=1 if self.chief else 0,
+                                           stateful_metrics=_PROGRESS_METRICS + ("img/s",),
+                                           unit_name="step")
+
+    def steps_end(self, num_steps, loss, seconds):
+        trainer = self.trainer
+        images = num_steps * trainer.config.batch_size
+        self._epoch_images += images
+        images_per_sec = images / max(seconds, 1e-9)
+        metrics = trainer.train_metrics.results()  # every worker: the read is collective
+        step = int(trainer.global_step)
+        lr = trainer.learning_rate()
+        if self.chief:
+            shown = [(k, v) for k, v in metrics.items() if k in _PROGRESS_METRICS]
+            self.progbar.update(int(trainer.step_in_epoch),
+                                values=shown + [("img/s", images_per_sec)])
+        with self.train_writer.as_default(step=step):
+            tf.summary.scalar("batch/loss", loss)
+            tf.summary.scalar("learning_rate", lr)
+            tf.summary.scalar("images_per_sec", images_per_sec)
+            tf.summary.scalar("step_time_ms", 1000.0 * seconds / num_steps)
+
+    # -- epoch level --------------------------------------------------------------------
+
+    def epoch_end(self, epoch, train_results, val_results):
+        """Records the epoch; returns True when training should stop (early stopping)."""
+        trainer = self.trainer
+        seconds = time.perf_counter() - self._epoch_start
+        logs = dict(train_results)
+        logs.update({("val_" + k if not k.startswith("val_") else k): v for k, v in val_results.items()})
+        logs["lr"] = trainer.learning_rate()
+        logs["images_per_sec"] = self._epoch_images / max(seconds, 1e-9)
+        logs["epoch_seconds"] = seconds
+        message = trainer.schedule.on_epoch_end(epoch, logs)
+        if message:
+            self._log(message)
+        for key, value in logs.items():
+            self.history.setdefault(key, [np.nan] * epoch).append(float(value))
+        self.history.setdefault("epoch", [])
+        if len(self.history["epoch"]) < len(self.history["loss"]):
+            self.history["epoch"].append(epoch + 1)
+        self._log("  " + "  ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "epoch_seconds")
+                  + f"  ({seconds:.1f}s)")
+        step = int(trainer.global_step)
+        self._write_epoch_summaries(step, train_results, val_results, logs)
+        improved = self._track_best(logs[self.best_metric])
+        if self.chief:
+            run_files.write_json(self._path("history.json"), self.history)
+            run_files.write_history_csv(self._path("history.csv"), self.history)
+            plots.plot_training(self.history, self._path("plots", "training.png"))
+            if improved:
+                run_files.save_model(trainer.model, self._path("best.keras"))
+                self._log(f"  {self.best_metric} improved to {self.best:.4g}; saved best.keras")
+        patience = trainer.config.early_stopping_patience
+        if patience and self.epochs_since_best >= patience:
+            self.stop_reason = (f"Early stopping: {self.best_metric} has not improved for "
+                                f"{patience} epochs (best {self.best:.4g})")
+            self._log(self.stop_reason)
+            return True
+        return False
+
+    def _track_best(self, value):
+        better = self.best is None or (value < self.best if self.minimize else value > self.best)
+        if better and np.isfinite(value):
+            self.best = value
+            self.epochs_since_best = 0
+            return True
+        self.epochs_since_best += 1
+        return False
+
+    def _write_epoch_summaries(self, step, train_results, val_results, logs):
+        with self.train_writer.as_default(step=step):
+            for name, value in train_results.items():
+                tf.summary.scalar(f"epoch/{name}", value)
+            tf.summary.scalar("epoch/learning_rate", logs["lr"])
+            tf.summary.scalar("epoch/images_per_sec", logs["images_per_sec"])
+        with self.val_writer.as_default(step=step):
+            for name, value in val_results.items():
+                tf.summary.scalar(f"epoch/{name.removeprefix('val_')}", value)
+            if self._sample is not None:
+                tf.summary.image("faces", self._face_grid()[np.newaxis], step=step)
+        self.train_writer.flush()
+        self.val_writer.flush()
+
+    def _face_grid(self):
+        images, batch_labels = self._sample
+        outputs = self.trainer.model(images, training=False)
+        captions = []
+        ages = (heads.predicted_age_years(outputs).numpy()
+                if any(h in outputs for h in heads.AGE_HEADS) else None)
+        for i in range(images.shape[0]):
+            caption = f"true {int(batch_labels['age'][i])} {'F' if batch_labels['gender'][i] > 0.5 else 'M'}"
+            predicted = []
+            if ages is not None:
+                predicted.append(f"{ages[i]:.0f}")
+            if "age_range" in outputs:
+                predicted.append(labels.AGE_RANGE_NAMES[int(np.argmax(outputs['age_range'][i]))])
+            if "gender" in outputs:
+                predicted.append("F" if float(outputs["gender"][i]) > 0.5 else "M")
+            captions.append(caption + "\npred " + " ".join(predicted))
+        return plots.face_grid(images.numpy(), captions)
+
+    def train_end(self):
+        trainer = self.trainer
+        if self.chief:
+            run_files.save_model(trainer.model, self._path("final.keras"))
+            if not os.path.exists(self._path("best.keras")):
+                run_files.save_model(trainer.model, self._path("best.keras"))
+            self.train_writer.close()
+            self.val_writer.close()

@@ -1,0 +1,278 @@
+"""Train, evaluate and export a face age/gender model.
+
+    python -m agetf.train --flagfile flags/demo.flags
+    python -m agetf.train --flagfile flags/demo.flags --load          # evaluate the trained model
+
+Flags are defined here only and become plain dataclasses once; rerunning the same
+command resumes from the latest checkpoint in --model_dir.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+# The older project's flags, same names and meaning.
+flags.DEFINE_enum("type", "classification", ["classification", "regression"],
+                  "classification: age histogram (or ranges with --range_mode); regression: age/100.")
+flags.DEFINE_boolean("range_mode", False, "With --type=classification: 17 age ranges instead of the histogram.")
+flags.DEFINE_boolean("predict_gender", False, "Add the gender head.")
+flags.DEFINE_list("heads", [], "Explicit heads (age_histogram, age_range, age, gender); "
+                  "overrides --type/--range_mode/--predict_gender.")
+flags.DEFINE_string("base_model", "MobileNetV2", "Backbone: MobileNetV2 or ResNet50.")
+flags.DEFINE_integer("img_dim", 128, "Square input size in pixels.")
+flags.DEFINE_integer("batch_size", 32, "Global batch size (over all replicas and workers).")
+flags.DEFINE_string("lr_scheduler", "constant",
+                    "constant, reduce_lr_on_plateau, cyclic_lr or cosine.")
+flags.DEFINE_float("age_deviation", None, "Sigma in years of the age histogram; default: the "
+                   "one the records were converted with.")
+flags.DEFINE_boolean("load", False, "Evaluate the trained model in --model_dir on the test split "
+                     "instead of training (with --export_dir: export it too).")
+flags.DEFINE_boolean("fine_tuning", False, "Two stages: heads on a frozen backbone, then the top "
+                     "of the backbone unfrozen.")
+flags.DEFINE_boolean("lr_find", False, "Run the LR range test, write plots/lr_find.png and "
+                     "lr_find.json, and stop.")
+
+# Data and output.
+flags.DEFINE_string("data_dir", None, "Converted dataset (scripts/make_tfrecords output).")
+flags.DEFINE_string("model_dir", None, "Everything a run writes: checkpoints, logs, models, plots.")
+flags.DEFINE_string("export_dir", None, "SavedModel destination; default MODEL_DIR/saved_model.")
+flags.DEFINE_boolean("export", True, "Export a SavedModel after training.")
+flags.DEFINE_integer("print_predictions", 10, "Per-image lines to print when evaluating.")
+flags.DEFINE_boolean("cache", False, "Cache decoded images in memory (when the set fits).")
+flags.DEFINE_integer("shuffle_buffer", 2048, "Record shuffle buffer.")
+flags.DEFINE_boolean("augment", True, "Augment training images (flip, crop, colour, blur).")
+flags.DEFINE_boolean("skip_corrupt_records", False, "Skip unreadable records instead of stopping.")
+flags.DEFINE_integer("seed", None, "Seed for shuffling and augmentation.")
+
+# Model.
+flags.DEFINE_string("weights", "none", "Backbone weights: imagenet, none, or a file path.")
+flags.DEFINE_float("alpha", 1.0, "MobileNetV2 width multiplier.")
+flags.DEFINE_float("dropout", 0.2, "Dropout before the heads.")
+flags.DEFINE_list("loss_weights", [], "Per-head loss weights, e.g. age_histogram=1,gender=0.5.")
+flags.DEFINE_enum("regression_loss", "mse", ["mse", "huber"], "Loss of the regression head.")
+
+# Optimization.
+flags.DEFINE_integer("epochs", 30, "Epochs (without --fine_tuning).")
+flags.DEFINE_string("lr", "1e-3", "Learning rate, or 'auto' to run the LR finder first and use its suggestion.")
+flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Optimizer.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_string("best_metric", "val_loss", "Validation metric that picks best.keras.")
+flags.DEFINE_integer("early_stopping_patience", 0, "Stop after this many epochs without "
+                     "improvement of --best_metric; 0 = off.")
+flags.DEFINE_string("plateau_monitor", "val_loss", "ReduceLROnPlateau: monitored metric.")
+flags.DEFINE_float("plateau_factor", 0.2, "ReduceLROnPlateau: factor.")
+flags.DEFINE_integer("plateau_patience", 3, "ReduceLROnPlateau: patience in epochs.")
+flags.DEFINE_integer("plateau_cooldown", 0, "ReduceLROnPlateau: cooldown in epochs.")
+flags.DEFINE_float("plateau_min_lr", 1e-6, "ReduceLROnPlateau: lower bound.")
+flags.DEFINE_float("clr_base_lr", 1e-4, "CyclicLR: lower bound.")
+flags.DEFINE_float("clr_max_lr", 1e-1, "CyclicLR: upper bound.")
+flags.DEFINE_enum("clr_mode", "triangular", ["triangular", "triangular2", "exp_range"], "CyclicLR mode.")
+flags.DEFINE_float("clr_gamma", 1.0, "CyclicLR exp_range gamma.")
+flags.DEFINE_float("clr_half_cycle_epochs", 8, "CyclicLR: half cycle in epochs.")
+flags.DEFINE_integer("clr_half_cycle_steps", 0, "CyclicLR: half cycle in steps (overrides epochs).")
+flags.DEFINE_float("warmup_epochs", 0, "Cosine: linear warm-up epochs.")
+flags.DEFINE_float("cosine_min_lr", 0.0, "Cosine: final learning rate.")
+flags.DEFINE_float("lr_find_min", 1e-10, "LR finder: first learning rate.")
+flags.DEFINE_float("lr_find_max", 10.0, "LR finder: last learning rate.")
+flags.DEFINE_float("lr_find_epochs", 3, "LR finder: length in epochs.")
+flags.DEFINE_integer("lr_find_steps", 0, "LR finder: length in steps (overrides epochs).")
+flags.DEFINE_integer("head_epochs", 10, "Fine-tuning stage 1: epochs on a frozen backbone.")
+flags.DEFINE_integer("fine_tune_epochs", 35, "Fine-tuning stage 2: epochs with the top unfrozen.")
+flags.DEFINE_float("fine_tune_lr", 1e-4, "Fine-tuning stage 2 learning rate.")
+flags.DEFINE_string("unfreeze_from", None, "Fine-tuning: first backbone layer name prefix to "
+                    "unfreeze; default block_16_ (MobileNetV2) or conv5_ (ResNet50).")
+
+# Execution.
+flags.DEFINE_string("strategy", "auto", "auto, default, mirrored, multi_worker_mirrored or tpu.")
+flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu.")
+flags.DEFINE_string("mixed_precision", "auto", "auto, float32, mixed_float16 or mixed_bfloat16.")
+flags.DEFINE_boolean("jit_compile", False, "XLA-compile the forward and backward pass.")
+flags.DEFINE_integer("steps_per_loop", 10, "Training steps per host call.")
+flags.DEFINE_integer("steps_per_epoch", 0, "0: one pass over the training split.")
+flags.DEFINE_integer("validation_steps", 0, "0: the whole validation split.")
+flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint every N steps; 0: epoch ends only.")
+flags.DEFINE_integer("summary_images", 8, "Validation faces in the TensorBoard grid; 0 = none.")
+
+flags.mark_flags_as_required(["data_dir", "model_dir"])
+
+
+class UsageError(ValueError):
+    """A flag value that cannot work; the message names the flag and the fix."""
+
+
+def parse_loss_weights(items):
+    weights = {}
+    for item in items:
+        head, sep, value = item.partition("=")
+        try:
+            weights[head.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UsageError(f"--loss_weights item {item!r} is not HEAD=NUMBER, e.g. gender=0.5")
+    return weights
+
+
+def resolve_heads():
+    from agetf import heads as heads_lib
+
+    if FLAGS.heads:
+        heads = tuple(FLAGS.heads)
+        heads_lib.validate_heads(heads)
+        return heads
+    return heads_lib.select_heads(FLAGS.type, FLAGS.range_mode, FLAGS.predict_gender)
+
+
+def _no_augmentation():
+    from agetf import augment
+
+    return augment.AugmentConfig(flip=False, crop_scale=(1.0, 1.0), crop_aspect=(1.0, 1.0),
+                                 brightness=0.0, contrast=(1.0, 1.0), blur_probability=0.0)
+
+
+def build_config():
+    """Validates the flags and turns them into a TrainConfig; raises UsageError/ValueError."""
+    from agetf import augment, distribution, input_pipeline, model as model_lib, schedules, trainer
+
+    heads = resolve_heads()
+    if FLAGS.base_model not in model_lib.BACKBONES:
+        raise UsageError(f"--base_model={FLAGS.base_model} is unknown; use one of "
+                         f"{', '.join(model_lib.BACKBONES)}")
+    minimum = model_lib.min_img_dim(FLAGS.base_model)
+    if FLAGS.img_dim < minimum:
+        raise UsageError(f"--img_dim={FLAGS.img_dim} is below {FLAGS.base_model}'s minimum of "
+                         f"{minimum}; use --img_dim={minimum} or more")
+    if FLAGS.batch_size < 1:
+        raise UsageError(f"--batch_size={FLAGS.batch_size} must be >= 1")
+    if FLAGS.lr_scheduler not in schedules.SCHEDULES:
+        raise UsageError(f"--lr_scheduler={FLAGS.lr_scheduler} is unknown; use one of "
+                         f"{', '.join(schedules.SCHEDULES)}")
+    distribution.resolve_strategy_name(FLAGS.strategy)  # checks the value
+    if FLAGS.mixed_precision not in distribution.MIXED_PRECISION:
+        raise UsageError(f"--mixed_precision={FLAGS.mixed_precision} is unknown; use one of "
+                         f"{', '.join(distribution.MIXED_PRECISION)}")
+    if FLAGS.lr != "auto":
+        try:
+            float(FLAGS.lr)
+        except ValueError:
+            raise UsageError(f"--lr={FLAGS.lr} is neither a number nor 'auto'") from None
+    if FLAGS.steps_per_loop < 1:
+        raise UsageError(f"--steps_per_loop={FLAGS.steps_per_loop} must be >= 1")
+    for split in ("train", "validation", "test"):
+        input_pipeline.list_shards(FLAGS.data_dir, split)  # one-line error if missing or empty
+
+    input_config = input_pipeline.InputConfig(
+        data_dir=FLAGS.data_dir, img_dim=FLAGS.img_dim, shuffle_buffer=FLAGS.shuffle_buffer,
+        cache=FLAGS.cache, age_deviation=FLAGS.age_deviation,
+        skip_corrupt_records=FLAGS.skip_corrupt_records, seed=FLAGS.seed,
+        augment=augment.AugmentConfig() if FLAGS.augment else _no_augmentation())
+    schedule_params = {name: FLAGS[name].value for name in (
+        "plateau_monitor", "plateau_factor", "plateau_patience", "plateau_cooldown",
+        "plateau_min_lr", "clr_base_lr", "clr_max_lr", "clr_mode", "clr_gamma",
+        "clr_half_cycle_epochs", "clr_half_cycle_steps", "warmup_epochs", "cosine_min_lr")}
+    return trainer.TrainConfig(
+        model_dir=FLAGS.model_dir, input=input_config,
+        model=trainer.ModelConfig(backbone=FLAGS.base_model, img_dim=FLAGS.img_dim, heads=heads,
+                                  alpha=FLAGS.alpha, weights=FLAGS.weights, dropout=FLAGS.dropout),
+        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+        lr=float(FLAGS.lr) if FLAGS.lr != "auto" else 1e-3, optimizer=FLAGS.optimizer,
+        momentum=FLAGS.momentum, loss_weights=parse_loss_weights(FLAGS.loss_weights),
+        regression_loss=FLAGS.regression_loss, schedule=FLAGS.lr_scheduler,
+        schedule_params=schedule_params,
+        fine_tune=trainer.FineTuneConfig(enabled=FLAGS.fine_tuning, head_epochs=FLAGS.head_epochs,
+                                         fine_tune_epochs=FLAGS.fine_tune_epochs,
+                                         fine_tune_lr=FLAGS.fine_tune_lr,
+                                         unfreeze_from=FLAGS.unfreeze_from),
+        strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
+        jit_compile=FLAGS.jit_compile, steps_per_loop=FLAGS.steps_per_loop,
+        steps_per_epoch=FLAGS.steps_per_epoch, validation_steps=FLAGS.validation_steps,
+        checkpoint_every_steps=FLAGS.checkpoint_every_steps, best_metric=FLAGS.best_metric,
+        early_stopping_patience=FLAGS.early_stopping_patience,
+        summary_images=FLAGS.summary_images)
+
+
+def trained_model_path(model_dir):
+    """best.keras if the run saved one, else final.keras; a one-line error when neither exists."""
+    for name in ("best.keras", "final.keras"):
+        path = os.path.join(model_dir, name)
+        if os.path.exists(path):
+            return path
+    raise UsageError(f"no trained model (best.keras or final.keras) in --model_dir={model_dir}; "
+                     "train first, or point --model_dir at a finished run")
+
+
+def evaluate_and_export(config, export):
+    """Evaluates the trained model on the test split; writes evaluation.json; exports it."""
+    import keras
+
+    from agetf import evaluation, export as export_lib, run_files
+
+    model = keras.saving.load_model(trained_model_path(config.model_dir), safe_mode=True)
+    report, lines = evaluation.evaluate(model, config.input, "test", batch_size=64,
+                                        print_predictions=FLAGS.print_predictions)
+    for line in lines:
+        print(line)
+    print(evaluation.format_report(report))
+    run_files.write_json(os.path.join(config.model_dir, "evaluation.json"), report)
+    if export:
+        export_dir = FLAGS.export_dir or os.path.join(config.model_dir, "saved_model")
+        export_lib.export_saved_model(model, export_dir, img_dim=config.model.img_dim)
+        print(f"Exported SavedModel to {export_dir}")
+    return report
+
+
+def train(config):
+    from agetf import lr_search, run_files, trainer as trainer_lib
+
+    os.makedirs(config.model_dir, exist_ok=True)
+    trainer_lib.check_run_definition(config.model_dir, config.model)
+    if FLAGS.lr_find or FLAGS.lr == "auto":
+        suggestion = lr_search.run_lr_finder(config, min_lr=FLAGS.lr_find_min,
+                                             max_lr=FLAGS.lr_find_max, epochs=FLAGS.lr_find_epochs,
+                                             steps=FLAGS.lr_find_steps)
+        if FLAGS.lr_find:
+            return None
+        if suggestion is None:
+            raise UsageError("the LR finder found no suggestion (the loss never fell); "
+                             "pass --lr=NUMBER")
+        import dataclasses
+
+        config = dataclasses.replace(config, lr=suggestion)
+        print(f"Training with the suggested learning rate {suggestion:.3g}")
+    trainer = trainer_lib.Trainer(config)
+    if trainer.chief:
+        run_files.write_text(os.path.join(config.model_dir, "flags.txt"), FLAGS.flags_into_string())
+        trainer_lib.write_run_definition(config.model_dir, config.model)
+    trainer.fit()
+    return trainer
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from agetf import model as model_lib, trainer as trainer_lib
+
+    try:
+        config = build_config()
+        if FLAGS.load:
+            evaluate_and_export(config, export=bool(FLAGS.export_dir))
+            return 0
+        trainer = train(config)
+        if trainer is None or not trainer.chief:
+            return 0
+        evaluate_and_export(config, export=FLAGS.export)
+        print(f"Run written to {config.model_dir}; watch it with: "
+              f"tensorboard --logdir {os.path.join(config.model_dir, 'logs')}")
+    except trainer_lib.NonFiniteLossError as error:
+        sys.exit(f"agetf.train: {error}")
+    except (ValueError, model_lib.WeightsUnavailableError) as error:
+        sys.exit(f"agetf.train: error: {error}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,351 @@
+"""The custom distributed training loop: one loop for every tf.distribute strategy.
+
+Not `model.fit`: under MultiWorkerMirroredStrategy it fails with Keras 3 (see
+design.md). A `tf.function` runs `steps_per_loop` steps of `strategy.run` per host
+call; state (model, optimizer, schedule, epoch, step) lives in a `tf.train.Checkpoint`
+so a rerun of the same command resumes where the last one stopped.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from agetf import distribution, heads, input_pipeline, model as model_lib, run_files, run_monitor, schedules
+
+# What must match between a model_dir and the command that resumes it.
+RUN_DEFINING_KEYS = ("backbone", "img_dim", "heads", "alpha")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "MobileNetV2"
+    img_dim: int = 128
+    heads: tuple = ("age_histogram",)
+    alpha: float = 1.0
+    weights: str = "none"
+    dropout: float = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuneConfig:
+    enabled: bool = False
+    head_epochs: int = 10
+    fine_tune_epochs: int = 35
+    fine_tune_lr: float = 1e-4
+    unfreeze_from: str | None = None  # None: the backbone's default (model.DEFAULT_UNFREEZE_FROM)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model_dir: str
+    input: input_pipeline.InputConfig
+    model: ModelConfig = ModelConfig()
+    epochs: int = 30
+    batch_size: int = 32  # global, over all replicas and workers
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    loss_weights: dict = dataclasses.field(default_factory=dict)
+    regression_loss: str = "mse"
+    schedule: str = "constant"
+    schedule_params: dict = dataclasses.field(default_factory=dict)
+    fine_tune: FineTuneConfig = FineTuneConfig()
+    strategy: str = "auto"
+    mixed_precision: str = "auto"
+    jit_compile: bool = False
+    steps_per_loop: int = 10
+    steps_per_epoch: int = 0  # 0: one pass over the training split
+    validation_steps: int = 0  # 0: the whole validation split
+    checkpoint_every_steps: int = 0  # 0: at epoch ends only
+    keep_checkpoints: int = 3
+    best_metric: str = "val_loss"
+    early_stopping_patience: int = 0  # 0: off
+    summary_images: int = 8
+    verbose: bool = True
+
+    @property
+    def total_epochs(self):
+        if self.fine_tune.enabled:
+            return self.fine_tune.head_epochs + self.fine_tune.fine_tune_epochs
+        return self.epochs
+
+
+def run_definition(model_config):
+    """The part of a configuration that a resumed run must share with the original."""
+    return {key: (list(value) if isinstance(value, tuple) else value)
+            for key, value in dataclasses.asdict(model_config).items() if key in RUN_DEFINING_KEYS}
+
+
+def check_run_definition(model_dir, model_config):
+    """Refuses a model_dir whose saved run was made with a different model definition."""
+    saved = run_files.read_json(os.path.join(model_dir, "run.json"))
+    if saved is None:
+        return
+    wanted = run_definition(model_config)
+    differing = [f"{k}: {saved.get(k)!r} in model_dir, {wanted[k]!r} now" for k in wanted
+                 if saved.get(k) != wanted[k]]
+    if differing:
+        raise ValueError(f"--model_dir {model_dir} holds a run with a different model ("
+                         + "; ".join(differing) + "); use another --model_dir or the same flags")
+
+
+def _make_optimizer(name, lr, momentum, policy):
+    if name == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=lr)
+    elif name == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=momentum, nesterov=True)
+    else:
+        raise ValueError(f"--optimizer must be adam or sgd; got {name!r}")
+    if policy == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+class Trainer:
+    """Builds everything a run needs inside the strategy's scope, and trains it."""
+
+    def __init__(self, config: TrainConfig, strategy=None):
+        self.config = config
+        self.strategy = strategy or distribution.make_strategy(config.strategy)
+        self.chief = distribution.is_chief(self.strategy)
+        replicas = self.strategy.num_replicas_in_sync
+        if config.batch_size % replicas:
+            raise ValueError(f"--batch_size={config.batch_size} does not divide across {replicas} "
+                             f"replicas; use a multiple of {replicas}")
+        self.policy = distribution.resolve_mixed_precision(config.mixed_precision, self.strategy)
+        distribution.set_precision_policy(self.policy)
+        check_run_definition(config.model_dir, config.model)
+
+        self.num_train = input_pipeline.num_examples(config.input.data_dir, "train")
+        self.num_validation = input_pipeline.num_examples(config.input.data_dir, "validation")
+        if self.num_train < config.batch_size:
+            raise ValueError(f"the train split has {self.num_train} images, fewer than "
+                             f"--batch_size={config.batch_size}; lower --batch_size")
+        self.steps_per_epoch = config.steps_per_epoch or self.num_train // config.batch_size
+
+        self.restore_dir = os.path.join(config.model_dir, "checkpoints")
+        self.checkpoint_dir = distribution.worker_dir(config.model_dir, self.strategy, "checkpoints")
+        latest = tf.train.latest_checkpoint(self.restore_dir)
+        start_epoch = int(tf.train.load_variable(latest, "epoch/.ATTRIBUTES/VARIABLE_VALUE")) if latest else 0
+
+        mc = config.model
+        with self.strategy.scope():
+            self.model = model_lib.build_model(backbone=mc.backbone, img_dim=mc.img_dim,
+                                               heads=mc.heads, alpha=mc.alpha, weights=mc.weights,
+                                               dropout=mc.dropout)
+            counter = dict(trainable=False, dtype=tf.int64,
+                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self.epoch = tf.Variable(0, name="epoch", **counter)
+            self.step_in_epoch = tf.Variable(0, name="step_in_epoch", **counter)
+            self.global_step = tf.Variable(0, name="global_step", **counter)
+            self.train_metrics = heads.MetricSet(mc.heads)
+            self.val_metrics = heads.MetricSet(mc.heads, prefix="val_")
+        self.train_data = self.strategy.distribute_datasets_from_function(
+            lambda ctx: self._dataset("train", ctx, training=True))
+        self.stage = None
+        self._enter_stage(self.stage_for_epoch(start_epoch))
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self._log(f"Resumed from {latest} at epoch {int(self.epoch)}, step {int(self.step_in_epoch)} "
+                      f"of {self.steps_per_epoch}")
+        self.resumed = bool(latest)
+
+    # -- set-up -------------------------------------------------------------------------
+
+    def _log(self, message):
+        if self.config.verbose and self.chief:
+            print(message, flush=True)
+
+    def _dataset(self, split, input_context, training):
+        batch = input_context.get_per_replica_batch_size(self.config.batch_size)
+        return input_pipeline.build_dataset(self.config.input, split, batch, training=training,
+                                            input_context=input_context)
+
+    def stage_for_epoch(self, epoch):
+        """`train` without fine-tuning; else `heads` (frozen backbone) then `fine_tune`."""
+        fine_tune = self.config.fine_tune
+        if not fine_tune.enabled:
+            return "train"
+        return "heads" if epoch < fine_tune.head_epochs else "fine_tune"
+
+    def _enter_stage(self, stage):
+        """Sets trainable layers and a fresh optimizer and schedule for a stage, then retraces."""
+        config, fine_tune = self.config, self.config.fine_tune
+        if stage == "train":
+            self.model.trainable = True
+        elif stage == "heads":
+            model_lib.set_trainable(self.model, unfreeze_from=None)
+        else:
+            prefix = fine_tune.unfreeze_from
+            if prefix is None:
+                prefix = model_lib.DEFAULT_UNFREEZE_FROM[config.model.backbone]
+            model_lib.set_trainable(self.model, unfreeze_from=prefix)
+        lr = fine_tune.fine_tune_lr if stage == "fine_tune" else config.lr
+        stage_epochs = (fine_tune.fine_tune_epochs if stage == "fine_tune" else
+                        fine_tune.head_epochs if stage == "heads" else config.epochs)
+        with self.strategy.scope():
+            self.optimizer = _make_optimizer(config.optimizer, lr, config.momentum, self.policy)
+            self.optimizer.build(self.model.trainable_variables)
+            self.schedule = schedules.make_schedule(
+                config.schedule, lr=lr, steps_per_epoch=self.steps_per_epoch,
+                total_steps=stage_epochs * self.steps_per_epoch, **config.schedule_params)
+            self.stage_start_step = tf.Variable(
+                self.global_step.read_value(), trainable=False, dtype=tf.int64,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, name="stage_start_step")
+            self.non_finite = tf.Variable(False, trainable=False,
+                                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, schedule=self.schedule, epoch=self.epoch,
+            step_in_epoch=self.step_in_epoch, global_step=self.global_step,
+            stage_start_step=self.stage_start_step)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
+                                                  max_to_keep=self.config.keep_checkpoints)
+        self._train_loop = self._make_train_loop()
+        self._eval_step = self._make_eval_step()
+        self.stage = stage
+
+    # -- compiled steps -----------------------------------------------------------------
+
+    def _forward_backward(self, images, batch_labels):
+        config = self.config
+        with tf.GradientTape() as tape:
+            outputs = self.model(images, training=True)
+            per_head = heads.per_example_losses(batch_labels, outputs, config.regression_loss)
+            per_example = heads.total_loss(per_head, config.loss_weights)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
+            scaled = (self.optimizer.scale_loss(loss)
+                      if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) else loss)
+        grads = tape.gradient(scaled, self.model.trainable_variables)
+        return loss, outputs, per_head, grads
+
+    def _make_train_loop(self):
+        strategy, model, optimizer = self.strategy, self.model, self.optimizer
+        forward_backward = (tf.function(self._forward_backward, jit_compile=True)
+                            if self.config.jit_compile else self._forward_backward)
+
+        def replica_step(images, batch_labels):
+            loss, outputs, per_head, grads = forward_backward(images, batch_labels)
+            optimizer.apply(grads, model.trainable_variables)
+            self.train_metrics.update(batch_labels, outputs, per_head, self.config.loss_weights)
+            return loss
+
+        @tf.function
+        def train_loop(iterator, num_steps):
+            loss = tf.constant(0.0)
+            for _ in tf.range(num_steps):
+                stage_step = self.global_step - self.stage_start_step
+                optimizer.learning_rate.assign(self.schedule.learning_rate(stage_step))
+                images, batch_labels = next(iterator)
+                per_replica = strategy.run(replica_step, args=(images, batch_labels))
+                loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+                self.global_step.assign_add(1)
+                self.step_in_epoch.assign_add(1)
+                if not tf.math.is_finite(loss):
+                    self.non_finite.assign(True)
+                    break
+            return loss
+
+        return train_loop
+
+    def _make_eval_step(self):
+        def replica_step(images, batch_labels):
+            outputs = self.model(images, training=False)
+            per_head = heads.per_example_losses(batch_labels, outputs, self.config.regression_loss)
+            self.val_metrics.update(batch_labels, outputs, per_head, self.config.loss_weights)
+
+        @tf.function
+        def eval_step(batch):
+            self.strategy.run(replica_step, args=batch)
+
+        return eval_step
+
+    # -- public -------------------------------------------------------------------------
+
+    def evaluate(self, split="validation"):
+        """Runs the eval metrics over one pass of `split`; returns {val_name: value}."""
+        self.val_metrics.reset()
+        data = self.strategy.distribute_datasets_from_function(
+            lambda ctx: self._dataset(split, ctx, training=False))
+        for i, batch in enumerate(data):
+            if self.config.validation_steps and i >= self.config.validation_steps:
+                break
+            self._eval_step(batch)
+        return self.val_metrics.results()
+
+    def train_steps(self, iterator, num_steps):
+        """Runs `num_steps` training steps; returns the last global-batch loss (python float)."""
+        loss = float(self._train_loop(iterator, tf.constant(num_steps, tf.int64)))
+        if bool(self.non_finite):
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss}) at epoch {int(self.epoch) + 1}, step "
+                f"{int(self.step_in_epoch)}; stopped. The last good checkpoint in "
+                f"{self.restore_dir} and best.keras are intact; lower --lr or check the data")
+        return loss
+
+    def use_schedule(self, schedule):
+        """Replaces the stage's schedule (counting from the current step) and retraces the loop."""
+        self.schedule = schedule
+        self.stage_start_step.assign(self.global_step)
+        self._train_loop = self._make_train_loop()
+
+    def learning_rate(self):
+        return float(self.schedule.learning_rate(self.global_step - self.stage_start_step))
+
+    def save_checkpoint(self):
+        """Saves on every worker (the save is collective); only the chief's lands in model_dir."""
+        return self.manager.save(checkpoint_number=self.global_step)
+
+    def fit(self):
+        """Trains from the current state to `total_epochs`; returns the history dict."""
+        config = self.config
+        monitor = run_monitor.RunMonitor(self)
+        iterator = iter(self.train_data)
+        while int(self.epoch) < config.total_epochs:
+            epoch = int(self.epoch)
+            stage = self.stage_for_epoch(epoch)
+            if stage != self.stage:
+                self._log(f"Stage {stage}: unfreezing the backbone from "
+                          f"{config.fine_tune.unfreeze_from or model_lib.DEFAULT_UNFREEZE_FROM[config.model.backbone]}"
+                          f", lr {config.fine_tune.fine_tune_lr}")
+                self._enter_stage(stage)
+            monitor.epoch_begin(epoch)
+            self.train_metrics.reset()
+            while int(self.step_in_epoch) < self.steps_per_epoch:
+                done = int(self.step_in_epoch)
+                n = min(config.steps_per_loop, self.steps_per_epoch - done)
+                if config.checkpoint_every_steps:
+                    n = min(n, config.checkpoint_every_steps
+                            - int(self.global_step) % config.checkpoint_every_steps)
+                start = time.perf_counter()
+                loss = self.train_steps(iterator, n)
+                monitor.steps_end(n, loss, time.perf_counter() - start)
+                if config.checkpoint_every_steps and int(self.global_step) % config.checkpoint_every_steps == 0:
+                    self.save_checkpoint()
+            train_results = self.train_metrics.results()
+            val_results = self.evaluate("validation")
+            self.epoch.assign_add(1)
+            self.step_in_epoch.assign(0)
+            stop = monitor.epoch_end(epoch, train_results, val_results)
+            self.save_checkpoint()
+            if stop:
+                break
+        monitor.train_end()
+        return monitor.history
+
+
+def write_run_definition(model_dir, model_config):
+    """Records the run-defining settings, checked by every later resume."""
+    run_files.write_json(os.path.join(model_dir, "run.json"), run_definition(model_config))
+
+
+def config_to_json(config):
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
