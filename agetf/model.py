@@ -104,10 +104,18 @@ def set_trainable(model, *, unfreeze_from) -> None:
         backbone.trainable = False
         return
     start = _first_layer_index(layers, unfreeze_from)
-    backbone.trainable = True  # resets every sublayer; the loop below decides each one
+    backbone.trainable = True
     for index, layer in enumerate(layers):
         frozen = index < start or isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = not frozen
+
+
+def unfreeze_all(model) -> None:
+    """Makes every layer trainable, BatchNormalization included (training without stages)."""
+    # Keras 3 on TF ignores `layer.trainable = v` when the layer's own flag is already v,
+    # leaving frozen sublayers frozen; going through False forces the propagation.
+    model.trainable = False
+    model.trainable = True
 
 
 def _first_layer_index(layers, prefix):
