@@ -1,0 +1,180 @@
+"""Serving export: a TensorFlow-only process loads it and predicts what the model predicts."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from agetf import export
+from agetf import image_ops
+from agetf import labels
+from agetf import model as model_lib
+from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
+
+IMG_DIM = 32
+VENV_BIN = os.path.dirname(sys.executable)
+
+# Runs in a fresh interpreter where keras and agetf cannot be imported (a None entry in
+# sys.modules makes `import` raise), as on a machine with only TensorFlow installed.
+_LOAD_AND_PREDICT = """
+import sys
+for blocked in ("keras", "tf_keras", "agetf"):
+    sys.modules[blocked] = None
+import numpy as np
+import tensorflow as tf
+export_dir, inputs_path, outputs_path = sys.argv[1:]
+inputs = np.load(inputs_path, allow_pickle=False)
+loaded = tf.saved_model.load(export_dir)
+by_bytes = loaded.signatures["serving_default"](images_bytes=tf.constant(list(inputs["jpegs"])))
+by_images = loaded.signatures["serving_images"](images=tf.constant(inputs["images"]))
+results = {"bytes_" + k: v.numpy() for k, v in by_bytes.items()}
+results.update({"images_" + k: v.numpy() for k, v in by_images.items()})
+np.savez(outputs_path, **results)
+"""
+
+
+def random_jpegs(count, seed=0):
+    """JPEGs of random sizes (some smaller than IMG_DIM, some large enough for DCT scaling)."""
+    rng = np.random.default_rng(seed)
+    jpegs = []
+    for _ in range(count):
+        height, width = rng.integers(20, 150, size=2)
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        jpegs.append(tf.io.encode_jpeg(pixels, quality=90).numpy())
+    return jpegs
+
+
+def expected_serving_outputs(model, images):
+    outputs = model(images, training=False)
+    expected = {"age": export.predict_years(outputs).numpy()}
+    for head, name in [("age_histogram", "age_histogram"), ("age_range", "age_range"),
+                       ("gender", "female_probability")]:
+        if head in outputs:
+            expected[name] = np.asarray(outputs[head])
+    return expected
+
+
+@pytest.fixture(scope="module")
+def all_heads():
+    model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=model_lib.HEADS,
+                                  alpha=0.35)
+    calibrate_batchnorm(model, np.random.default_rng(1).uniform(0, 255, (8, IMG_DIM, IMG_DIM, 3))
+                        .astype("float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(all_heads, tmp_path_factory):
+    export_dir = str(tmp_path_factory.mktemp("export") / "saved_model")
+    export.export_saved_model(all_heads, export_dir, img_dim=IMG_DIM)
+    return export_dir
+
+
+def test_tensorflow_only_process_predicts_what_the_model_predicts(all_heads, exported, tmp_path):
+    jpegs = random_jpegs(5)
+    images = np.random.default_rng(2).integers(0, 256, (3, 45, 70, 3), dtype=np.uint8)
+    np.savez(tmp_path / "inputs.npz", jpegs=np.array(jpegs, dtype=object).astype(bytes),
+             images=images)
+    subprocess.run([sys.executable, "-c", _LOAD_AND_PREDICT, exported,
+                    str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz")],
+                   check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    got = dict(np.load(tmp_path / "outputs.npz"))
+
+    decoded = tf.stack([image_ops.decode_and_resize(jpeg, IMG_DIM) for jpeg in jpegs])
+    for prefix, model_input in [("bytes_", decoded), ("images_", image_ops.resize(images, IMG_DIM))]:
+        expected = expected_serving_outputs(all_heads, model_input)
+        assert sorted(k[len(prefix):] for k in got if k.startswith(prefix)) == sorted(expected)
+        for name, value in expected.items():
+            # Ages compare in model units (years / 100), like the probabilities.
+            scale = labels.REGRESSION_SCALE if name == "age" else 1.0
+            np.testing.assert_allclose(got[prefix + name] / scale, value / scale, atol=1e-4,
+                                       err_msg=prefix + name)
+    assert np.ptp(got["bytes_age"]) > 1e-3, "outputs must differ between images to prove anything"
+
+
+def test_saved_model_cli_lists_both_signatures(exported):
+    shown = subprocess.run([os.path.join(VENV_BIN, "saved_model_cli"), "show", "--dir", exported,
+                            "--all"], check=True, capture_output=True, text=True).stdout
+    assert "signature_def['serving_default']" in shown
+    assert "signature_def['serving_images']" in shown
+    for name in ("images_bytes", "images", "age", "age_histogram", "age_range",
+                 "female_probability"):
+        assert f"['{name}']" in shown, name
+
+
+def test_loaded_signatures_have_the_declared_inputs(exported):
+    loaded = tf.saved_model.load(exported)
+    bytes_inputs = loaded.signatures["serving_default"].structured_input_signature[1]
+    image_inputs = loaded.signatures["serving_images"].structured_input_signature[1]
+    assert bytes_inputs["images_bytes"].dtype == tf.string
+    assert bytes_inputs["images_bytes"].shape.as_list() == [None]
+    assert image_inputs["images"].dtype == tf.uint8
+    assert image_inputs["images"].shape.as_list() == [None, None, None, 3]
+
+
+@pytest.mark.parametrize("heads,keys", [
+    (["age_histogram"], {"age", "age_histogram"}),
+    (["age_range", "gender"], {"age", "age_range", "female_probability"}),
+    (["age"], {"age"}),
+    (["age", "gender"], {"age", "female_probability"}),
+])
+def test_output_keys_follow_the_heads(heads, keys):
+    model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=heads, alpha=0.35)
+    module = export._ServingModule(model, IMG_DIM)
+    outputs = module.serve_bytes.get_concrete_function().structured_outputs
+    assert set(outputs) == keys
+    assert all(spec.dtype == tf.float32 for spec in outputs.values())
+
+
+def test_gender_only_model_cannot_be_exported(tmp_path):
+    model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=["gender"],
+                                  alpha=0.35)
+    with pytest.raises(ValueError, match="no age head"):
+        export.export_saved_model(model, str(tmp_path / "saved_model"), img_dim=IMG_DIM)
+    assert os.listdir(tmp_path) == [], "a failed export must leave nothing behind"
+
+
+def test_predict_years_prefers_histogram_then_range_then_regression():
+    histogram = tf.constant([labels.age_histogram(40)])
+    ranges = tf.one_hot([6], labels.NUM_AGE_RANGES)  # 30-35, midpoint 32.5
+    regression = tf.constant([0.2])
+    years = lambda **outputs: float(export.predict_years(outputs)[0])  # noqa: E731
+    assert years(age_histogram=histogram, age_range=ranges, age=regression) == pytest.approx(40, abs=1e-3)
+    assert years(age_range=ranges, age=regression) == pytest.approx(32.5)
+    assert years(age=regression) == pytest.approx(20.0)
+
+
+def test_failed_export_keeps_the_previous_one(all_heads, tmp_path, monkeypatch):
+    export_dir = tmp_path / "saved_model"
+    export_dir.mkdir()
+    (export_dir / "saved_model.pb").write_bytes(b"previous export")
+
+    def write_half_then_fail(module, path, signatures):
+        with open(os.path.join(path, "saved_model.pb"), "wb") as f:
+            f.write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tf.saved_model, "save", write_half_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_saved_model(all_heads, str(export_dir), img_dim=IMG_DIM)
+    assert sorted(os.listdir(tmp_path)) == ["saved_model"]
+    assert (export_dir / "saved_model.pb").read_bytes() == b"previous export"
+
+
+def test_export_replaces_a_previous_one_when_complete(all_heads, tmp_path, monkeypatch):
+    export_dir = tmp_path / "saved_model"
+    export_dir.mkdir()
+    (export_dir / "stale.txt").write_text("old")
+
+    def write_marker(module, path, signatures):
+        assert set(signatures) == {"serving_default", "serving_images"}
+        with open(os.path.join(path, "saved_model.pb"), "wb") as f:
+            f.write(b"new")
+
+    monkeypatch.setattr(tf.saved_model, "save", write_marker)
+    export.export_saved_model(all_heads, str(export_dir), img_dim=IMG_DIM)
+    assert sorted(os.listdir(tmp_path)) == ["saved_model"]
+    assert sorted(os.listdir(export_dir)) == ["saved_model.pb"]
