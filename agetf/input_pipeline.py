@@ -1,0 +1,252 @@
+"""The tf.data input pipeline: converted TFRecord shards -> batches of (images, labels).
+
+Training: shard files per input pipeline -> shuffle files every epoch -> repeat ->
+parallel interleave -> shuffle records -> parse + fused decode-and-crop (DCT-domain
+downscaling where img_dim allows) -> resize -> batch -> batched augmentation and
+labels -> prefetch. Evaluation: every record exactly once, in a deterministic order,
+decoded with `image_ops.decode_and_resize` (what the exported model uses).
+Images leave as float32 0..255; the model holds the backbone's own preprocessing.
+"""
+
+import dataclasses
+import glob
+import json
+import os
+import re
+
+import tensorflow as tf
+from absl import logging
+
+from agetf import augment, image_ops, labels, schema
+from agetf.augment import AugmentConfig
+
+__all__ = ["AugmentConfig", "InputConfig", "build_dataset", "num_examples", "list_shards"]
+
+REPORT_FILE = "conversion_report.json"
+_SHARD_SUFFIX = re.compile(r"\.tfrecord-\d{5}-of-\d{5}$")
+# Deterministic interleave order for evaluation: this many files are read at once.
+_EVAL_CYCLE_LENGTH = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """Where the data is and how to read it; one per dataset, shared by train and eval."""
+
+    data_dir: str
+    img_dim: int = 128
+    shuffle_buffer: int = 2048
+    cache: bool = False  # cache decoded images (after decode, before augment) in memory
+    augment: AugmentConfig = AugmentConfig()
+    age_deviation: float | None = None  # None: the histogram stored in the records
+    skip_corrupt_records: bool = False
+    threads: int | None = None  # private thread pool size; None = tf.data default
+    seed: int | None = None
+
+
+def list_shards(data_dir, split):
+    """Sorted shard files of a split; ValueError naming the problem if there are none."""
+    if split not in schema.SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(schema.SPLITS)}")
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"data directory {data_dir} does not exist; convert a dataset into it "
+                         "with scripts/make_tfrecords")
+    # The converter writes shards under a temporary name first; only complete ones match.
+    files = sorted(f for f in glob.glob(schema.shard_pattern(data_dir, split))
+                   if _SHARD_SUFFIX.search(f))
+    if not files:
+        raise ValueError(f"no {split} shards (*-{split}.tfrecord-NNNNN-of-NNNNN) in {data_dir}; "
+                         "convert a dataset into it with scripts/make_tfrecords")
+    return files
+
+
+def num_examples(data_dir, split):
+    """Number of records in a split, from the conversion report (else by counting)."""
+    files = list_shards(data_dir, split)
+    count = _count_from_report(os.path.join(data_dir, REPORT_FILE), split)
+    if count is not None:
+        return count
+    return sum(1 for _ in tf.data.TFRecordDataset(files))
+
+
+def _count_from_report(path, split):
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return None
+    value = report.get("counts", {}).get(split)
+    return value if isinstance(value, int) else None
+
+
+def build_dataset(config, split, batch_size, *, training, input_context=None,
+                  include_metadata=False):
+    """Batches of (images float32 [B, d, d, 3] in 0..255, labels dict) for one split.
+
+    `batch_size` is per replica. Training repeats forever with augmentation; evaluation
+    yields every record of this input pipeline's part of the split once.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    files = list_shards(config.data_dir, split)
+    if training:
+        dataset = _training_dataset(config, files, batch_size, input_context)
+    else:
+        dataset = _evaluation_dataset(config, files, batch_size, input_context)
+    dataset = dataset.map(lambda images, features: _finish_batch(images, features, config,
+                                                                 include_metadata),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(config, training))
+
+
+def _options(config, training):
+    options = tf.data.Options()
+    options.deterministic = not training
+    options.autotune.enabled = True
+    if config.threads:
+        options.threading.private_threadpool_size = config.threads
+    return options
+
+
+def _pipeline_shard(input_context, num_files):
+    """(num_pipelines, pipeline_id, by_file) for this input pipeline."""
+    if input_context is None or input_context.num_input_pipelines <= 1:
+        return 1, 0, True
+    pipelines = input_context.num_input_pipelines
+    if num_files < pipelines:
+        logging.warning(
+            "Only %d shard files for %d input pipelines: sharding by record instead, so every "
+            "pipeline reads every file; convert with more shards (min_shards) to avoid this.",
+            num_files, pipelines)
+        return pipelines, input_context.input_pipeline_id, False
+    return pipelines, input_context.input_pipeline_id, True
+
+
+def file_dataset(files, *, training, input_context=None, seed=None):
+    """The shard files this input pipeline reads, reshuffled each epoch when training.
+
+    Returns (dataset of file names, record_shard): record_shard is (num, index) when
+    records, not files, must be sharded, else None. Files are sharded before they are
+    shuffled, so pipelines with different random seeds still split them disjointly.
+    """
+    pipelines, pipeline_id, by_file = _pipeline_shard(input_context, len(files))
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if not by_file:
+        return dataset, (pipelines, pipeline_id)
+    if pipelines > 1:
+        dataset = dataset.shard(pipelines, pipeline_id)
+    if training:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    return dataset, None
+
+
+def _read_records(config, files, input_context, *, training, repeat):
+    files_ds, record_shard = file_dataset(files, training=training, input_context=input_context,
+                                          seed=config.seed)
+    if record_shard is not None:
+        # Record sharding needs the same record order in every pipeline: read in order.
+        records = tf.data.TFRecordDataset(files_ds, num_parallel_reads=None)
+        records = records.shard(*record_shard)
+        return records.repeat() if repeat else records
+    if repeat:
+        files_ds = files_ds.repeat()
+    return files_ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=None if training else _EVAL_CYCLE_LENGTH,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+
+
+def _ignore_errors(dataset, config):
+    if not config.skip_corrupt_records:
+        return dataset
+    # Each skipped record is logged by tf.data with the error that made it unreadable.
+    return dataset.ignore_errors(log_warning=True)
+
+
+def _parse(serialized):
+    features = schema.parse_examples(serialized)
+    return features.pop("image"), features
+
+
+def _training_dataset(config, files, batch_size, input_context):
+    if config.cache:
+        return _cached_training_dataset(config, files, batch_size, input_context)
+    records = _read_records(config, files, input_context, training=True, repeat=True)
+    records = records.shuffle(config.shuffle_buffer, seed=config.seed,
+                              reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
+
+    def decode(serialized, seed):
+        jpeg, features = _parse(serialized)
+        image = augment.decode_and_random_crop(jpeg, config.img_dim, config.augment,
+                                               tf.stack([seed, 0]))
+        return image, features, seed
+
+    dataset = tf.data.Dataset.zip(records, seeds).map(
+        decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    dataset = _ignore_errors(dataset, config).batch(batch_size, drop_remainder=True)
+
+    def augment_images(images, features, seeds):
+        # One seed per batch, taken from the first image's, for the batched ops.
+        seed = tf.stack([seeds[0], 1])
+        return augment.augment_batch(images, config.augment, seed), features
+
+    return dataset.map(augment_images, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+
+
+def _cached_training_dataset(config, files, batch_size, input_context):
+    """Training from memory: decoded, slightly oversized images are cached once."""
+    side = augment.cache_dim(config.img_dim, config.augment)
+    records = _read_records(config, files, input_context, training=True, repeat=False)
+
+    def decode(serialized):
+        jpeg, features = _parse(serialized)
+        image = tf.image.resize(image_ops.decode_jpeg_at_least(jpeg, side), [side, side],
+                                antialias=True)
+        # uint8 keeps the cache at a quarter of float32's memory.
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), features
+
+    dataset = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    dataset = _ignore_errors(dataset, config).cache().repeat()
+    dataset = dataset.shuffle(config.shuffle_buffer, seed=config.seed,
+                              reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
+
+    def augment_images(batch, seed):
+        images, features = batch
+        crop_seed, augment_seed = tf.unstack(augment.split_seed(tf.stack([seed, 0]), 2))
+        images = augment.random_crop_batch(images, config.img_dim, config.augment, crop_seed)
+        return augment.augment_batch(images, config.augment, augment_seed), features
+
+    return tf.data.Dataset.zip(dataset, seeds).map(
+        augment_images, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+
+
+def _evaluation_dataset(config, files, batch_size, input_context):
+    records = _read_records(config, files, input_context, training=False, repeat=False)
+
+    def decode(serialized):
+        jpeg, features = _parse(serialized)
+        return image_ops.decode_and_resize(jpeg, config.img_dim), features
+
+    dataset = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _ignore_errors(dataset, config).batch(batch_size, drop_remainder=False)
+
+
+def _finish_batch(images, features, config, include_metadata):
+    """Turns parsed features into the label dict the model and losses expect."""
+    age = tf.cast(features["age"], tf.float32)
+    if config.age_deviation is None:
+        histogram = features["age_histogram"]
+    else:
+        histogram = labels.age_histogram_tf(features["age"], config.age_deviation)
+    targets = {
+        "age": age,
+        "age_histogram": histogram,
+        "age_range": tf.cast(features["age_range"], tf.int32),
+        "gender": tf.cast(features["gender"], tf.float32),
+        "race": tf.cast(features["race"], tf.int32),
+    }
+    if include_metadata:
+        targets["filename"] = features["filename"]
+    return images, targets
