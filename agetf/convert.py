@@ -1,0 +1,72 @@
+"""Convert folders of UTKFace-named face crops into sharded TFRecords.
+
+    scripts/make_tfrecords --input_dir ~/data/UTKFace --output_dir tfrecords/utkface
+    python -m agetf.convert --input_dir DIR [--input_dir DIR2 ...] --output_dir OUT
+
+An existing non-empty --output_dir is refused unless --overwrite is given; an
+interrupted conversion leaves no shard under a final name, and rerunning the same
+command with --overwrite redoes it from scratch.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+from agetf import converter
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_multi_string("input_dir", None, "Folder of face crops, searched recursively; repeat for several.")
+flags.DEFINE_string("output_dir", None, "Where the shards, TFDS metadata and conversion_report.json go.")
+flags.DEFINE_string("split_ratios", "0.8,0.1,0.1", "train,validation,test shares; they must sum to 1.")
+flags.DEFINE_integer("min_shards", 4, "Fewest shards per split (never more shards than records).")
+flags.DEFINE_integer("num_shards", None, "Shards per split, overriding the size-based count.")
+flags.DEFINE_integer("shard_mb", converter.DEFAULT_SHARD_BYTES // 2**20, "Target shard size in MiB.")
+flags.DEFINE_float("age_deviation", 5.0, "Sigma in years of the stored age histogram.")
+flags.DEFINE_string("dataset_name", "faces", "Dataset name in shard file names and TFDS metadata.")
+flags.DEFINE_integer("workers", None, "Image-checking processes; default: every core.")
+flags.DEFINE_boolean("overwrite", False, "Replace the dataset already in --output_dir.")
+flags.DEFINE_boolean("progress", True, "Show progress bars on stderr.")
+flags.mark_flags_as_required(["input_dir", "output_dir"])
+
+
+def build_config():
+    """Turns the flags into a ConversionConfig; raises ConversionError for bad values."""
+    if FLAGS.shard_mb < 1:
+        raise converter.ConversionError(f"--shard_mb must be >= 1, got {FLAGS.shard_mb}")
+    return converter.ConversionConfig(
+        input_dirs=[os.path.expanduser(path) for path in FLAGS.input_dir],
+        output_dir=os.path.expanduser(FLAGS.output_dir),
+        split_ratios=converter.parse_split_ratios(FLAGS.split_ratios),
+        min_shards=FLAGS.min_shards,
+        num_shards=FLAGS.num_shards,
+        shard_bytes=FLAGS.shard_mb * 2**20,
+        age_deviation=FLAGS.age_deviation,
+        dataset_name=FLAGS.dataset_name,
+        workers=FLAGS.workers,
+        overwrite=FLAGS.overwrite,
+        show_progress=FLAGS.progress,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        report = converter.convert(build_config())
+    except converter.ConversionError as error:
+        sys.exit(f"make_tfrecords: error: {error}")
+    print(converter.summarize(report))
+    print(f"Wrote {FLAGS.output_dir}; details in {os.path.join(FLAGS.output_dir, converter.REPORT_FILE)}")
+    return 0
+
+
+def run():
+    """Console entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
