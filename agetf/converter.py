@@ -311,6 +311,8 @@ def convert(config):
 
     Raises ConversionError before writing anything when a setting or input is bad.
     """
+    config = dataclasses.replace(config, input_dirs=[os.fspath(d) for d in config.input_dirs],
+                                 output_dir=os.fspath(config.output_dir))
     validate_config(config)
     start = time.monotonic()
     workers = config.workers or os.cpu_count() or 1

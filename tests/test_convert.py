@@ -1,0 +1,291 @@
+"""The TFRecord converter: counts, splits, bad input, refusal, interruption, TFDS loading, CLI."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from agetf import converter, labels, names, schema
+from conftest import NUM_FACES
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _read_split(data_dir, split):
+    """Every record of a split, read with tf.data and the schema's parser, keyed by filename."""
+    files = sorted(tf.io.gfile.glob(schema.shard_pattern(data_dir, split)))
+    if not files:
+        return {}
+    dataset = tf.data.TFRecordDataset(files).batch(16).map(schema.parse_examples)
+    records = {}
+    for batch in dataset.as_numpy_iterator():
+        for i, file_name in enumerate(batch["filename"]):
+            records[file_name.decode()] = {key: value[i] for key, value in batch.items()}
+    return records
+
+
+def _report(data_dir):
+    with open(os.path.join(data_dir, converter.REPORT_FILE)) as f:
+        return json.load(f)
+
+
+def _config(input_dirs, output_dir, **kwargs):
+    settings = dict(min_shards=1, workers=1, show_progress=False)
+    settings.update(kwargs)
+    return converter.ConversionConfig(input_dirs=list(input_dirs), output_dir=str(output_dir), **settings)
+
+
+def _copy_faces(faces_dir, destination, start, stop):
+    os.makedirs(destination, exist_ok=True)
+    chosen = sorted(os.listdir(faces_dir))[start:stop]
+    for file_name in chosen:
+        shutil.copy(os.path.join(faces_dir, file_name), destination)
+    return chosen
+
+
+def _splits_of(data_dir):
+    return {name: split for split in schema.SPLITS for name in _read_split(data_dir, split)}
+
+
+def test_report_counts_equal_readable_records_with_right_labels(data_dir):
+    report = _report(data_dir)
+    assert report["schema_version"] == schema.SCHEMA_VERSION
+    assert report["total_kept"] == NUM_FACES and report["total_skipped"] == 0
+    for split in schema.SPLITS:
+        records = _read_split(data_dir, split)
+        assert len(records) == report["counts"][split] > 0
+        assert report["settings"]["shards"][split] == 2  # min_shards=2, far below the size-based count
+        for file_name, record in records.items():
+            expected = names.parse_face_name(file_name)
+            assert (record["age"], record["gender"], record["race"]) == (
+                expected.age, expected.gender, expected.race)
+            assert record["age_range"] == labels.age_range(expected.age)
+            np.testing.assert_allclose(record["age_histogram"], labels.age_histogram(expected.age, 5.0))
+    assert report["settings"]["age_deviation"] == 5.0
+    assert report["settings"]["num_age_bins"] == labels.NUM_AGE_BINS
+    assert report["images_per_second"] > 0
+
+
+def test_splits_are_disjoint_complete_and_near_the_ratios(data_dir, faces_dir):
+    splits = {split: set(_read_split(data_dir, split)) for split in schema.SPLITS}
+    assert not splits["train"] & splits["validation"]
+    assert not splits["train"] & splits["test"]
+    assert not splits["validation"] & splits["test"]
+    assert set().union(*splits.values()) == set(os.listdir(faces_dir))
+    assert 0.65 < len(splits["train"]) / NUM_FACES < 0.92
+
+
+def test_records_are_not_sorted_by_age_within_a_shard(data_dir):
+    # UTKFace names start with the age: writing in name order would put one age band per shard.
+    first_shard = sorted(tf.io.gfile.glob(schema.shard_pattern(data_dir, "train")))[0]
+    ages = [schema.parse_examples(record)["age"].numpy() for record in tf.data.TFRecordDataset(first_shard)]
+    assert ages != sorted(ages)
+
+
+def test_tfds_loads_every_split_with_the_right_counts_and_keys(data_dir):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(data_dir)
+    report = _report(data_dir)
+    assert set(builder.info.splits) == set(schema.SPLITS)
+    for split in schema.SPLITS:
+        assert builder.info.splits[split].num_examples == report["counts"][split]
+        dataset = builder.as_dataset(split=split)
+        assert sum(1 for _ in dataset) == report["counts"][split]
+    example = next(iter(builder.as_dataset(split="validation")))
+    assert set(example) == {"image", "age", "age_histogram", "age_range", "gender", "race",
+                            "filename", "height", "width"}
+    assert example["image"].shape == (200, 200, 3) and example["image"].dtype == tf.uint8
+
+
+def test_adding_files_never_moves_an_image_between_splits(faces_dir, tmp_path):
+    first = _copy_faces(faces_dir, tmp_path / "in", 0, 30)
+    converter.convert(_config([tmp_path / "in"], tmp_path / "before"))
+    _copy_faces(faces_dir, tmp_path / "in", 30, 60)
+    converter.convert(_config([tmp_path / "in"], tmp_path / "after"))
+    before, after = _splits_of(str(tmp_path / "before")), _splits_of(str(tmp_path / "after"))
+    assert set(before) == set(first) and len(after) == 60
+    assert {name: after[name] for name in first} == before
+
+
+def _write_bad_inputs(faces_dir, root):
+    """Good faces in a nested folder plus one file per bad-input case; returns {name: expected}."""
+    good = _copy_faces(faces_dir, root / "part_1" / "nested_dir", 0, 8)
+    source = root / "part_1" / "nested_dir" / good[0]
+    data = source.read_bytes()
+    pixels = np.asarray(Image.open(source))
+    expected = {name: "kept" for name in good}
+
+    def write(name, content, outcome):
+        (root / name).write_bytes(content)
+        expected[name] = outcome
+
+    def save(name, image, image_format, outcome="kept", **options):
+        image.save(root / name, format=image_format, **options)
+        expected[name] = outcome
+
+    write("30_0_1_20170101000000001.jpg.chip.jpg", b"", converter.REASON_EMPTY)
+    write("31_0_1_20170101000000002.jpg.chip.jpg", data[: len(data) // 2], converter.REASON_TRUNCATED)
+    write("32_1_1_20170101000000003.jpg.chip.jpg", b"not an image\n" * 20, converter.REASON_NOT_IMAGE)
+    save("33_1_2_20170101000000004.jpg.chip.jpg", Image.fromarray(pixels), "PNG")
+    save("34_0_2_20170101000000005.jpg.chip.jpg", Image.fromarray(pixels).convert("L"), "JPEG")
+    save("35_0_3_20170101000000006.jpg.chip.jpg", Image.new("RGB", (40, 40), (200, 30, 30)).convert("CMYK"), "JPEG")
+    save("36_1_3_20170101000000007.jpg.chip.jpg", Image.fromarray(pixels).convert("RGBA"), "PNG")
+    write("53__0_20170116184028385.jpg.chip.jpg", data, names.REASON_EMPTY_FIELD)
+    write("README.txt", b"UTKFace\n", names.REASON_NOT_IMAGE_NAME)
+    (root / "part_2").mkdir()
+    (root / "part_2" / good[1]).write_bytes(data)  # a second file with an already-seen name
+    return expected, good, data
+
+
+def test_bad_inputs_are_skipped_with_reasons_or_repaired(faces_dir, tmp_path):
+    expected, good, original = _write_bad_inputs(faces_dir, tmp_path / "in")
+    report = converter.convert(_config([tmp_path / "in"], tmp_path / "out", split_ratios=(1.0, 0.0, 0.0)))
+
+    skipped = {os.path.relpath(item["path"], tmp_path / "in"): item["reason"] for item in report["skipped"]}
+    wanted_skips = {name: outcome for name, outcome in expected.items() if outcome != "kept"}
+    wanted_skips[os.path.join("part_2", good[1])] = converter.REASON_DUPLICATE
+    assert skipped == wanted_skips
+    assert sum(report["skipped_by_reason"].values()) == len(wanted_skips)
+
+    records = _read_split(str(tmp_path / "out"), "train")
+    assert set(records) == {name for name, outcome in expected.items() if outcome == "kept"}
+    assert records[good[0]]["image"] == original  # a valid RGB JPEG passes through untouched
+    for name, record in records.items():
+        assert record["image"][:2] == b"\xff\xd8"
+        decoded = tf.io.decode_jpeg(record["image"], channels=0)  # as stored, not forced to RGB
+        assert decoded.shape[-1] == 3, name
+    cmyk = tf.io.decode_jpeg(records["35_0_3_20170101000000006.jpg.chip.jpg"]["image"]).numpy()
+    np.testing.assert_allclose(cmyk.reshape(-1, 3).mean(0), (200, 30, 30), atol=12)
+
+
+def test_a_split_without_records_gets_no_shards_and_tfds_still_loads(faces_dir, tmp_path):
+    import tensorflow_datasets as tfds
+
+    _copy_faces(faces_dir, tmp_path / "in", 0, 3)
+    report = converter.convert(_config([tmp_path / "in"], tmp_path / "out", min_shards=4,
+                                       split_ratios=(1.0, 0.0, 0.0)))
+    assert report["counts"] == {"train": 3, "validation": 0, "test": 0}
+    assert report["settings"]["shards"] == {"train": 3, "validation": 0, "test": 0}  # never more than records
+    builder = tfds.builder_from_directory(str(tmp_path / "out"))
+    assert set(builder.info.splits) == {"train"}
+    assert sum(1 for _ in builder.as_dataset(split="train")) == 3
+
+
+def test_refuses_a_non_empty_output_without_overwrite(faces_dir, tmp_path):
+    _copy_faces(faces_dir, tmp_path / "in", 0, 4)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.md").write_text("mine")
+    stale = out / "old-train.tfrecord-00000-of-00001"
+    stale.write_bytes(b"stale")
+    with pytest.raises(converter.ConversionError, match="--overwrite") as info:
+        converter.convert(_config([tmp_path / "in"], out))
+    assert "\n" not in str(info.value)
+    assert sorted(os.listdir(out)) == ["notes.md", stale.name]
+    converter.convert(_config([tmp_path / "in"], out, overwrite=True))
+    assert not stale.exists()  # another dataset's shards would be globbed with this one's
+    assert (out / "notes.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"split_ratios": (0.5, 0.5)}, "split ratios"),
+    ({"split_ratios": (0.8, 0.3, -0.1)}, "split ratios"),
+    ({"split_ratios": (0.0, 0.5, 0.5)}, "split ratios"),
+    ({"min_shards": 0}, "--min_shards"),
+    ({"num_shards": 0}, "--num_shards"),
+    ({"age_deviation": 0.0}, "--age_deviation"),
+    ({"dataset_name": "my-faces"}, "--dataset_name"),
+    ({"dataset_name": "1faces"}, "--dataset_name"),
+    ({"workers": 0}, "--workers"),
+    ({"input_dirs": ["/nonexistent/faces"]}, "does not exist"),
+    ({"input_dirs": ["EMPTY"]}, "holds no files"),
+    ({"input_dirs": ["ONLY_BAD"]}, "no usable training image"),
+])
+def test_bad_settings_fail_in_one_line_and_write_nothing(faces_dir, tmp_path, settings, message):
+    (tmp_path / "EMPTY" / "sub").mkdir(parents=True)
+    (tmp_path / "ONLY_BAD").mkdir()
+    (tmp_path / "ONLY_BAD" / "notes.txt").write_text("x")
+    (tmp_path / "ONLY_BAD" / "25_0_0_20170101000000001.jpg").write_bytes(b"")
+    input_dirs = [str(tmp_path / d) if d in ("EMPTY", "ONLY_BAD") else d
+                  for d in settings.pop("input_dirs", [faces_dir])]
+    with pytest.raises(converter.ConversionError, match=message) as info:
+        converter.convert(_config(input_dirs, tmp_path / "out", **settings))
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_parse_split_ratios():
+    assert converter.parse_split_ratios("0.7, 0.2,0.1") == (0.7, 0.2, 0.1)
+    with pytest.raises(converter.ConversionError, match="--split_ratios"):
+        converter.parse_split_ratios("0.8;0.1;0.1")
+
+
+def test_interrupted_conversion_leaves_no_partial_shard_and_overwrite_redoes_it(
+        faces_dir, tmp_path, monkeypatch):
+    _copy_faces(faces_dir, tmp_path / "in", 0, 30)
+    out = tmp_path / "out"
+    make_example, written = schema.make_example, []
+
+    def interrupt_after_five(**kwargs):
+        if len(written) == 5:
+            raise KeyboardInterrupt  # like Ctrl-C in the middle of the first train shard
+        written.append(kwargs["filename"])
+        return make_example(**kwargs)
+
+    monkeypatch.setattr(schema, "make_example", interrupt_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        converter.convert(_config([tmp_path / "in"], out, min_shards=2))
+    monkeypatch.undo()
+    assert not tf.io.gfile.glob(schema.shard_pattern(str(out), "*"))  # the partial shard has no final name
+    assert not (out / "dataset_info.json").exists()
+
+    with pytest.raises(converter.ConversionError, match="--overwrite"):
+        converter.convert(_config([tmp_path / "in"], out, min_shards=2))
+    report = converter.convert(_config([tmp_path / "in"], out, min_shards=2, overwrite=True))
+    assert not (out / converter.INCOMPLETE_DIR).exists()
+    assert sum(len(_read_split(str(out), split)) for split in schema.SPLITS) == report["total_kept"] == 30
+
+
+def test_count_shards():
+    config = converter.ConversionConfig(input_dirs=[], output_dir="", min_shards=4, shard_bytes=100)
+    assert converter.count_shards(0, 0, config) == 0
+    assert converter.count_shards(1000, 150, config) == 4      # at least min_shards
+    assert converter.count_shards(1000, 1001, config) == 11    # about shard_bytes each
+    assert converter.count_shards(3, 10**6, config) == 3       # never more shards than records
+    fixed = converter.ConversionConfig(input_dirs=[], output_dir="", num_shards=7, shard_bytes=100)
+    assert converter.count_shards(1000, 10**6, fixed) == 7
+
+
+def test_assign_split_is_stable_and_follows_the_ratios():
+    file_names = [f"{i % 90}_{i % 2}_0_2017010100{i:07d}.jpg.chip.jpg" for i in range(20000)]
+    splits = [converter.assign_split(name, (0.8, 0.1, 0.1)) for name in file_names]
+    assert splits == [converter.assign_split(name, (0.8, 0.1, 0.1)) for name in file_names]
+    shares = {split: splits.count(split) / len(splits) for split in schema.SPLITS}
+    assert shares["train"] == pytest.approx(0.8, abs=0.015)
+    assert shares["validation"] == pytest.approx(0.1, abs=0.01)
+    assert {converter.assign_split(name, (1.0, 0.0, 0.0)) for name in file_names[:500]} == {"train"}
+
+
+def _run_script(*args):
+    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_tfrecords"), *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def test_script_fails_in_one_line_on_a_missing_input_dir_or_bad_flag(tmp_path):
+    out = tmp_path / "out"
+    result = _run_script("--input_dir", str(tmp_path / "missing"), "--output_dir", str(out))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"make_tfrecords: error: input directory {tmp_path / 'missing'} does not exist; check --input_dir")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.jpg").write_bytes(b"")
+    result = _run_script("--input_dir", str(tmp_path / "in"), "--output_dir", str(out), "--split_ratios", "0.9,0.2")
+    assert result.returncode != 0 and "--split_ratios" in result.stderr.strip().splitlines()[-1]
+    assert not out.exists()
