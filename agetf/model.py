@@ -155,7 +155,8 @@ def _check_alpha(backbone, alpha):
         raise ValueError(f"alpha {alpha} is not a MobileNetV2 width; pass one of "
                          f"{', '.join(map(str, MOBILENET_V2_ALPHAS))}")
     if backbone != "MobileNetV2" and alpha != 1.0:
-        raise ValueError(f"alpha {alpha} applies to MobileNetV2 only; pass --alpha=1.0 with {backbone}")
+        raise ValueError(f"alpha {alpha} applies to MobileNetV2 only; "
+                         f"pass --alpha=1.0 with {backbone}")
 
 
 def _preprocessing_layer(backbone):
@@ -214,7 +215,7 @@ def imagenet_weights_file_name(backbone, img_dim, alpha=1.0):
 
 
 def keras_cache_dir():
-    """Where keras.utils.get_file keeps downloaded models (its own rule, including the /tmp fallback)."""
+    """Where keras.utils.get_file keeps downloaded models (its rule, /tmp fallback included)."""
     home = os.path.expanduser("~")
     if not os.access(home, os.W_OK):
         home = "/tmp"
@@ -231,7 +232,8 @@ def _download_weights(file_name, cached):
             "copy the file there, or pass --weights=none or --weights=/path/to/file.h5")
     origin = _weights_origin(file_name)
     previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(_DOWNLOAD_SOCKET_TIMEOUT_S)  # a stalled download fails instead of hanging
+    # A stalled download then fails instead of hanging.
+    socket.setdefaulttimeout(_DOWNLOAD_SOCKET_TIMEOUT_S)
     try:
         return keras.utils.get_file(file_name, origin, cache_subdir="models",
                                     file_hash=_FILE_HASHES.get(file_name))

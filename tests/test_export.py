@@ -84,7 +84,8 @@ def test_tensorflow_only_process_predicts_what_the_model_predicts(all_heads, exp
     got = dict(np.load(tmp_path / "outputs.npz"))
 
     decoded = tf.stack([image_ops.decode_and_resize(jpeg, IMG_DIM) for jpeg in jpegs])
-    for prefix, model_input in [("bytes_", decoded), ("images_", image_ops.resize(images, IMG_DIM))]:
+    resized = image_ops.resize(images, IMG_DIM)
+    for prefix, model_input in [("bytes_", decoded), ("images_", resized)]:
         expected = expected_serving_outputs(all_heads, model_input)
         assert sorted(k[len(prefix):] for k in got if k.startswith(prefix)) == sorted(expected)
         for name, value in expected.items():
@@ -142,7 +143,8 @@ def test_predict_years_prefers_histogram_then_range_then_regression():
     ranges = tf.one_hot([6], labels.NUM_AGE_RANGES)  # 30-35, midpoint 32.5
     regression = tf.constant([0.2])
     years = lambda **outputs: float(export.predict_years(outputs)[0])  # noqa: E731
-    assert years(age_histogram=histogram, age_range=ranges, age=regression) == pytest.approx(40, abs=1e-3)
+    assert years(age_histogram=histogram, age_range=ranges, age=regression) == pytest.approx(
+        40, abs=1e-3)
     assert years(age_range=ranges, age=regression) == pytest.approx(32.5)
     assert years(age=regression) == pytest.approx(20.0)
 

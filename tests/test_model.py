@@ -17,7 +17,8 @@ def tiny_model(heads=model_lib.HEADS, backbone="MobileNetV2", **kwargs):
 
 
 def random_images(count=3, seed=0):
-    return np.random.default_rng(seed).uniform(0, 255, (count, IMG_DIM, IMG_DIM, 3)).astype("float32")
+    shape = (count, IMG_DIM, IMG_DIM, 3)
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
 
 
 def calibrate_batchnorm(model, images):
@@ -231,7 +232,8 @@ def test_unfreezing_keeps_batchnorm_in_inference_mode(mobilenet):
         model_lib.unfreeze_all(mobilenet)
     assert all(layer.trainable for layer in model_lib.backbone_layers(mobilenet))
     mobilenet(random_images(4, seed=9) * 0.5, training=True)
-    assert not np.array_equal(keras.ops.convert_to_numpy(norm.moving_mean), before), "control: trainable BN moves"
+    moved = keras.ops.convert_to_numpy(norm.moving_mean)
+    assert not np.array_equal(moved, before), "control: a trainable BatchNormalization moves"
     calibrate_batchnorm(mobilenet, random_images(8, seed=1))
 
 

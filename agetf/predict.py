@@ -1,0 +1,275 @@
+r"""Predicts age (and range, gender) for face images with an exported SavedModel.
+
+    python -m agetf.predict --saved_model runs/demo/saved_model photo1.jpg faces/
+
+Arguments after the flags are images or folders (walked for .jpg/.jpeg/.png). For each
+image it prints the older project's lines (`Predicting for image X`, `Predicted age: A,
+true age: T`, ...), with true labels read from UTKFace-style file names, then a summary
+(MAE, CS@5, accuracies) over the images whose names carry labels.
+"""
+
+import dataclasses
+import io
+import os
+import sys
+from typing import Iterable, Iterator, Optional, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before agetf.labels imports TensorFlow
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from agetf import labels  # noqa: E402
+from agetf import names  # noqa: E402
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+DEFAULT_BATCH_SIZE = 32
+CS_THRESHOLD_YEARS = 5.0
+# Non-JPEG inputs are re-encoded the way the converter stores them in TFRecords.
+_REENCODE_QUALITY = 95
+
+
+class SavedModelError(ValueError):
+    """The --saved_model directory is not a usable agetf export."""
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read or decoded as an image."""
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One image's prediction, its labels where the file name carries them, or an error."""
+
+    path: str
+    age: Optional[float] = None
+    age_range: Optional[int] = None
+    female_probability: Optional[float] = None
+    true_age: Optional[int] = None
+    true_gender: Optional[int] = None
+    error: Optional[str] = None
+
+
+def load_predictor(saved_model_dir: str):
+    """Loads the export's serving_default signature (JPEG bytes in, named outputs out)."""
+    import tensorflow as tf
+
+    if not tf.saved_model.contains_saved_model(saved_model_dir):
+        raise SavedModelError(f"{saved_model_dir} is not a SavedModel; pass the saved_model "
+                              "folder of a training run (model_dir/saved_model)")
+    signatures = tf.saved_model.load(saved_model_dir).signatures
+    if "serving_default" not in signatures:
+        raise SavedModelError(f"{saved_model_dir} has no serving_default signature; re-export "
+                              "it with agetf.train --load --export_dir=...")
+    return signatures["serving_default"]
+
+
+def find_images(paths: Sequence[str]) -> list:
+    """Files as given, plus the images under each folder (sorted); a missing path raises."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            found.extend(_walk_images(path))
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise ValueError(f"{path} does not exist; pass image files or folders of images")
+    return found
+
+
+def _walk_images(folder):
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for file_name in sorted(files):
+            if file_name.lower().endswith(IMAGE_EXTENSIONS):
+                yield os.path.join(root, file_name)
+
+
+def read_jpeg(path: str) -> bytes:
+    """The file's bytes if an RGB JPEG, else the image re-encoded as one, as the converter does."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        image = Image.open(io.BytesIO(data))
+        image.load()  # a full decode, so truncated files fail here and not inside a batch
+    except Image.UnidentifiedImageError as error:
+        raise ImageReadError(f"cannot read {path} as an image (not an image format)") from error
+    except Exception as error:  # Pillow raises many types for corrupt images
+        raise ImageReadError(f"cannot read {path} as an image ({error})") from error
+    if image.format == "JPEG" and image.mode == "RGB":
+        return data
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=_REENCODE_QUALITY)
+    return buffer.getvalue()
+
+
+def true_labels(path: str):
+    """(age, gender) from a UTKFace-style file name, or (None, None)."""
+    try:
+        face = names.parse_face_name(path)
+    except names.UnparseableName:
+        return None, None
+    return face.age, face.gender
+
+
+def predict_files(predictor, paths: Iterable[str],
+                  batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[Prediction]:
+    """Predicts every path in order, batch_size images per call; unreadable files get an error."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}; pass --batch_size=32")
+    batch = []
+    for path in paths:
+        batch.append(path)
+        if len(batch) == batch_size:
+            yield from _predict_batch(predictor, batch)
+            batch = []
+    if batch:
+        yield from _predict_batch(predictor, batch)
+
+
+def _predict_batch(predictor, paths):
+    import tensorflow as tf
+
+    predictions, jpegs = [], []
+    for path in paths:
+        true_age, true_gender = true_labels(path)
+        prediction = Prediction(path=path, true_age=true_age, true_gender=true_gender)
+        try:
+            jpegs.append(read_jpeg(path))
+        except ImageReadError as error:
+            prediction.error = str(error)
+        predictions.append(prediction)
+    readable = [p for p in predictions if p.error is None]
+    if readable:
+        try:
+            outputs = _run(predictor, jpegs)
+        except tf.errors.InvalidArgumentError:
+            # Pillow accepted something TensorFlow's decoder rejects: find it one by one.
+            outputs = None
+        for index, prediction in enumerate(readable):
+            _fill(prediction, outputs, index, predictor, jpegs[index])
+    return predictions
+
+
+def _run(predictor, jpegs):
+    import tensorflow as tf
+
+    outputs = predictor(images_bytes=tf.constant(jpegs, dtype=tf.string))
+    return {name: value.numpy() for name, value in outputs.items()}
+
+
+def _fill(prediction, outputs, index, predictor, jpeg):
+    import tensorflow as tf
+
+    if outputs is None:
+        try:
+            outputs, index = _run(predictor, [jpeg]), 0
+        except tf.errors.InvalidArgumentError as error:
+            prediction.error = f"cannot decode {prediction.path} ({error.message.splitlines()[0]})"
+            return
+    prediction.age = float(outputs["age"][index])
+    if "age_range" in outputs:
+        prediction.age_range = int(outputs["age_range"][index].argmax())
+    if "female_probability" in outputs:
+        prediction.female_probability = float(outputs["female_probability"][index])
+
+
+def format_prediction(prediction: Prediction) -> list:
+    """The lines printed for one image, in the older project's wording."""
+    lines = [f"Predicting for image {prediction.path}"]
+    if prediction.error:
+        return lines + [f"Error: {prediction.error}"]
+    line = f"Predicted age: {prediction.age:.1f}"
+    if prediction.true_age is not None:
+        line += f", true age: {prediction.true_age}"
+    lines.append(line)
+    if prediction.age_range is not None:
+        line = f"Predicted range: {labels.AGE_RANGE_NAMES[prediction.age_range]}"
+        if prediction.true_age is not None:
+            true_range = int(labels.age_range(prediction.true_age))
+            line += f", true range: {labels.AGE_RANGE_NAMES[true_range]}"
+        lines.append(line)
+    if prediction.female_probability is not None:
+        line = (f"Predicted gender: {labels.GENDER_NAMES[_predicted_gender(prediction)]} "
+                f"(p={prediction.female_probability:.2f})")
+        if prediction.true_gender is not None:
+            line += f", true gender: {labels.GENDER_NAMES[prediction.true_gender]}"
+        lines.append(line)
+    return lines
+
+
+def _predicted_gender(prediction):
+    return int(prediction.female_probability >= 0.5)
+
+
+def summarize(predictions: Sequence[Prediction]) -> dict:
+    """Metrics over the predictions whose names carry labels: MAE, CS@5, accuracies, counts."""
+    done = [p for p in predictions if p.error is None]
+    aged = [p for p in done if p.true_age is not None]
+    summary = {"images": len(predictions), "errors": len(predictions) - len(done),
+               "labelled": len(aged)}
+    if aged:
+        errors = [abs(p.age - p.true_age) for p in aged]
+        summary["mae"] = sum(errors) / len(errors)
+        summary["cs5"] = sum(e <= CS_THRESHOLD_YEARS for e in errors) / len(errors)
+        ranged = [p for p in aged if p.age_range is not None]
+        if ranged:
+            summary["range_accuracy"] = sum(
+                p.age_range == labels.age_range(p.true_age) for p in ranged) / len(ranged)
+    gendered = [p for p in done if p.true_gender is not None and p.female_probability is not None]
+    if gendered:
+        summary["gender_accuracy"] = sum(
+            _predicted_gender(p) == p.true_gender for p in gendered) / len(gendered)
+    return summary
+
+
+def format_summary(summary: dict) -> list:
+    """Summary lines; metrics appear only where true labels were known."""
+    lines = [f"Images: {summary['images']}, unreadable: {summary['errors']}, "
+             f"with labels in their names: {summary['labelled']}"]
+    if "mae" in summary:
+        lines.append(f"Age MAE: {summary['mae']:.2f} years, CS@5: {summary['cs5']:.3f}")
+    if "range_accuracy" in summary:
+        lines.append(f"Range accuracy: {summary['range_accuracy']:.3f}")
+    if "gender_accuracy" in summary:
+        lines.append(f"Gender accuracy: {summary['gender_accuracy']:.3f}")
+    return lines
+
+
+def run(saved_model_dir: str, paths: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
+        out=sys.stdout) -> dict:
+    """Predicts and prints every image under paths; returns the summary."""
+    images = find_images(paths)
+    if not images:
+        raise ValueError(f"no .jpg/.jpeg/.png images in {', '.join(paths)}; pass image files "
+                         "or folders that hold them")
+    predictor = load_predictor(saved_model_dir)
+    predictions = []
+    for prediction in predict_files(predictor, images, batch_size):
+        predictions.append(prediction)
+        print("\n".join(format_prediction(prediction)), file=out, flush=True)
+    summary = summarize(predictions)
+    print("\n".join(format_summary(summary)), file=out)
+    return summary
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("saved_model", None, "Exported SavedModel folder (a run's saved_model/).")
+flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Images per call of the model.")
+
+
+def main(argv):
+    if len(argv) < 2:
+        raise app.UsageError("no images given; pass image files or folders after the flags")
+    try:
+        summary = run(FLAGS.saved_model, argv[1:], FLAGS.batch_size)
+    except ValueError as error:
+        sys.exit(f"agetf.predict: error: {error}")
+    return 1 if summary["errors"] == summary["images"] else 0
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("saved_model")
+    app.run(main)
