@@ -180,3 +180,27 @@ def test_export_replaces_a_previous_one_when_complete(all_heads, tmp_path, monke
     export.export_saved_model(all_heads, str(export_dir), img_dim=IMG_DIM)
     assert sorted(os.listdir(tmp_path)) == ["saved_model"]
     assert sorted(os.listdir(export_dir)) == ["saved_model.pb"]
+
+
+def test_model_built_under_mirrored_strategy_and_mixed_precision_exports(tmp_path):
+    import keras
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        with strategy.scope():
+            model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM,
+                                          heads=["age", "gender"], alpha=0.35)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    calibrate_batchnorm(model, np.random.default_rng(1).uniform(0, 255, (8, IMG_DIM, IMG_DIM, 3))
+                        .astype("float32"))
+    export_dir = str(tmp_path / "saved_model")
+    export.export_saved_model(model, export_dir, img_dim=IMG_DIM)
+    images = np.random.default_rng(4).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    got = tf.saved_model.load(export_dir).signatures["serving_images"](images=tf.constant(images))
+    expected = expected_serving_outputs(model, image_ops.resize(images, IMG_DIM))
+    assert set(got) == {"age", "female_probability"}
+    for name, value in expected.items():
+        assert got[name].dtype == tf.float32
+        np.testing.assert_allclose(got[name].numpy(), value, rtol=1e-3, atol=1e-4, err_msg=name)
