@@ -37,6 +37,8 @@ REASON_EMPTY = "empty file"
 REASON_NOT_IMAGE = "not a decodable image"
 REASON_TRUNCATED = "truncated or corrupt image"
 REASON_DUPLICATE = "duplicate file name"
+REASON_UNREADABLE = "unreadable file"
+REASON_NOT_REGULAR = "not a regular file"
 
 _DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _SHARD_FILE = re.compile(r"-(?:train|validation|test)\.tfrecord-\d{5,}-of-\d{5,}$")
@@ -186,8 +188,13 @@ def check_image(path):
 
     reason is None for a usable image; valid RGB JPEGs are passed through (None bytes).
     """
-    with open(path, "rb") as f:
-        data = f.read()
+    if os.path.exists(path) and not os.path.isfile(path):
+        return REASON_NOT_REGULAR, 0, 0, None, 0  # opening a FIFO or a device could block forever
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:  # vanished, no permission, a broken link
+        return REASON_UNREADABLE, 0, 0, None, 0
     if not data:
         return REASON_EMPTY, 0, 0, None, 0
     try:
@@ -306,6 +313,13 @@ def _order_for_writing(candidates):
     return sorted(candidates, key=lambda c: _name_hash(c.file_name, "order"))
 
 
+def _available_cores():
+    """Cores this process may use (a container's CPU limit, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def convert(config):
     """Runs a whole conversion; returns the report dict (also written as conversion_report.json).
 
@@ -315,7 +329,7 @@ def convert(config):
                                  output_dir=os.fspath(config.output_dir))
     validate_config(config)
     start = time.monotonic()
-    workers = config.workers or os.cpu_count() or 1
+    workers = config.workers or _available_cores()
     candidates, skipped = collect_candidates(list_files(config.input_dirs), config.split_ratios)
     candidates = _order_for_writing(candidates)
 

@@ -139,6 +139,10 @@ def _write_bad_inputs(faces_dir, root):
     save("36_1_3_20170101000000007.jpg.chip.jpg", Image.fromarray(pixels).convert("RGBA"), "PNG")
     write("53__0_20170116184028385.jpg.chip.jpg", data, names.REASON_EMPTY_FIELD)
     write("README.txt", b"UTKFace\n", names.REASON_NOT_IMAGE_NAME)
+    os.symlink(root / "gone.jpg", root / "37_0_0_20170101000000008.jpg")
+    expected["37_0_0_20170101000000008.jpg"] = converter.REASON_UNREADABLE
+    os.mkfifo(root / "38_0_0_20170101000000009.jpg")  # reading it would block forever
+    expected["38_0_0_20170101000000009.jpg"] = converter.REASON_NOT_REGULAR
     (root / "part_2").mkdir()
     (root / "part_2" / good[1]).write_bytes(data)  # a second file with an already-seen name
     return expected, good, data
