@@ -2,8 +2,8 @@
 
 Training: shard files per input pipeline -> shuffle files every epoch -> repeat ->
 parallel interleave -> shuffle records -> parse + fused decode-and-crop (DCT-domain
-downscaling where img_dim allows) -> resize -> batch -> batched augmentation and
-labels -> prefetch. Evaluation: every record exactly once, in a deterministic order,
+downscaling where img_dim allows) -> flip, resize, colour jitter, blur, per image in
+one parallel map -> batch -> labels -> prefetch. Evaluation: every record exactly once, in a deterministic order,
 decoded with `image_ops.decode_and_resize` (what the exported model uses).
 Images leave as float32 0..255; the model holds the backbone's own preprocessing.
 """
@@ -173,24 +173,26 @@ def _training_dataset(config, files, batch_size, input_context):
     records = _read_records(config, files, input_context, training=True, repeat=True)
     records = records.shuffle(config.shuffle_buffer, seed=config.seed,
                               reshuffle_each_iteration=True)
+    return _decode_and_batch(config, records, batch_size, _parse_and_crop)
+
+
+def _parse_and_crop(serialized, config, seed):
+    jpeg, features = _parse(serialized)
+    return augment.decode_random_crop(jpeg, config.img_dim, config.augment, seed), features
+
+
+def _decode_and_batch(config, examples, batch_size, crop):
+    """Random crop (by `crop`), flip, resize and jitter each example, in parallel; batch."""
     seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
 
-    def decode(serialized, seed):
-        jpeg, features = _parse(serialized)
-        image = augment.decode_and_random_crop(jpeg, config.img_dim, config.augment,
-                                               tf.stack([seed, 0]))
-        return image, features, seed
+    def decode(example, seed):
+        crop_seed, augment_seed = tf.unstack(augment.split_seed(tf.stack([seed, 0]), 2))
+        image, features = crop(example, config, crop_seed)
+        return augment.augment_crop(image, config.img_dim, config.augment, augment_seed), features
 
-    dataset = tf.data.Dataset.zip(records, seeds).map(
+    dataset = tf.data.Dataset.zip(examples, seeds).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    dataset = _ignore_errors(dataset, config).batch(batch_size, drop_remainder=True)
-
-    def augment_images(images, features, seeds):
-        # One seed per batch, taken from the first image's, for the batched ops.
-        seed = tf.stack([seeds[0], 1])
-        return augment.augment_batch(images, config.augment, seed), features
-
-    return dataset.map(augment_images, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    return _ignore_errors(dataset, config).batch(batch_size, drop_remainder=True)
 
 
 def _cached_training_dataset(config, files, batch_size, input_context):
@@ -209,17 +211,12 @@ def _cached_training_dataset(config, files, batch_size, input_context):
     dataset = _ignore_errors(dataset, config).cache().repeat()
     dataset = dataset.shuffle(config.shuffle_buffer, seed=config.seed,
                               reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=True)
-    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
 
-    def augment_images(batch, seed):
-        images, features = batch
-        crop_seed, augment_seed = tf.unstack(augment.split_seed(tf.stack([seed, 0]), 2))
-        images = augment.random_crop_batch(images, config.img_dim, config.augment, crop_seed)
-        return augment.augment_batch(images, config.augment, augment_seed), features
+    def crop(example, config, seed):
+        image, features = example
+        return augment.random_crop(image, config.augment, seed), features
 
-    return tf.data.Dataset.zip(dataset, seeds).map(
-        augment_images, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    return _decode_and_batch(config, dataset, batch_size, crop)
 
 
 def _evaluation_dataset(config, files, batch_size, input_context):

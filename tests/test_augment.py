@@ -7,86 +7,88 @@ import tensorflow as tf
 from agetf import augment, image_ops
 
 NUM_SEEDS = 40
+MANY_SEEDS = 400  # for per-image coin flips
 
 
-def _gradient_batch(batch_size=32, size=16):
-    """A batch of identical left-to-right ramps in 40..215: a flip is visible, no clipping."""
+def _ramp(size=16):
+    """A left-to-right ramp in 40..215: a flip is visible, moderate shifts never clip."""
     ramp = np.linspace(40.0, 215.0, size, dtype=np.float32)
-    image = np.broadcast_to(ramp[np.newaxis, :, np.newaxis], (size, size, 3))
-    return tf.constant(np.broadcast_to(image, (batch_size, size, size, 3)).copy())
+    return tf.constant(np.broadcast_to(ramp[np.newaxis, :, np.newaxis], (size, size, 3)).copy())
 
 
-def _eager_and_in_tf_data(op):
-    """Runs op(seed) for NUM_SEEDS seeds eagerly and in a tf.data map; returns both stacks."""
-    seeds = [tf.constant([s, 17], tf.int64) for s in range(NUM_SEEDS)]
+def _eager_and_in_tf_data(op, num_seeds=NUM_SEEDS):
+    """Runs op(seed) for num_seeds seeds eagerly and in a tf.data map; returns both stacks."""
+    seeds = tf.stack([tf.constant([s, 17], tf.int64) for s in range(num_seeds)])
     eager = np.stack([op(seed).numpy() for seed in seeds])
-    dataset = tf.data.Dataset.from_tensor_slices(tf.stack(seeds)).map(
+    dataset = tf.data.Dataset.from_tensor_slices(seeds).map(
         op, num_parallel_calls=tf.data.AUTOTUNE)
     in_data = np.stack([x.numpy() for x in dataset])
     return eager, in_data
 
 
 def test_flip_rate_is_half_eagerly_and_in_tf_data():
-    images = _gradient_batch()
-    eager, in_data = _eager_and_in_tf_data(lambda seed: augment.random_flip(images, seed))
+    image = _ramp()
+    eager, in_data = _eager_and_in_tf_data(lambda seed: augment.random_flip(image, seed),
+                                           MANY_SEEDS)
     np.testing.assert_array_equal(eager, in_data)
     # Flipped ramps decrease left to right.
-    flipped = eager[..., 0, 0, 0] > eager[..., 0, -1, 0]
-    assert flipped.size == NUM_SEEDS * 32
-    assert abs(flipped.mean() - 0.5) < 0.05
-    unflipped = ~flipped
-    np.testing.assert_array_equal(eager[unflipped], np.broadcast_to(images[0], eager[unflipped].shape))
-    np.testing.assert_array_equal(eager[flipped][:, :, ::-1], eager[unflipped][: flipped.sum()])
+    flipped = eager[:, 0, 0, 0] > eager[:, 0, -1, 0]
+    assert abs(flipped.mean() - 0.5) < 0.08
+    np.testing.assert_array_equal(eager[~flipped], np.broadcast_to(image, eager[~flipped].shape))
+    np.testing.assert_array_equal(eager[flipped][:, :, ::-1],
+                                  np.broadcast_to(image, eager[flipped].shape))
 
 
 def test_brightness_shift_is_uniform_within_its_bound():
-    images = _gradient_batch()
-    op = lambda seed: augment.random_brightness_contrast(images, seed, 0.15, (1.0, 1.0))  # noqa: E731
-    eager, in_data = _eager_and_in_tf_data(op)
+    image = _ramp()
+    op = lambda seed: augment.random_brightness_contrast(image, seed, 0.15, (1.0, 1.0))  # noqa: E731
+    eager, in_data = _eager_and_in_tf_data(op, MANY_SEEDS)
     np.testing.assert_allclose(eager, in_data, atol=1e-4)
-    shift = (eager - images.numpy()[np.newaxis]).mean(axis=(2, 3, 4)).ravel()
+    shift = (eager - image.numpy()[np.newaxis]).mean(axis=(1, 2, 3))
     bound = 0.15 * 255
     # The ramp spans 40..215, so shifts up to +-38 never clip: the shift is exact.
     assert np.all(np.abs(shift) <= bound + 1e-3)
-    assert abs(shift.mean()) < 2.0
-    assert shift.std() == pytest.approx(bound / np.sqrt(3), rel=0.1)  # uniform distribution
+    assert abs(shift.mean()) < 3.0
+    assert shift.std() == pytest.approx(bound / np.sqrt(3), rel=0.12)  # uniform distribution
     assert eager.min() >= 0 and eager.max() <= 255
 
 
 def test_contrast_scales_spread_within_its_range():
-    images = _gradient_batch()
-    op = lambda seed: augment.random_brightness_contrast(images, seed, 0.0, (0.8, 1.2))  # noqa: E731
-    eager, in_data = _eager_and_in_tf_data(op)
+    image = _ramp()
+    op = lambda seed: augment.random_brightness_contrast(image, seed, 0.0, (0.8, 1.2))  # noqa: E731
+    eager, in_data = _eager_and_in_tf_data(op, MANY_SEEDS)
     np.testing.assert_allclose(eager, in_data, atol=1e-4)
-    factor = (eager.std(axis=(2, 3, 4)) / images.numpy()[0].std()).ravel()
+    factor = eager.std(axis=(1, 2, 3)) / image.numpy().std()
     assert factor.min() >= 0.8 - 1e-3 and factor.max() <= 1.2 + 1e-3
-    assert factor.mean() == pytest.approx(1.0, abs=0.02)
-    # Contrast keeps each image's mean.
-    np.testing.assert_allclose(eager.mean(axis=(2, 3, 4)), images.numpy().mean(), atol=1e-2)
+    assert factor.mean() == pytest.approx(1.0, abs=0.03)
+    # Contrast keeps the image's mean.
+    np.testing.assert_allclose(eager.mean(axis=(1, 2, 3)), image.numpy().mean(), atol=1e-2)
 
 
 def test_values_stay_in_range_under_strong_shifts():
     rng = np.random.default_rng(0)
-    images = tf.constant(rng.uniform(0, 255, (8, 8, 8, 3)), tf.float32)
-    out = augment.random_brightness_contrast(images, [1, 2], 1.0, (0.0, 3.0)).numpy()
-    assert out.min() >= 0 and out.max() <= 255
+    image = tf.constant(rng.uniform(0, 255, (8, 8, 3)), tf.float32)
+    for seed in range(5):
+        out = augment.random_brightness_contrast(image, [seed, 2], 1.0, (0.0, 3.0)).numpy()
+        assert out.min() >= 0 and out.max() <= 255
 
 
 def test_blur_keeps_flat_images_and_smooths_noise():
-    flat = tf.fill([2, 8, 8, 3], 200.0)
+    flat = tf.fill([8, 8, 3], 200.0)
     np.testing.assert_allclose(augment.blur(flat).numpy(), 200.0, atol=1e-4)
-    noise = tf.constant(np.random.default_rng(1).uniform(0, 255, (2, 16, 16, 3)), tf.float32)
+    noise = tf.constant(np.random.default_rng(1).uniform(0, 255, (16, 16, 3)), tf.float32)
     blurred = augment.blur(noise).numpy()
-    assert blurred.shape == (2, 16, 16, 3)
+    assert blurred.shape == (16, 16, 3)
     assert blurred.std() < 0.7 * noise.numpy().std()
 
 
 def test_blur_rate_matches_probability_eagerly_and_in_tf_data():
-    noise = tf.constant(np.random.default_rng(2).uniform(0, 255, (32, 8, 8, 3)), tf.float32)
-    eager, in_data = _eager_and_in_tf_data(lambda seed: augment.random_blur(noise, seed, 0.3))
+    noise = tf.constant(np.random.default_rng(2).uniform(0, 255, (8, 8, 3)), tf.float32)
+    eager, in_data = _eager_and_in_tf_data(lambda seed: augment.random_blur(noise, seed, 0.3),
+                                           MANY_SEEDS)
     np.testing.assert_allclose(eager, in_data, atol=1e-4)
-    changed = np.abs(eager - noise.numpy()[np.newaxis]).max(axis=(2, 3, 4)) > 1e-3
-    assert abs(changed.mean() - 0.3) < 0.06
+    changed = np.abs(eager - noise.numpy()[np.newaxis]).max(axis=(1, 2, 3)) > 1e-3
+    assert abs(changed.mean() - 0.3) < 0.07
 
 
 def test_crop_windows_within_bounds_eagerly_and_in_tf_data():
@@ -113,8 +115,12 @@ def _smooth_jpeg(height, width):
 def test_uncropped_decode_matches_evaluation_decode():
     jpeg = _smooth_jpeg(200, 200)
     for img_dim in (32, 128):  # DCT ratio 4 and 1
-        train = augment.decode_and_random_crop(jpeg, img_dim, augment.NO_AUGMENTATION, [0, 0])
-        np.testing.assert_array_equal(train.numpy(), image_ops.decode_and_resize(jpeg, img_dim).numpy())
+        crop = augment.decode_random_crop(jpeg, img_dim, augment.NO_AUGMENTATION, [0, 0])
+        np.testing.assert_array_equal(crop.numpy(), image_ops.decode_jpeg_at_least(jpeg, img_dim))
+        train = augment.decode_and_augment(jpeg, img_dim, augment.NO_AUGMENTATION, [0, 0])
+        evaluation = image_ops.decode_and_resize(jpeg, img_dim)
+        # Training resizes without antialiasing when under 2x: a level or two apart.
+        assert np.abs(train.numpy() - evaluation.numpy()).mean() < 2.0
 
 
 @pytest.mark.parametrize("img_dim", [24, 96])
@@ -124,37 +130,38 @@ def test_fused_crop_shows_the_sampled_window(img_dim):
     full = tf.io.decode_jpeg(jpeg, channels=3)
     for seed in range(5):
         seed = tf.constant([seed, 3], tf.int64)
-        crop = augment.decode_and_random_crop(jpeg, img_dim, config, seed)
-        assert crop.shape == (img_dim, img_dim, 3) and crop.dtype == tf.float32
+        crop = augment.decode_random_crop(jpeg, img_dim, config, seed)
         oy, ox, h, w = [int(v) for v in augment.sample_crop_window([200, 200, 3], config, seed)]
+        assert min(crop.shape[:2]) >= min(img_dim, h, w)  # DCT never goes below img_dim
         expected = image_ops.resize(full[oy:oy + h, ox:ox + w], img_dim).numpy()
         # DCT downscaling and integer offsets cost a few levels, a wrong window far more.
-        assert np.abs(crop.numpy() - expected).mean() < 6.0
+        assert np.abs(image_ops.resize(crop, img_dim).numpy() - expected).mean() < 6.0
 
 
-def test_crop_inside_tf_data_matches_eager():
+def test_decode_and_augment_inside_tf_data_matches_eager():
     jpeg = _smooth_jpeg(64, 80)
-    config = augment.AugmentConfig()
-    op = lambda seed: augment.decode_and_random_crop(jpeg, 16, config, seed)  # noqa: E731
+    config = augment.AugmentConfig(blur_probability=0.5)
+    op = lambda seed: augment.decode_and_augment(jpeg, 16, config, seed)  # noqa: E731
     eager, in_data = _eager_and_in_tf_data(op)
-    np.testing.assert_array_equal(eager, in_data)
-    assert eager.shape == (NUM_SEEDS, 16, 16, 3)
+    np.testing.assert_allclose(eager, in_data, atol=1e-4)
+    assert eager.shape == (NUM_SEEDS, 16, 16, 3) and eager.dtype == np.float32
     assert eager.min() >= 0 and eager.max() <= 255
+    assert not np.allclose(eager[0], eager[1])
+    untouched = augment.augment_crop(tf.cast(_ramp(), tf.uint8), 16, augment.NO_AUGMENTATION,
+                                     [0, 1])
+    np.testing.assert_array_equal(untouched.numpy(), tf.cast(tf.cast(_ramp(), tf.uint8),
+                                                             tf.float32).numpy())
 
 
-def test_batched_crop_boxes_within_bounds():
+def test_random_crop_of_a_cached_image_within_bounds():
     config = augment.AugmentConfig()
-    boxes = augment.sample_crop_boxes(2000, config, [4, 5]).numpy()
-    y1, x1, y2, x2 = boxes.T
-    assert np.all(y1 >= 0) and np.all(x1 >= 0) and np.all(y2 <= 1 + 1e-6) and np.all(x2 <= 1 + 1e-6)
-    area = (y2 - y1) * (x2 - x1)
-    assert area.min() >= 0.8 * 0.9 - 1e-4 and area.max() <= 1.0 + 1e-4
-    aspect = (x2 - x1) / (y2 - y1)
-    assert aspect.min() >= 0.9 - 1e-4 and aspect.max() <= 1.1 + 1e-4
-    images = _gradient_batch(batch_size=4, size=augment.cache_dim(12, config))
-    crops = augment.random_crop_batch(images, 12, config, [1, 1])
-    assert crops.shape == (4, 12, 12, 3)
-    assert crops.numpy().min() >= 0 and crops.numpy().max() <= 255
+    side = augment.cache_dim(12, config)
+    image = tf.cast(_ramp(side), tf.uint8)
+    eager, in_data = _eager_and_in_tf_data(
+        lambda seed: tf.shape(augment.random_crop(image, config, seed)))
+    np.testing.assert_array_equal(eager, in_data)
+    assert np.all(eager[:, :2] >= 12) and np.all(eager[:, :2] <= side)
+    assert np.all(eager[:, 2] == 3)
 
 
 def test_cache_dim_leaves_room_for_the_smallest_crop():
@@ -163,18 +170,6 @@ def test_cache_dim_leaves_room_for_the_smallest_crop():
     assert side > 128
     smallest = side * np.sqrt(config.crop_scale[0] * config.crop_aspect[0])
     assert smallest >= 128
-
-
-def test_augment_batch_eagerly_and_in_tf_data():
-    images = _gradient_batch(batch_size=8)
-    config = augment.AugmentConfig(blur_probability=0.5)
-    eager, in_data = _eager_and_in_tf_data(lambda seed: augment.augment_batch(images, config, seed))
-    np.testing.assert_allclose(eager, in_data, atol=1e-4)
-    assert eager.shape == (NUM_SEEDS, 8, 16, 16, 3)
-    assert eager.min() >= 0 and eager.max() <= 255
-    assert not np.allclose(eager[0], eager[1])
-    untouched = augment.augment_batch(images, augment.NO_AUGMENTATION, [0, 1])
-    np.testing.assert_array_equal(untouched.numpy(), images.numpy())
 
 
 @pytest.mark.parametrize("field,value", [
