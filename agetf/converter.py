@@ -320,6 +320,19 @@ def _available_cores():
     return os.cpu_count() or 1
 
 
+def _check_candidates(candidates, workers, show_progress):
+    """Checks every image; returns ({split: [(candidate, (height, width, jpeg|None), size)]}, skipped)."""
+    progress = _Progress("checking", len(candidates), show_progress)
+    by_split, skipped = {split: [] for split in SPLITS}, []
+    results = _check_all([c.path for c in candidates], workers, progress)
+    for candidate, (reason, height, width, encoded, size) in zip(candidates, results):
+        if reason:
+            skipped.append((candidate.path, reason))
+        else:
+            by_split[candidate.split].append((candidate, (height, width, encoded), size))
+    return by_split, skipped
+
+
 def convert(config):
     """Runs a whole conversion; returns the report dict (also written as conversion_report.json).
 
@@ -333,15 +346,8 @@ def convert(config):
     candidates, skipped = collect_candidates(list_files(config.input_dirs), config.split_ratios)
     candidates = _order_for_writing(candidates)
 
-    checking = _Progress("checking", len(candidates), config.show_progress)
-    by_split = {split: [] for split in SPLITS}
-    for candidate, (reason, height, width, encoded, size) in zip(
-            candidates, _check_all([c.path for c in candidates], workers, checking)):
-        if reason:
-            skipped.append((candidate.path, reason))
-        else:
-            by_split[candidate.split].append((candidate, (height, width, encoded), size))
-
+    by_split, bad_images = _check_candidates(candidates, workers, config.show_progress)
+    skipped += bad_images
     if not by_split["train"]:
         reasons = ", ".join(sorted({reason for _, reason in skipped})) or "none found"
         raise ConversionError(f"no usable training image in {', '.join(config.input_dirs)} "
@@ -360,11 +366,13 @@ def convert(config):
         shard_lengths[split], split_bytes[split] = _write_split(
             split, records, num_shards[split], config, writing)
     _write_metadata(config, shard_lengths, split_bytes)
-    os.rmdir(os.path.join(config.output_dir, INCOMPLETE_DIR))
-    return _write_report(config, shard_lengths, skipped, start)
+    report = _write_report(config, shard_lengths, skipped, start)
+    os.rmdir(os.path.join(config.output_dir, INCOMPLETE_DIR))  # last: its absence marks a finished run
+    return report
 
 
 def _write_report(config, shard_lengths, skipped, start):
+    """Writes conversion_report.json and returns its contents."""
     from agetf import labels, schema
 
     elapsed = time.monotonic() - start
