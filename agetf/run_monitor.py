@@ -31,7 +31,7 @@ class RunMonitor:
             raise ValueError(f"--best_metric={self.best_metric} is not reported for these heads; "
                              f"use one of {', '.join(allowed)}")
         self.minimize = heads.lower_is_better(self.best_metric)
-        done = int(trainer.epoch)
+        done = int(trainer.epoch.numpy())
         saved = run_files.read_json(self._path("history.json")) or {}
         # A kill between writing history and saving the checkpoint would duplicate an epoch.
         self.history = {key: values[:done] for key, values in saved.items()}
@@ -102,11 +102,11 @@ class RunMonitor:
         self._epoch_images += images
         images_per_sec = images / max(seconds, 1e-9)
         metrics = trainer.train_metrics.results()  # every worker: the read is collective
-        step = int(trainer.global_step)
+        step = int(trainer.global_step.numpy())
         lr = trainer.learning_rate()
         if self.chief:
             shown = [(k, v) for k, v in metrics.items() if k in _PROGRESS_METRICS]
-            self.progbar.update(int(trainer.step_in_epoch),
+            self.progbar.update(int(trainer.step_in_epoch.numpy()),
                                 values=shown + [("img/s", images_per_sec)])
         with self.train_writer.as_default(step=step):
             tf.summary.scalar("batch/loss", loss)
@@ -135,7 +135,7 @@ class RunMonitor:
             self.history["epoch"].append(epoch + 1)
         self._log("  " + "  ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "epoch_seconds")
                   + f"  ({seconds:.1f}s)")
-        step = int(trainer.global_step)
+        step = int(trainer.global_step.numpy())
         self._write_epoch_summaries(step, train_results, val_results, logs)
         improved = self._track_best(logs[self.best_metric])
         if self.chief:

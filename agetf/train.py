@@ -51,6 +51,8 @@ flags.DEFINE_integer("seed", None, "Seed for shuffling and augmentation.")
 flags.DEFINE_string("weights", "none", "Backbone weights: imagenet, none, or a file path.")
 flags.DEFINE_float("alpha", 1.0, "MobileNetV2 width multiplier.")
 flags.DEFINE_float("dropout", 0.2, "Dropout before the heads.")
+flags.DEFINE_float("batchnorm_momentum", None, "Override the backbone's BatchNorm momentum "
+                   "(e.g. 0.9 for short runs from scratch); default: Keras'.")
 flags.DEFINE_list("loss_weights", [], "Per-head loss weights, e.g. age_histogram=1,gender=0.5.")
 flags.DEFINE_enum("regression_loss", "mse", ["mse", "huber"], "Loss of the regression head.")
 
@@ -176,7 +178,8 @@ def build_config():
     return trainer.TrainConfig(
         model_dir=FLAGS.model_dir, input=input_config,
         model=trainer.ModelConfig(backbone=FLAGS.base_model, img_dim=FLAGS.img_dim, heads=heads,
-                                  alpha=FLAGS.alpha, weights=FLAGS.weights, dropout=FLAGS.dropout),
+                                  alpha=FLAGS.alpha, weights=FLAGS.weights, dropout=FLAGS.dropout,
+                                  batchnorm_momentum=FLAGS.batchnorm_momentum),
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         lr=float(FLAGS.lr) if FLAGS.lr != "auto" else 1e-3, optimizer=FLAGS.optimizer,
         momentum=FLAGS.momentum, loss_weights=parse_loss_weights(FLAGS.loss_weights),

@@ -33,6 +33,9 @@ class ModelConfig:
     alpha: float = 1.0
     weights: str = "none"
     dropout: float = 0.2
+    # None keeps Keras' (0.999 for MobileNetV2): right for long runs, but short runs from
+    # scratch need faster-moving statistics or inference-mode predictions are garbage.
+    batchnorm_momentum: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +113,15 @@ def _make_optimizer(name, lr, momentum, policy):
     return optimizer
 
 
+def set_batchnorm_momentum(model, momentum):
+    """Sets the moving-average momentum of every BatchNormalization layer in `model`."""
+    if not 0.0 < momentum < 1.0:
+        raise ValueError(f"--batchnorm_momentum={momentum} must be in (0, 1), e.g. 0.9")
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
 class Trainer:
     """Builds everything a run needs inside the strategy's scope, and trains it."""
 
@@ -142,6 +154,8 @@ class Trainer:
             self.model = model_lib.build_model(backbone=mc.backbone, img_dim=mc.img_dim,
                                                heads=mc.heads, alpha=mc.alpha, weights=mc.weights,
                                                dropout=mc.dropout)
+            if mc.batchnorm_momentum is not None:
+                set_batchnorm_momentum(self.model, mc.batchnorm_momentum)
             counter = dict(trainable=False, dtype=tf.int64,
                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             self.epoch = tf.Variable(0, name="epoch", **counter)
@@ -154,8 +168,14 @@ class Trainer:
         self.stage = None
         self._enter_stage(self.stage_for_epoch(start_epoch))
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            self._log(f"Resumed from {latest} at epoch {int(self.epoch)}, step {int(self.step_in_epoch)} "
+            try:
+                self.checkpoint.restore(latest).assert_existing_objects_matched()
+            except (ValueError, AssertionError) as error:
+                raise ValueError(
+                    f"the checkpoint {latest} does not fit this run ({str(error).splitlines()[0][:160]}); "
+                    "resume with the flags it was made with (see flags.txt there) or use a new "
+                    "--model_dir") from error
+            self._log(f"Resumed from {latest} at epoch {int(self.epoch.numpy())}, step {int(self.step_in_epoch.numpy())} "
                       f"of {self.steps_per_epoch}")
         self.resumed = bool(latest)
 
@@ -181,7 +201,7 @@ class Trainer:
         """Sets trainable layers and a fresh optimizer and schedule for a stage, then retraces."""
         config, fine_tune = self.config, self.config.fine_tune
         if stage == "train":
-            self.model.trainable = True
+            model_lib.unfreeze_all(self.model)
         elif stage == "heads":
             model_lib.set_trainable(self.model, unfreeze_from=None)
         else:
@@ -284,10 +304,10 @@ class Trainer:
     def train_steps(self, iterator, num_steps):
         """Runs `num_steps` training steps; returns the last global-batch loss (python float)."""
         loss = float(self._train_loop(iterator, tf.constant(num_steps, tf.int64)))
-        if bool(self.non_finite):
+        if bool(self.non_finite.numpy()):
             raise NonFiniteLossError(
-                f"non-finite loss ({loss}) at epoch {int(self.epoch) + 1}, step "
-                f"{int(self.step_in_epoch)}; stopped. The last good checkpoint in "
+                f"non-finite loss ({loss}) at epoch {int(self.epoch.numpy()) + 1}, step "
+                f"{int(self.step_in_epoch.numpy())}; stopped. The last good checkpoint in "
                 f"{self.restore_dir} and best.keras are intact; lower --lr or check the data")
         return loss
 
@@ -309,8 +329,8 @@ class Trainer:
         config = self.config
         monitor = run_monitor.RunMonitor(self)
         iterator = iter(self.train_data)
-        while int(self.epoch) < config.total_epochs:
-            epoch = int(self.epoch)
+        while int(self.epoch.numpy()) < config.total_epochs:
+            epoch = int(self.epoch.numpy())
             stage = self.stage_for_epoch(epoch)
             if stage != self.stage:
                 self._log(f"Stage {stage}: unfreezing the backbone from "
@@ -319,16 +339,16 @@ class Trainer:
                 self._enter_stage(stage)
             monitor.epoch_begin(epoch)
             self.train_metrics.reset()
-            while int(self.step_in_epoch) < self.steps_per_epoch:
-                done = int(self.step_in_epoch)
+            while int(self.step_in_epoch.numpy()) < self.steps_per_epoch:
+                done = int(self.step_in_epoch.numpy())
                 n = min(config.steps_per_loop, self.steps_per_epoch - done)
                 if config.checkpoint_every_steps:
                     n = min(n, config.checkpoint_every_steps
-                            - int(self.global_step) % config.checkpoint_every_steps)
+                            - int(self.global_step.numpy()) % config.checkpoint_every_steps)
                 start = time.perf_counter()
                 loss = self.train_steps(iterator, n)
                 monitor.steps_end(n, loss, time.perf_counter() - start)
-                if config.checkpoint_every_steps and int(self.global_step) % config.checkpoint_every_steps == 0:
+                if config.checkpoint_every_steps and int(self.global_step.numpy()) % config.checkpoint_every_steps == 0:
                     self.save_checkpoint()
             train_results = self.train_metrics.results()
             val_results = self.evaluate("validation")
