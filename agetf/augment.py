@@ -72,18 +72,13 @@ def sample_crop_window(image_shape, config, seed):
     return begin[0], begin[1], size[0], size[1]
 
 
-def resize_for_training(image, img_dim):
-    """Resizes a crop to img_dim x img_dim (float32, unclipped) as cheaply as quality allows.
+def resize_for_training(image, img_dim, antialias=False):
+    """Resizes a crop to img_dim x img_dim (float32, unclipped).
 
-    After DCT downscaling a crop is under twice img_dim, where plain bilinear barely
-    aliases and costs a third of an antialiased resize; larger crops still get one.
+    Crops reach this under twice img_dim (DCT downscaling and the cache see to that),
+    where plain bilinear barely aliases and costs a third of an antialiased resize.
     """
-    image = tf.cast(image, tf.float32)
-    size = [img_dim, img_dim]
-    too_large = tf.reduce_max(tf.shape(image)[:2]) > 2 * img_dim
-    return tf.cond(too_large,
-                   lambda: tf.image.resize(image, size, antialias=True),
-                   lambda: tf.image.resize(image, size))
+    return tf.image.resize(tf.cast(image, tf.float32), [img_dim, img_dim], antialias=antialias)
 
 
 def decode_random_crop(jpeg, img_dim, config, seed):
@@ -127,7 +122,12 @@ def _coin(probability, seed):
 
 def random_flip(image, seed):
     """Mirrors an image [H, W, C] left-right with probability 1/2."""
-    return tf.cond(_coin(0.5, seed), lambda: tf.reverse(image, axis=[1]), lambda: image)
+    return _flip_if(_coin(0.5, seed), image)
+
+
+def _flip_if(flip, image):
+    # A select, not a tf.cond: in tf.data a cond costs more than reversing a small crop.
+    return tf.where(flip, tf.reverse(image, axis=[1]), image)
 
 
 def random_brightness_contrast(image, seed, brightness, contrast):
@@ -158,27 +158,56 @@ def random_blur(image, seed, probability):
     return tf.cond(_coin(probability, seed), lambda: blur(image), lambda: image)
 
 
-def augment_crop(crop, img_dim, config, seed):
-    """Flips, resizes and photometrically jitters one crop: float32 [img_dim, img_dim, 3], 0..255.
-
-    The flip runs on the small uint8 crop; every op runs on one image, where each pass
-    stays in cache (whole-batch passes were three times slower in tf.data).
-    """
-    flip_seed, color_seed, blur_seed = tf.unstack(split_seed(seed, 3))
-    if config.flip:
-        crop = random_flip(crop, flip_seed)
-    image = resize_for_training(crop, img_dim)
+def _photometric(image, config, draws):
+    """Colour jitter and blur from four uniform draws (one random op per image, not four)."""
     if config.brightness > 0 or tuple(config.contrast) != (1.0, 1.0):
-        image = random_brightness_contrast(image, color_seed, config.brightness, config.contrast)
-    else:
-        image = tf.clip_by_value(image, 0.0, 255.0)
+        low, high = config.contrast
+        factor = low + (high - low) * draws[1]
+        delta = config.brightness * 255.0 * (2.0 * draws[2] - 1.0)
+        mean = tf.reduce_mean(image, axis=[0, 1])
+        image = image * factor + (mean * (1.0 - factor) + delta)
+    image = tf.clip_by_value(image, 0.0, 255.0)
     if config.blur_probability > 0:
-        image = random_blur(image, blur_seed, config.blur_probability)
+        image = tf.cond(draws[3] < config.blur_probability, lambda: blur(image), lambda: image)
     return image
 
 
+def _draws(seed):
+    """Four uniform numbers from a seed: flip, contrast, brightness, blur."""
+    return tf.random.stateless_uniform([4], tf.cast(seed, tf.int64) + [0, 1])
+
+
+def augment_crop(crop, img_dim, config, seed):
+    """Flips, resizes and jitters one crop (under 2x img_dim): float32 [img_dim, img_dim, 3].
+
+    Each op runs on one image inside the parallel map, where a pass stays in cache
+    (whole-batch passes were three times slower in tf.data on two cores).
+    """
+    draws = _draws(seed)
+    if config.flip:
+        crop = _flip_if(draws[0] < 0.5, crop)
+    return _photometric(resize_for_training(crop, img_dim), config, draws)
+
+
 def decode_and_augment(jpeg, img_dim, config, seed):
-    """The whole training decode: fused random crop, flip, resize, colour jitter, blur."""
-    crop_seed, augment_seed = tf.unstack(split_seed(seed, 2))
-    crop = decode_random_crop(jpeg, img_dim, config, crop_seed)
-    return augment_crop(crop, img_dim, config, augment_seed)
+    """The whole training decode: fused random crop, flip, resize, colour jitter, blur.
+
+    Decode, flip and resize share one branch per DCT scale: in tf.data each branching
+    op costs about as much as the resize.
+    """
+    offset_y, offset_x, height, width = sample_crop_window(
+        tf.io.extract_jpeg_shape(jpeg), config, seed)
+    draws = _draws(seed)
+    flip = draws[0] < (0.5 if config.flip else 0.0)
+
+    def decode_at(ratio):
+        window = tf.stack([offset_y // ratio, offset_x // ratio, height // ratio, width // ratio])
+        crop = tf.io.decode_and_crop_jpeg(jpeg, window, channels=3, ratio=ratio,
+                                          dct_method="INTEGER_FAST")
+        # Only the 1/8 scale can leave a crop over twice img_dim.
+        return resize_for_training(_flip_if(flip, crop), img_dim, antialias=ratio == 8)
+
+    index = image_ops.dct_ratio_index(height, width, img_dim)
+    image = tf.switch_case(index, [lambda r=r: decode_at(r) for r in image_ops.DCT_RATIOS])
+    image.set_shape([img_dim, img_dim, 3])
+    return _photometric(image, config, draws)

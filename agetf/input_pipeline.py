@@ -3,12 +3,14 @@
 Training: shard files per input pipeline -> shuffle files every epoch -> repeat ->
 parallel interleave -> shuffle records -> parse + fused decode-and-crop (DCT-domain
 downscaling where img_dim allows) -> flip, resize, colour jitter, blur, per image in
-one parallel map -> batch -> labels -> prefetch. Evaluation: every record exactly once, in a deterministic order,
-decoded with `image_ops.decode_and_resize` (what the exported model uses).
+one parallel map -> batch -> labels -> prefetch. Evaluation: every record exactly once,
+in a deterministic order, decoded with `image_ops.decode_and_resize` (what the exported
+model uses).
 Images leave as float32 0..255; the model holds the backbone's own preprocessing.
 """
 
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -92,10 +94,16 @@ def build_dataset(config, split, batch_size, *, training, input_context=None,
         dataset = _training_dataset(config, files, batch_size, input_context)
     else:
         dataset = _evaluation_dataset(config, files, batch_size, input_context)
-    dataset = dataset.map(lambda images, features: _finish_batch(images, features, config,
-                                                                 include_metadata),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    finish = functools.partial(_finish_batch, config=config, include_metadata=include_metadata)
+    dataset = dataset.map(_plain(finish), num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=not training)
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(config, training))
+
+
+def _plain(fn):
+    # These functions have no Python control flow on tensors, so AutoGraph has nothing
+    # to convert; skipping it also avoids its warnings about closures.
+    return tf.autograph.experimental.do_not_convert(fn)
 
 
 def _options(config, training):
@@ -173,25 +181,20 @@ def _training_dataset(config, files, batch_size, input_context):
     records = _read_records(config, files, input_context, training=True, repeat=True)
     records = records.shuffle(config.shuffle_buffer, seed=config.seed,
                               reshuffle_each_iteration=True)
-    return _decode_and_batch(config, records, batch_size, _parse_and_crop)
-
-
-def _parse_and_crop(serialized, config, seed):
-    jpeg, features = _parse(serialized)
-    return augment.decode_random_crop(jpeg, config.img_dim, config.augment, seed), features
-
-
-def _decode_and_batch(config, examples, batch_size, crop):
-    """Random crop (by `crop`), flip, resize and jitter each example, in parallel; batch."""
     seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
 
-    def decode(example, seed):
-        crop_seed, augment_seed = tf.unstack(augment.split_seed(tf.stack([seed, 0]), 2))
-        image, features = crop(example, config, crop_seed)
-        return augment.augment_crop(image, config.img_dim, config.augment, augment_seed), features
+    def decode(serialized, seed):
+        jpeg, features = _parse(serialized)
+        image = augment.decode_and_augment(jpeg, config.img_dim, config.augment,
+                                           tf.stack([seed, 0]))
+        return image, features
 
-    dataset = tf.data.Dataset.zip(examples, seeds).map(
-        decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    return _map_and_batch(config, tf.data.Dataset.zip(records, seeds), decode, batch_size)
+
+
+def _map_and_batch(config, dataset, decode, batch_size):
+    dataset = dataset.map(_plain(decode), num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=False)
     return _ignore_errors(dataset, config).batch(batch_size, drop_remainder=True)
 
 
@@ -207,16 +210,22 @@ def _cached_training_dataset(config, files, batch_size, input_context):
         # uint8 keeps the cache at a quarter of float32's memory.
         return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), features
 
-    dataset = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    dataset = records.map(_plain(decode), num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=False)
     dataset = _ignore_errors(dataset, config).cache().repeat()
     dataset = dataset.shuffle(config.shuffle_buffer, seed=config.seed,
                               reshuffle_each_iteration=True)
 
-    def crop(example, config, seed):
-        image, features = example
-        return augment.random_crop(image, config.augment, seed), features
+    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
 
-    return _decode_and_batch(config, dataset, batch_size, crop)
+    def crop_and_augment(example, seed):
+        image, features = example
+        seed = tf.stack([seed, 0])
+        crop = augment.random_crop(image, config.augment, seed)
+        return augment.augment_crop(crop, config.img_dim, config.augment, seed), features
+
+    return _map_and_batch(config, tf.data.Dataset.zip(dataset, seeds), crop_and_augment,
+                          batch_size)
 
 
 def _evaluation_dataset(config, files, batch_size, input_context):
@@ -226,11 +235,12 @@ def _evaluation_dataset(config, files, batch_size, input_context):
         jpeg, features = _parse(serialized)
         return image_ops.decode_and_resize(jpeg, config.img_dim), features
 
-    dataset = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = records.map(_plain(decode), num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
     return _ignore_errors(dataset, config).batch(batch_size, drop_remainder=False)
 
 
-def _finish_batch(images, features, config, include_metadata):
+def _finish_batch(images, features, *, config, include_metadata):
     """Turns parsed features into the label dict the model and losses expect."""
     age = tf.cast(features["age"], tf.float32)
     if config.age_deviation is None:
