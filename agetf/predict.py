@@ -193,7 +193,7 @@ def format_prediction(prediction: Prediction) -> list:
         lines.append(line)
     if prediction.female_probability is not None:
         line = (f"Predicted gender: {labels.GENDER_NAMES[_predicted_gender(prediction)]} "
-                f"(p={prediction.female_probability:.2f})")
+                f"(p_female={prediction.female_probability:.2f})")
         if prediction.true_gender is not None:
             line += f", true gender: {labels.GENDER_NAMES[prediction.true_gender]}"
         lines.append(line)

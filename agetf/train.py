@@ -10,7 +10,7 @@ command resumes from the latest checkpoint in --model_dir.
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 
@@ -257,6 +257,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
     from agetf import model as model_lib, trainer as trainer_lib
 
     try:

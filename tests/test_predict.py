@@ -115,11 +115,11 @@ def test_format_prediction_uses_the_older_projects_lines():
         "Predicting for image a/35_1_0_1.jpg",
         "Predicted age: 33.3, true age: 35",
         "Predicted range: 30-35, true range: 35-40",
-        "Predicted gender: female (p=0.87), true gender: female",
+        "Predicted gender: female (p_female=0.87), true gender: female",
     ]
     bare = predict.Prediction(path="photo.jpg", age=81.0, female_probability=0.2)
     assert predict.format_prediction(bare) == [
-        "Predicting for image photo.jpg", "Predicted age: 81.0", "Predicted gender: male (p=0.20)"]
+        "Predicting for image photo.jpg", "Predicted age: 81.0", "Predicted gender: male (p_female=0.20)"]
     broken = predict.Prediction(path="x.jpg", error="cannot read x.jpg as an image (boom)")
     assert predict.format_prediction(broken) == [
         "Predicting for image x.jpg", "Error: cannot read x.jpg as an image (boom)"]
