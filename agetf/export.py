@@ -10,8 +10,7 @@ import tempfile
 
 import tensorflow as tf
 
-from agetf import image_ops
-from agetf import labels
+from agetf import heads, image_ops
 
 BYTES_SIGNATURE = "serving_default"
 IMAGES_SIGNATURE = "serving_images"
@@ -22,21 +21,9 @@ _SERVING_NAMES = {"age_histogram": "age_histogram", "age_range": "age_range",
                   "gender": "female_probability"}
 
 
-def predict_years(outputs: dict) -> tf.Tensor:
-    """Age in years from the best head present: histogram > range > regression."""
-    if "age_histogram" in outputs:
-        return labels.histogram_expectation(outputs["age_histogram"])
-    if "age_range" in outputs:
-        return labels.range_expectation(outputs["age_range"])
-    if "age" in outputs:
-        return outputs["age"] * labels.REGRESSION_SCALE
-    raise ValueError(f"no age head among outputs {sorted(outputs)}; train with an age head "
-                     "(age_histogram, age_range or age)")
-
-
 def serving_outputs(outputs: dict) -> dict:
     """Maps model outputs to the export's named float32 outputs."""
-    named = {"age": predict_years(outputs)}
+    named = {"age": heads.predicted_age_years(outputs)}
     for head, name in _SERVING_NAMES.items():
         if head in outputs:
             named[name] = outputs[head]

@@ -1,6 +1,15 @@
-r"""Predicts age (and range, gender) for face images with an exported SavedModel.
+r"""Predicts age (and range, gender) for face images with an exported SavedModel or TFLite model.
 
     python -m agetf.predict --saved_model runs/demo/saved_model photo1.jpg faces/
+    python -m agetf.predict --tflite runs/demo/tflite/model_float32.tflite faces/
+    python -m agetf.predict --saved_model runs/demo/saved_model --detect_faces \
+        --annotate annotated/ holiday.jpg
+
+Without --detect_faces every image is taken to be a face crop, framed like the training
+crops. With it (or --annotate, which implies it) each image is an ordinary photo: faces
+are found with OpenCV's bundled Haar cascade, cropped with the training crops' margin,
+and predicted one line per face. Detection is never switched on by the image's shape:
+square photos are common, and a crop the detector misses would silently vanish.
 
 Arguments after the flags are images or folders (walked for .jpg/.jpeg/.png). For each
 image it prints the older project's lines (`Predicting for image X`, `Predicted age: A,
@@ -19,12 +28,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before agetf.labels import
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from agetf import labels  # noqa: E402
+from agetf import heads, labels  # noqa: E402
 from agetf import names  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEFAULT_BATCH_SIZE = 32
-CS_THRESHOLD_YEARS = 5.0
 # Non-JPEG inputs are re-encoded the way the converter stores them in TFRecords.
 _REENCODE_QUALITY = 95
 
@@ -51,9 +59,16 @@ class Prediction:
 
 
 def load_predictor(saved_model_dir: str):
-    """Loads the export's serving_default signature (JPEG bytes in, named outputs out)."""
+    """Loads the export's serving_default signature (JPEG bytes in, named outputs out).
+
+    A .tflite file is loaded as a TFLiteModel, which takes the same inputs.
+    """
     import tensorflow as tf
 
+    if saved_model_dir.endswith(".tflite"):
+        from agetf import tflite_export
+
+        return tflite_export.TFLiteModel(saved_model_dir)
     if not tf.saved_model.contains_saved_model(saved_model_dir):
         raise SavedModelError(f"{saved_model_dir} is not a SavedModel; pass the saved_model "
                               "folder of a training run (model_dir/saved_model)")
@@ -213,7 +228,7 @@ def summarize(predictions: Sequence[Prediction]) -> dict:
     if aged:
         errors = [abs(p.age - p.true_age) for p in aged]
         summary["mae"] = sum(errors) / len(errors)
-        summary["cs5"] = sum(e <= CS_THRESHOLD_YEARS for e in errors) / len(errors)
+        summary["cs5"] = sum(e <= heads.CS_THRESHOLD_YEARS for e in errors) / len(errors)
         ranged = [p for p in aged if p.age_range is not None]
         if ranged:
             summary["range_accuracy"] = sum(
@@ -255,21 +270,200 @@ def run(saved_model_dir: str, paths: Sequence[str], batch_size: int = DEFAULT_BA
     return summary
 
 
+# --- photos from the wild: detect, crop like the training crops, predict each face ----
+
+@dataclasses.dataclass
+class FacePrediction:
+    """One face found in a photo: its detected box, the crop fed to the model, the prediction."""
+
+    box: object  # face_detection.Box
+    crop_box: object
+    age: float
+    age_range: Optional[int] = None
+    female_probability: Optional[float] = None
+
+
+@dataclasses.dataclass
+class PhotoPrediction:
+    """A photo's faces (empty when none was found), or the error that stopped it."""
+
+    path: str
+    faces: list = dataclasses.field(default_factory=list)
+    error: Optional[str] = None
+
+
+def read_image(path: str):
+    """A file as a uint8 RGB array, turned upright by its EXIF orientation (phone photos)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            upright = ImageOps.exif_transpose(image).convert("RGB")
+    except Image.UnidentifiedImageError as error:
+        raise ImageReadError(f"cannot read {path} as an image (not an image format)") from error
+    except Exception as error:  # Pillow raises many types for corrupt images
+        raise ImageReadError(f"cannot read {path} as an image ({error})") from error
+    return np.asarray(upright)
+
+
+def load_image_predictor(model_path: str):
+    """A callable taking `images` (uint8, any size) -> named outputs: SavedModel or TFLite."""
+    if model_path.endswith(".tflite"):
+        return load_predictor(model_path)
+    import tensorflow as tf
+
+    load_predictor(model_path)  # the same one-line errors for a bad folder
+    signatures = tf.saved_model.load(model_path).signatures
+    if "serving_images" not in signatures:
+        raise SavedModelError(f"{model_path} has no serving_images signature; re-export it with "
+                              "agetf.train --load --export_dir=...")
+    return signatures["serving_images"]
+
+
+def predict_photo(image_predictor, path: str, image, detector, margin: float,
+                  min_face: int) -> PhotoPrediction:
+    """Finds the faces in one photo (uint8 RGB) and predicts each from its training-style crop."""
+    import tensorflow as tf
+
+    from agetf import face_detection
+
+    photo = PhotoPrediction(path=path)
+    height, width = image.shape[:2]
+    for box in face_detection.detect_faces(image, detector, min_face):
+        square = face_detection.crop_box(box, height, width, margin)
+        pixels = face_detection.crop(image, square)
+        outputs = image_predictor(images=tf.constant(pixels[None]))
+        outputs = {name: value.numpy()[0] for name, value in outputs.items()}
+        face = FacePrediction(box=box, crop_box=square, age=float(outputs["age"]))
+        if "age_range" in outputs:
+            face.age_range = int(outputs["age_range"].argmax())
+        if "female_probability" in outputs:
+            face.female_probability = float(outputs["female_probability"])
+        photo.faces.append(face)
+    return photo
+
+
+def face_caption(face: FacePrediction) -> str:
+    """Short label for a face: age, and gender where predicted."""
+    caption = f"{face.age:.0f}"
+    if face.female_probability is not None:
+        caption += f" {labels.GENDER_NAMES[int(face.female_probability >= 0.5)]}"
+    return caption
+
+
+def format_photo(photo: PhotoPrediction) -> list:
+    """The lines printed for one photo: one per face, or why there is none."""
+    lines = [f"Predicting for image {photo.path}"]
+    if photo.error:
+        return lines + [f"Error: {photo.error}"]
+    if not photo.faces:
+        return lines + ["No face found"]
+    for index, face in enumerate(photo.faces, start=1):
+        box = face.box
+        line = (f"Face {index} at x={box.left} y={box.top} w={box.width} h={box.height}: "
+                f"predicted age {face.age:.1f}")
+        if face.age_range is not None:
+            line += f", range {labels.AGE_RANGE_NAMES[face.age_range]}"
+        if face.female_probability is not None:
+            gender = labels.GENDER_NAMES[int(face.female_probability >= 0.5)]
+            line += f", gender {gender} (p_female={face.female_probability:.2f})"
+        lines.append(line)
+    return lines
+
+
+def annotation_path(annotate_dir: str, path: str, used: set) -> str:
+    """OUT/<file name>, with -2, -3... added when two inputs share a name."""
+    stem, extension = os.path.splitext(os.path.basename(path))
+    extension = extension if extension.lower() in IMAGE_EXTENSIONS else ".jpg"
+    candidate, count = stem + extension, 1
+    while candidate in used:
+        count += 1
+        candidate = f"{stem}-{count}{extension}"
+    used.add(candidate)
+    return os.path.join(annotate_dir, candidate)
+
+
+def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str] = None,
+               margin: Optional[float] = None, min_face: Optional[int] = None,
+               out=sys.stdout) -> dict:
+    """Detects, predicts and prints every face in every photo; returns counts."""
+    from agetf import face_detection
+
+    margin = face_detection.DEFAULT_MARGIN if margin is None else margin
+    min_face = face_detection.DEFAULT_MIN_FACE if min_face is None else min_face
+    if margin <= 0 or min_face < 1:
+        raise ValueError(f"--face_margin must be > 0 and --min_face >= 1, got {margin} and "
+                         f"{min_face}; the defaults are {face_detection.DEFAULT_MARGIN} and "
+                         f"{face_detection.DEFAULT_MIN_FACE}")
+    images = find_images(paths)
+    if not images:
+        raise ValueError(f"no .jpg/.jpeg/.png images in {', '.join(paths)}; pass image files "
+                         "or folders that hold them")
+    detector = face_detection.load_detector()
+    predictor = load_image_predictor(model_path)
+    if annotate_dir:
+        os.makedirs(annotate_dir, exist_ok=True)
+    counts = {"images": len(images), "errors": 0, "faces": 0, "without_face": 0}
+    used = set()
+    for path in images:
+        try:
+            image = read_image(path)
+            photo = predict_photo(predictor, path, image, detector, margin, min_face)
+        except ImageReadError as error:
+            image, photo = None, PhotoPrediction(path=path, error=str(error))
+        print("\n".join(format_photo(photo)), file=out, flush=True)
+        counts["errors"] += photo.error is not None
+        counts["faces"] += len(photo.faces)
+        counts["without_face"] += photo.error is None and not photo.faces
+        if annotate_dir and image is not None:
+            picture = face_detection.annotate(image, [f.box for f in photo.faces],
+                                              [face_caption(f) for f in photo.faces])
+            picture.save(annotation_path(annotate_dir, path, used))
+    print(f"Images: {counts['images']}, unreadable: {counts['errors']}, faces: {counts['faces']}, "
+          f"images without a face: {counts['without_face']}", file=out)
+    return counts
+
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "Exported SavedModel folder (a run's saved_model/).")
+flags.DEFINE_string("tflite", None, "Predict with this TFLite model instead of --saved_model "
+                    "(a run's tflite/model_float32.tflite).")
 flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Images per call of the model.")
+flags.DEFINE_boolean("detect_faces", False, "Treat images as ordinary photos: find the faces "
+                     "(OpenCV Haar cascade) and predict each; default: images are face crops.")
+flags.DEFINE_string("annotate", None, "With face detection: write each photo with boxes and "
+                    "labels into this folder (implies --detect_faces).")
+flags.DEFINE_float("face_margin", None, "Crop side over detected face box side; default: "
+                   "the training crops' framing (agetf.face_detection.DEFAULT_MARGIN).")
+flags.DEFINE_integer("min_face", None, "Smallest face to detect, in pixels (default 30).")
+
+
+def model_path_from_flags() -> str:
+    """--saved_model or --tflite, exactly one of them."""
+    if bool(FLAGS.saved_model) == bool(FLAGS.tflite):
+        raise ValueError("pass exactly one of --saved_model=DIR and --tflite=FILE")
+    if FLAGS.tflite and not FLAGS.tflite.endswith(".tflite"):
+        raise ValueError(f"--tflite={FLAGS.tflite} does not end in .tflite; pass a file written "
+                         "by agetf.train --export_tflite")
+    return FLAGS.saved_model or FLAGS.tflite
 
 
 def main(argv):
     if len(argv) < 2:
         raise app.UsageError("no images given; pass image files or folders after the flags")
     try:
-        summary = run(FLAGS.saved_model, argv[1:], FLAGS.batch_size)
-    except ValueError as error:
+        model_path = model_path_from_flags()
+        if FLAGS.detect_faces or FLAGS.annotate:
+            counts = run_photos(model_path, argv[1:], FLAGS.annotate, FLAGS.face_margin,
+                                FLAGS.min_face)
+            return 1 if counts["errors"] == counts["images"] else 0
+        summary = run(model_path, argv[1:], FLAGS.batch_size)
+    except (ValueError, RuntimeError) as error:
         sys.exit(f"agetf.predict: error: {error}")
     return 1 if summary["errors"] == summary["images"] else 0
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("saved_model")
     app.run(main)

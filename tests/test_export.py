@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf import export
+from agetf import export, heads
 from agetf import image_ops
 from agetf import labels
 from agetf import model as model_lib
@@ -49,7 +49,7 @@ def random_jpegs(count, seed=0):
 
 def expected_serving_outputs(model, images):
     outputs = model(images, training=False)
-    expected = {"age": export.predict_years(outputs).numpy()}
+    expected = {"age": heads.predicted_age_years(outputs).numpy()}
     for head, name in [("age_histogram", "age_histogram"), ("age_range", "age_range"),
                        ("gender", "female_probability")]:
         if head in outputs:
@@ -142,7 +142,7 @@ def test_predict_years_prefers_histogram_then_range_then_regression():
     histogram = tf.constant([labels.age_histogram(40)])
     ranges = tf.one_hot([6], labels.NUM_AGE_RANGES)  # 30-35, midpoint 32.5
     regression = tf.constant([0.2])
-    years = lambda **outputs: float(export.predict_years(outputs)[0])  # noqa: E731
+    years = lambda **outputs: float(heads.predicted_age_years(outputs)[0])  # noqa: E731
     assert years(age_histogram=histogram, age_range=ranges, age=regression) == pytest.approx(
         40, abs=1e-3)
     assert years(age_range=ranges, age=regression) == pytest.approx(32.5)
