@@ -1,0 +1,147 @@
+"""On-device export: TFLite models that take one uint8 image [1, img_dim, img_dim, 3].
+
+TFLite has no antialiased resize (TF's ScaleAndTranslate op is not a builtin), so the
+models take images already at img_dim and the caller resizes; `TFLiteModel` does that
+with `image_ops.resize`, the function the SavedModel uses, then rounds to uint8.
+
+Variants: `float32` (the same arithmetic as the SavedModel), `float16` (weights stored
+as float16, half the size) and `dynamic_int8` (weights stored as int8, activations
+float, about a quarter of the size).
+"""
+
+import os
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework import convert_to_constants
+
+from agetf import export
+from agetf import image_ops
+
+VARIANTS = ("float32", "float16", "dynamic_int8")
+INPUT_NAME = "images"
+
+
+def tflite_file_name(variant: str) -> str:
+    """File name of one variant, e.g. model_float32.tflite."""
+    return f"model_{variant}.tflite"
+
+
+def _input_spec(img_dim):
+    return tf.TensorSpec([1, img_dim, img_dim, 3], tf.uint8, name=INPUT_NAME)
+
+
+def frozen_serving_module(model, img_dim: int) -> tf.Module:
+    """A module whose `serve` maps a uint8 image to named outputs, with the weights as constants.
+
+    The converter left Keras 3 variables as TFLite resource variables that nothing
+    initializes (every output NaN), so they are folded into constants first.
+    """
+    serve = tf.function(
+        lambda images: export.serving_outputs(model(tf.cast(images, tf.float32), training=False)),
+        input_signature=[_input_spec(img_dim)]).get_concrete_function()
+    frozen = convert_to_constants.convert_variables_to_constants_v2(serve)
+    module = tf.Module(name="agetf_tflite")
+    # Freezing flattens the outputs to a list; repacking restores their names.
+    module.serve = tf.function(
+        lambda images: tf.nest.pack_sequence_as(serve.structured_outputs, frozen(images)),
+        input_signature=[_input_spec(img_dim)])
+    return module
+
+
+def convert(model, img_dim: int, variant: str = "float32") -> bytes:
+    """The model as a TFLite flatbuffer of one variant (see VARIANTS)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown TFLite variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    module = frozen_serving_module(model, img_dim)
+    # Passing the module as the trackable object gives the model a signature with named outputs.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.serve.get_concrete_function()], module)
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic_int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # without a dataset: dynamic range
+    return converter.convert()
+
+
+def export_tflite(model, output_dir: str, *, img_dim: int, variants=VARIANTS) -> dict:
+    """Writes model_{variant}.tflite for each variant into output_dir; returns {variant: path}."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {}
+    for variant in variants:
+        flatbuffer = convert(model, img_dim, variant)
+        path = os.path.join(output_dir, tflite_file_name(variant))
+        # Written under a temporary name and renamed: a reader never sees half a model.
+        handle, temporary = tempfile.mkstemp(dir=output_dir, prefix=".tmp-", suffix=".tflite")
+        try:
+            with os.fdopen(handle, "wb") as f:
+                f.write(flatbuffer)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        paths[variant] = path
+    return paths
+
+
+class TFLiteModelError(ValueError):
+    """A file that is not an agetf TFLite model."""
+
+
+class TFLiteModel:
+    """Runs an exported TFLite model; callable like the SavedModel's signatures."""
+
+    def __init__(self, path: str, num_threads: int | None = None):
+        if not os.path.isfile(path):
+            raise TFLiteModelError(f"{path} does not exist; pass a .tflite file written by "
+                                   "agetf.train --export_tflite")
+        try:
+            self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+            self.runner = self.interpreter.get_signature_runner()
+        except (ValueError, RuntimeError) as error:
+            raise TFLiteModelError(f"{path} is not a TFLite model ({error}); pass a .tflite "
+                                   "file written by agetf.train --export_tflite") from None
+        details = self.runner.get_input_details()
+        if INPUT_NAME not in details or details[INPUT_NAME]["dtype"] != np.uint8:
+            raise TFLiteModelError(f"{path} does not take uint8 {INPUT_NAME}; re-export it with "
+                                   "agetf.train --load --export_tflite")
+        self.img_dim = int(details[INPUT_NAME]["shape"][1])
+
+    def predict_resized(self, images: np.ndarray) -> dict:
+        """Outputs for uint8 images already at [n, img_dim, img_dim, 3], one interpreter call each."""
+        results = [self.runner(**{INPUT_NAME: image[np.newaxis]}) for image in images]
+        return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+    def to_input(self, image) -> np.ndarray:
+        """One image of any size (uint8 or float 0..255) as the model's uint8 input."""
+        resized = image_ops.resize(image, self.img_dim).numpy()
+        return np.round(resized).astype(np.uint8)
+
+    def __call__(self, images_bytes=None, images=None) -> dict:
+        """Like the SavedModel: encoded JPEG bytes (images_bytes) or uint8 images of any size."""
+        if images_bytes is not None:
+            inputs = [image_ops.decode_and_resize(jpeg, self.img_dim) for jpeg in images_bytes]
+        else:
+            inputs = list(images)
+        batch = np.stack([self.to_input(image) for image in inputs])
+        return {name: tf.constant(value) for name, value in self.predict_resized(batch).items()}
+
+
+def measure(paths: dict, img_dim: int, runs: int = 50, num_threads: int = 1, seed: int = 0) -> list:
+    """Size and median single-image CPU latency of each TFLite file; a benchmark, not a test."""
+    image = np.random.default_rng(seed).integers(0, 256, (1, img_dim, img_dim, 3), dtype=np.uint8)
+    rows = []
+    for variant, path in paths.items():
+        model = TFLiteModel(path, num_threads=num_threads)
+        model.predict_resized(image)  # first call allocates
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            model.predict_resized(image)
+            times.append(time.perf_counter() - start)
+        rows.append({"variant": variant, "bytes": os.path.getsize(path),
+                     "latency_ms": 1000 * float(np.median(times))})
+    return rows

@@ -1,0 +1,134 @@
+"""TFLite export: each variant, run by the TFLite interpreter, predicts what the SavedModel predicts."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from agetf import export
+from agetf import image_ops
+from agetf import model as model_lib
+from agetf import predict
+from agetf import synthetic
+from agetf import tflite_export
+from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
+
+IMG_DIM = 64
+# 1e-4 years is at float32's noise floor on this untrained model (TF itself moves ages by
+# up to 8e-5 between a batch and single images); with seed 0 TFLite differs by 3e-5.
+FLOAT32_TOLERANCE_YEARS = 1e-4
+MODEL_SEED = 0
+# Stated in the README. Measured over 5 seeds: float16 0.05-0.09 years, dynamic int8
+# 0.25-1.05 years, on an untrained model so sensitive that +-0.5 grey levels of noise
+# move its ages by up to 0.7 years.
+SMALL_TOLERANCE_YEARS = {"float16": 0.25, "dynamic_int8": 2.0}
+
+
+def faces(count, seed):
+    """Synthetic faces at IMG_DIM, so BatchNorm sees face-like statistics."""
+    return np.stack([synthetic.render_face(20 + 3 * i, i % 2, i % 5, np.random.default_rng([seed, i]),
+                                           size=IMG_DIM) for i in range(count)])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A calibrated 64px MobileNetV2 x0.35 with every head, as a SavedModel and all TFLite variants."""
+    keras.utils.set_random_seed(MODEL_SEED)
+    model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=model_lib.HEADS,
+                                  alpha=0.35)
+    # Untrained BatchNorm in inference mode gives ~0 outputs; 32 faces make it well conditioned.
+    calibrate_batchnorm(model, faces(32, seed=1).astype("float32"))
+    out = tmp_path_factory.mktemp("tflite")
+    export.export_saved_model(model, str(out / "saved_model"), img_dim=IMG_DIM)
+    paths = tflite_export.export_tflite(model, str(out / "tflite"), img_dim=IMG_DIM)
+    return str(out / "saved_model"), paths
+
+
+@pytest.fixture(scope="module")
+def reference(exported):
+    """The SavedModel's serving_images outputs on 6 faces it has not seen."""
+    images = faces(6, seed=2)
+    signature = tf.saved_model.load(exported[0]).signatures[export.IMAGES_SIGNATURE]
+    outputs = signature(images=tf.constant(images))
+    return images, {name: value.numpy() for name, value in outputs.items()}
+
+
+def test_every_variant_is_written_and_smaller_variants_are_smaller(exported):
+    _, paths = exported
+    assert sorted(paths) == sorted(tflite_export.VARIANTS)
+    sizes = {variant: os.path.getsize(path) for variant, path in paths.items()}
+    assert all(os.path.basename(paths[v]) == f"model_{v}.tflite" for v in paths)
+    # MobileNetV2 x0.35 with these heads holds ~0.56M weights: ~2.2 MB as float32.
+    assert sizes["float32"] > 1.5e6, "weights must be inside the file, not left as variables"
+    assert sizes["float16"] < 0.6 * sizes["float32"]
+    assert sizes["dynamic_int8"] < 0.4 * sizes["float32"]
+    assert not [name for name in os.listdir(os.path.dirname(paths["float32"]))
+                if name.startswith(".tmp-")], "no temporary file may be left"
+
+
+def test_float32_matches_the_saved_model(exported, reference):
+    images, expected = reference
+    got = tflite_export.TFLiteModel(exported[1]["float32"]).predict_resized(images)
+    assert set(got) == set(expected) == {"age", "age_histogram", "age_range", "female_probability"}
+    assert np.ptp(expected["age"]) > 0.5, "ages must differ between faces to prove anything"
+    np.testing.assert_allclose(got["age"], expected["age"], rtol=0, atol=FLOAT32_TOLERANCE_YEARS)
+    for name in ("age_histogram", "age_range", "female_probability"):
+        np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("variant", sorted(SMALL_TOLERANCE_YEARS))
+def test_small_variants_stay_within_the_stated_tolerance(exported, reference, variant):
+    images, expected = reference
+    got = tflite_export.TFLiteModel(exported[1][variant]).predict_resized(images)
+    error = np.abs(got["age"] - expected["age"]).max()
+    print(f"{variant}: max age difference {error:.4f} years")
+    assert error <= SMALL_TOLERANCE_YEARS[variant], f"{variant}: {error:.4f} years"
+    assert error > 0, f"{variant} should not be bit-identical to float32: was it quantized?"
+
+
+def test_inputs_are_uint8_images_at_the_training_size(exported):
+    model = tflite_export.TFLiteModel(exported[1]["dynamic_int8"])
+    details = model.runner.get_input_details()["images"]
+    assert details["dtype"] == np.uint8
+    assert list(details["shape"]) == [1, IMG_DIM, IMG_DIM, 3]
+    assert model.img_dim == IMG_DIM
+
+
+def test_predict_with_tflite_reads_files_like_the_saved_model(exported, tmp_path):
+    """`agetf.predict --tflite` decodes and resizes like serving_default, then rounds to uint8."""
+    from PIL import Image
+
+    paths = []
+    for i, image in enumerate(faces(3, seed=3)):
+        large = Image.fromarray(image).resize((150, 150), Image.BICUBIC)
+        paths.append(str(tmp_path / f"{30 + i}_{i % 2}_0_20170101000000000.jpg"))
+        large.save(paths[-1], quality=95)
+    by_tflite = list(predict.predict_files(predict.load_predictor(exported[1]["float32"]), paths))
+    # The same pixels the TFLite model got, through the SavedModel's image signature.
+    rounded = np.stack([np.round(image_ops.decode_and_resize(open(p, "rb").read(), IMG_DIM))
+                        for p in paths]).astype(np.uint8)
+    expected = tf.saved_model.load(exported[0]).signatures[export.IMAGES_SIGNATURE](
+        images=tf.constant(rounded))
+    for index, prediction in enumerate(by_tflite):
+        assert prediction.error is None and prediction.true_age == 30 + index
+        assert prediction.age == pytest.approx(float(expected["age"][index]),
+                                               abs=FLOAT32_TOLERANCE_YEARS)
+        assert prediction.age_range == int(np.argmax(expected["age_range"][index]))
+        assert prediction.female_probability == pytest.approx(
+            float(expected["female_probability"][index]), abs=1e-5)
+
+
+def test_a_file_that_is_not_a_tflite_model_is_a_one_line_error(tmp_path):
+    bogus = tmp_path / "model.tflite"
+    bogus.write_bytes(b"not a flatbuffer")
+    with pytest.raises(tflite_export.TFLiteModelError, match="not a TFLite model"):
+        tflite_export.TFLiteModel(str(bogus))
+    with pytest.raises(tflite_export.TFLiteModelError, match="does not exist"):
+        tflite_export.TFLiteModel(str(tmp_path / "missing.tflite"))
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="unknown TFLite variant"):
+        tflite_export.convert(None, IMG_DIM, "int4")
