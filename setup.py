@@ -18,6 +18,8 @@ setuptools.setup(
         "tensorboard>=2.21,<2.22",
         "matplotlib",
         "pillow",
+        # 5.x wheels no longer ship the Haar cascades that agetf.face_detection uses.
+        "opencv-python-headless>=4.8,<5",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "scikit-image"]},
 )
