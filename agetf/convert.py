@@ -28,6 +28,11 @@ flags.DEFINE_string("dataset_name", "faces", "Dataset name in shard file names a
 flags.DEFINE_integer("workers", None, "Image-checking processes; default: every core.")
 flags.DEFINE_boolean("overwrite", False, "Replace the dataset already in --output_dir.")
 flags.DEFINE_boolean("progress", True, "Show progress bars on stderr.")
+flags.DEFINE_string("split_file", None, "CSV of 'file name,split' rows (e.g. a published split or "
+                    "another conversion's splits.csv): files get exactly these splits, unlisted "
+                    "files are skipped; replaces --split_ratios.")
+flags.DEFINE_boolean("write_split_file", False, "Write OUTPUT_DIR/splits.csv (file name, split) "
+                     "of every kept file, so others can reproduce the split with --split_file.")
 flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 
@@ -47,6 +52,8 @@ def build_config():
         workers=FLAGS.workers,
         overwrite=FLAGS.overwrite,
         show_progress=FLAGS.progress,
+        split_file=os.path.expanduser(FLAGS.split_file) if FLAGS.split_file else None,
+        write_split_file=FLAGS.write_split_file,
     )
 
 

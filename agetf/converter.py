@@ -9,6 +9,7 @@ TensorFlow is imported only where records are written: the validation workers ar
 spawned processes that import this module, and they need only Pillow.
 """
 
+import csv
 import dataclasses
 import hashlib
 import io
@@ -30,7 +31,8 @@ DEFAULT_SPLIT_RATIOS = (0.8, 0.1, 0.1)
 DEFAULT_SHARD_BYTES = 128 * 1024 * 1024
 REENCODE_QUALITY = 95
 REPORT_FILE = "conversion_report.json"
-METADATA_FILES = ("dataset_info.json", "features.json", REPORT_FILE)
+SPLIT_FILE = "splits.csv"  # file name, split: written with write_split_file, read with split_file
+METADATA_FILES = ("dataset_info.json", "features.json", REPORT_FILE, SPLIT_FILE)
 INCOMPLETE_DIR = ".incomplete"  # shards are written here, then renamed into place
 
 REASON_EMPTY = "empty file"
@@ -39,6 +41,7 @@ REASON_TRUNCATED = "truncated or corrupt image"
 REASON_DUPLICATE = "duplicate file name"
 REASON_UNREADABLE = "unreadable file"
 REASON_NOT_REGULAR = "not a regular file"
+REASON_NOT_IN_SPLIT_FILE = "not in the split file"
 
 _DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _SHARD_FILE = re.compile(r"-(?:train|validation|test)\.tfrecord-\d{5,}-of-\d{5,}$")
@@ -63,6 +66,8 @@ class ConversionConfig:
     workers: int | None = None  # None: every core
     overwrite: bool = False
     show_progress: bool = True
+    split_file: str | None = None  # a published split (file name, split); replaces the hash split
+    write_split_file: bool = False  # write OUTPUT/splits.csv of every kept file
 
 
 @dataclasses.dataclass
@@ -142,6 +147,43 @@ def assign_split(file_name, split_ratios=DEFAULT_SPLIT_RATIOS):
     return next(split for split, ratio in reversed(list(zip(SPLITS, split_ratios))) if ratio > 0)
 
 
+def read_split_file(path):
+    """{file name: split} from a CSV of `file name, split` rows (a header row is allowed)."""
+    try:
+        with open(path, newline="") as f:
+            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+    except OSError as error:
+        raise ConversionError(f"cannot read --split_file={path} ({error.strerror}); "
+                              "pass a CSV of file name, split rows") from None
+    if rows and [cell.strip() for cell in rows[0]] == ["filename", "split"]:
+        rows = rows[1:]
+    splits = {}
+    for number, row in enumerate(rows, start=1):
+        if len(row) != 2 or row[1].strip() not in SPLITS:
+            raise ConversionError(f"--split_file={path} row {number} {row!r} is not "
+                                  f"'file name,split' with split one of {', '.join(SPLITS)}")
+        name, split = os.path.basename(row[0].strip()), row[1].strip()
+        if splits.setdefault(name, split) != split:
+            raise ConversionError(f"--split_file={path} puts {name} in both {splits[name]} and "
+                                  f"{split}; keep one row per file")
+    if not splits:
+        raise ConversionError(f"--split_file={path} lists no file; pass a CSV of file name, "
+                              "split rows")
+    return splits
+
+
+def write_split_file(path, by_split):
+    """Writes `filename,split` rows of every kept file, sorted by name, atomically."""
+    rows = sorted((candidate.file_name, split)
+                  for split, items in by_split.items() for candidate, *_ in items)
+    temporary = path + ".tmp"
+    with open(temporary, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "split"])
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
 def count_shards(num_records, num_bytes, config):
     """Shards for one split: about shard_bytes each, at least min_shards, never more than records."""
     if num_records == 0:
@@ -162,8 +204,12 @@ def list_files(input_dirs):
     return paths
 
 
-def collect_candidates(paths, split_ratios):
-    """Parses every name; returns (candidates, skipped) where skipped is [(path, reason)]."""
+def collect_candidates(paths, split_ratios, split_map=None):
+    """Parses every name; returns (candidates, skipped) where skipped is [(path, reason)].
+
+    With split_map ({file name: split}) files get exactly those splits and unlisted files
+    are skipped; without it, splits come from the hash of the name.
+    """
     candidates, skipped, seen = [], [], set()
     for path in paths:
         file_name = os.path.basename(path)
@@ -177,7 +223,14 @@ def collect_candidates(paths, split_ratios):
             skipped.append((path, REASON_DUPLICATE))
             continue
         seen.add(file_name)
-        candidates.append(_Candidate(path, file_name, labels, assign_split(file_name, split_ratios)))
+        if split_map is None:
+            split = assign_split(file_name, split_ratios)
+        elif file_name in split_map:
+            split = split_map[file_name]
+        else:
+            skipped.append((path, REASON_NOT_IN_SPLIT_FILE))
+            continue
+        candidates.append(_Candidate(path, file_name, labels, split))
     return candidates, skipped
 
 
@@ -343,7 +396,9 @@ def convert(config):
     validate_config(config)
     start = time.monotonic()
     workers = config.workers or _available_cores()
-    candidates, skipped = collect_candidates(list_files(config.input_dirs), config.split_ratios)
+    split_map = read_split_file(config.split_file) if config.split_file else None
+    candidates, skipped = collect_candidates(list_files(config.input_dirs), config.split_ratios,
+                                             split_map)
     candidates = _order_for_writing(candidates)
 
     by_split, bad_images = _check_candidates(candidates, workers, config.show_progress)
@@ -366,12 +421,14 @@ def convert(config):
         shard_lengths[split], split_bytes[split] = _write_split(
             split, records, num_shards[split], config, writing)
     _write_metadata(config, shard_lengths, split_bytes)
-    report = _write_report(config, shard_lengths, skipped, start)
+    if config.write_split_file:
+        write_split_file(os.path.join(config.output_dir, SPLIT_FILE), by_split)
+    report = _write_report(config, shard_lengths, skipped, start, split_map)
     os.rmdir(os.path.join(config.output_dir, INCOMPLETE_DIR))  # last: its absence marks a finished run
     return report
 
 
-def _write_report(config, shard_lengths, skipped, start):
+def _write_report(config, shard_lengths, skipped, start, split_map=None):
     """Writes conversion_report.json and returns its contents."""
     from agetf import labels, schema
 
@@ -395,6 +452,8 @@ def _write_report(config, shard_lengths, skipped, start):
             "num_age_bins": labels.NUM_AGE_BINS,
             "num_age_ranges": labels.NUM_AGE_RANGES,
             "split_ratios": dict(zip(SPLITS, config.split_ratios)),
+            "split_file": os.path.abspath(config.split_file) if config.split_file else None,
+            "split_file_rows": len(split_map) if split_map else None,
             "shards": {split: len(shard_lengths[split]) for split in SPLITS},
             "shard_lengths": shard_lengths,
         },

@@ -10,6 +10,22 @@ import tensorflow as tf
 from agetf import heads, input_pipeline, labels, schema
 
 RACE_NAMES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "other", -1: "unknown"}
+# Which test images count. ages_21_60 is the protocol of the ordinal-regression papers
+# on UTKFace (OR-CNN, CORAL), which keep ages 21 to 60 only.
+PROTOCOLS = {
+    "random": "every image of the test split (hash-based random split)",
+    "ages_21_60": "test images aged 21 to 60 only (the ordinal-regression papers' UTKFace protocol)",
+}
+
+
+def protocol_mask(ages, protocol):
+    """Which of these ages the evaluation protocol keeps."""
+    ages = np.asarray(ages)
+    if protocol == "random":
+        return np.ones(ages.shape, bool)
+    if protocol == "ages_21_60":
+        return (ages >= 21) & (ages <= 60)
+    raise ValueError(f"unknown evaluation protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
 
 
 def split_ages_and_genders(data_dir, split):
@@ -120,7 +136,9 @@ def prediction_lines(outputs, batch_labels, count):
 def format_report(report):
     """A plain-text table of the report, for the terminal."""
     metrics, baseline = report["metrics"], report["constant_baseline"]
-    lines = [f"Evaluated {report['num_images']} images", f"{'metric':<22}{'model':>10}{'constant':>10}"]
+    lines = [f"Evaluated {report['num_images']} images"
+             + (f" (protocol {report['protocol']}: {PROTOCOLS[report['protocol']]})"
+                if report.get("protocol") in PROTOCOLS else ""), f"{'metric':<22}{'model':>10}{'constant':>10}"]
     for name in ("mae", "cs5", "age_range_accuracy", "gender_accuracy"):
         if name in metrics:
             lines.append(f"{name:<22}{metrics[name]:>10.3f}{baseline.get(name, float('nan')):>10.3f}")
@@ -141,11 +159,25 @@ def format_report(report):
     return "\n".join(lines)
 
 
-def evaluate(model, input_config, split="test", batch_size=64, print_predictions=0):
-    """Evaluates `model` on `split`; returns (report, lines to print)."""
+def evaluate(model, input_config, split="test", batch_size=64, print_predictions=0,
+             protocol="random"):
+    """Evaluates `model` on `split` under an evaluation protocol; returns (report, lines to print)."""
+    protocol_mask([], protocol)  # an unknown protocol fails before the model runs
     outputs, batch_labels = predict_split(model, input_config, split, batch_size)
+    keep = protocol_mask(batch_labels["age"], protocol)
+    if not keep.any():
+        raise ValueError(f"no {split} image fits protocol {protocol} ({PROTOCOLS[protocol]}); "
+                         "use --eval_protocol=random")
+    outputs = {key: value[keep] for key, value in outputs.items()}
+    batch_labels = {key: value[keep] for key, value in batch_labels.items()}
     train_ages, train_genders = split_ages_and_genders(input_config.data_dir, "train")
+    # The constant predictor knows the protocol too: the median of the kept training ages.
+    train_keep = protocol_mask(train_ages, protocol)
+    if train_keep.any():
+        train_ages, train_genders = train_ages[train_keep], train_genders[train_keep]
     report = summarize(outputs, batch_labels, train_ages, train_genders)
     report["split"] = split
+    report["protocol"] = protocol
+    report["protocol_description"] = PROTOCOLS[protocol]
     lines = prediction_lines(outputs, batch_labels, print_predictions)
     return report, lines

@@ -40,6 +40,11 @@ flags.DEFINE_string("data_dir", None, "Converted dataset (scripts/make_tfrecords
 flags.DEFINE_string("model_dir", None, "Everything a run writes: checkpoints, logs, models, plots.")
 flags.DEFINE_string("export_dir", None, "SavedModel destination; default MODEL_DIR/saved_model.")
 flags.DEFINE_boolean("export", True, "Export a SavedModel after training.")
+flags.DEFINE_boolean("export_tflite", False, "Also write TFLite models (float32, float16, dynamic "
+                     "int8; uint8 image in) to MODEL_DIR/tflite after the SavedModel export.")
+flags.DEFINE_enum("eval_protocol", "random", ["random", "ages_21_60"],
+                  "Test images to evaluate: random (the whole test split) or ages_21_60 (the "
+                  "ordinal-regression papers' UTKFace protocol).")
 flags.DEFINE_integer("print_predictions", 10, "Per-image lines to print when evaluating.")
 flags.DEFINE_boolean("cache", False, "Cache decoded images in memory (when the set fits).")
 flags.DEFINE_integer("shuffle_buffer", 2048, "Record shuffle buffer.")
@@ -215,7 +220,8 @@ def evaluate_and_export(config, export):
 
     model = keras.saving.load_model(trained_model_path(config.model_dir), safe_mode=True)
     report, lines = evaluation.evaluate(model, config.input, "test", batch_size=64,
-                                        print_predictions=FLAGS.print_predictions)
+                                        print_predictions=FLAGS.print_predictions,
+                                        protocol=FLAGS.eval_protocol)
     for line in lines:
         print(line)
     print(evaluation.format_report(report))
@@ -224,6 +230,12 @@ def evaluate_and_export(config, export):
         export_dir = FLAGS.export_dir or os.path.join(config.model_dir, "saved_model")
         export_lib.export_saved_model(model, export_dir, img_dim=config.model.img_dim)
         print(f"Exported SavedModel to {export_dir}")
+    if FLAGS.export_tflite:
+        from agetf import tflite_export
+
+        paths = tflite_export.export_tflite(model, os.path.join(config.model_dir, "tflite"),
+                                            img_dim=config.model.img_dim)
+        print(f"Exported TFLite models to {os.path.dirname(paths['float32'])}")
     return report
 
 
