@@ -12,6 +12,7 @@ Images leave as float32 0..255; the model holds the backbone's own preprocessing
 import dataclasses
 import functools
 import glob
+import hashlib
 import json
 import os
 import re
@@ -43,6 +44,56 @@ class InputConfig:
     skip_corrupt_records: bool = False
     threads: int | None = None  # private thread pool size; None = tf.data default
     seed: int | None = None
+    data_service: str | None = None  # grpc://HOST:PORT: training preprocessing runs there
+
+
+class CorruptDataError(ValueError):
+    """A shard file cannot be read; the message names it and the fix."""
+
+
+def find_corrupt_shards(files):
+    """The files among `files` whose TFRecord framing or checksums are broken, each with its error."""
+    bad = []
+    for path in files:
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                pass
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+            bad.append((path, error.message.splitlines()[0]))
+    return bad
+
+
+def corrupt_data_error(data_dir):
+    """A CorruptDataError naming every broken shard of `data_dir` (after a DataLossError)."""
+    files = [f for split in schema.SPLITS for f in _shards_or_none(data_dir, split)]
+    bad = find_corrupt_shards(files)
+    named = "; ".join(f"{path} ({reason})" for path, reason in bad) or f"a shard in {data_dir}"
+    return CorruptDataError(f"corrupt or truncated TFRecord data: {named}; reconvert the dataset "
+                            "or pass --skip_corrupt_records to skip unreadable records")
+
+
+def _shards_or_none(data_dir, split):
+    try:
+        return list_shards(data_dir, split)
+    except ValueError:
+        return []
+
+
+def distribute_through_service(dataset, address, job_name, processing_mode="parallel_epochs"):
+    """Moves `dataset`'s processing to the tf.data service at `address` (grpc://HOST:PORT).
+
+    Consumers that share `job_name` (the workers of one run) share the job's output, so
+    each element reaches one consumer.
+    """
+    if not address.startswith("grpc://"):
+        raise ValueError(f"--tf_data_service={address} must look like grpc://HOST:PORT")
+    return dataset.apply(tf.data.experimental.service.distribute(
+        processing_mode=processing_mode, service=address, job_name=job_name))
+
+
+def _service_job_name(config):
+    key = f"{os.path.abspath(config.data_dir)}|{config.img_dim}|{config.seed}|{config.cache}"
+    return "agetf-train-" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 def list_shards(data_dir, split):
@@ -90,6 +141,11 @@ def build_dataset(config, split, batch_size, *, training, input_context=None,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     files = list_shards(config.data_dir, split)
+    service = training and config.data_service
+    if service:
+        # The service's workers share one job: sharding files here would give every
+        # consumer a different dataset, which a shared job cannot serve.
+        input_context = None
     if training:
         dataset = _training_dataset(config, files, batch_size, input_context)
     else:
@@ -97,6 +153,9 @@ def build_dataset(config, split, batch_size, *, training, input_context=None,
     finish = functools.partial(_finish_batch, config=config, include_metadata=include_metadata)
     dataset = dataset.map(_plain(finish), num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=not training)
+    if service:
+        dataset = distribute_through_service(dataset, config.data_service,
+                                             _service_job_name(config))
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(config, training))
 
 

@@ -51,6 +51,8 @@ flags.DEFINE_integer("shuffle_buffer", 2048, "Record shuffle buffer.")
 flags.DEFINE_boolean("augment", True, "Augment training images (flip, crop, colour, blur).")
 flags.DEFINE_boolean("skip_corrupt_records", False, "Skip unreadable records instead of stopping.")
 flags.DEFINE_integer("seed", None, "Seed for shuffling and augmentation.")
+flags.DEFINE_string("tf_data_service", None, "grpc://HOST:PORT of a tf.data service dispatcher "
+                    "(python -m agetf.data_service) that runs training input preprocessing.")
 
 # Model.
 flags.DEFINE_string("weights", "none", "Backbone weights: imagenet, none, or a file path.")
@@ -175,6 +177,7 @@ def build_config():
         data_dir=FLAGS.data_dir, img_dim=FLAGS.img_dim, shuffle_buffer=FLAGS.shuffle_buffer,
         cache=FLAGS.cache, age_deviation=FLAGS.age_deviation,
         skip_corrupt_records=FLAGS.skip_corrupt_records, seed=FLAGS.seed,
+        data_service=FLAGS.tf_data_service,
         augment=augment.AugmentConfig() if FLAGS.augment else _no_augmentation())
     schedule_params = {name: FLAGS[name].value for name in (
         "plateau_monitor", "plateau_factor", "plateau_patience", "plateau_cooldown",
@@ -239,10 +242,21 @@ def evaluate_and_export(config, export):
     return report
 
 
+def ensure_writable_dir(path):
+    """Creates `path` if needed; a UsageError when it cannot be created or written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--model_dir={path} cannot be created ({error.strerror}); "
+                         "choose a folder you can write") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--model_dir={path} is not writable; choose a folder you can write")
+
+
 def train(config):
     from agetf import lr_search, run_files, trainer as trainer_lib
 
-    os.makedirs(config.model_dir, exist_ok=True)
+    ensure_writable_dir(config.model_dir)
     trainer_lib.check_run_definition(config.model_dir, config.model)
     if FLAGS.lr_find or FLAGS.lr == "auto":
         suggestion = lr_search.run_lr_finder(config, min_lr=FLAGS.lr_find_min,
@@ -270,7 +284,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
-    from agetf import model as model_lib, trainer as trainer_lib
+    import tensorflow as tf
+
+    from agetf import input_pipeline, model as model_lib, preemption, trainer as trainer_lib
 
     try:
         config = build_config()
@@ -285,6 +301,11 @@ def main(argv):
               f"tensorboard --logdir {os.path.join(config.model_dir, 'logs')}")
     except trainer_lib.NonFiniteLossError as error:
         sys.exit(f"agetf.train: {error}")
+    except preemption.Preempted as error:
+        print(f"agetf.train: {error}", file=sys.stderr, flush=True)
+        return preemption.EXIT_CODE
+    except tf.errors.DataLossError:
+        sys.exit(f"agetf.train: error: {input_pipeline.corrupt_data_error(FLAGS.data_dir)}")
     except (ValueError, model_lib.WeightsUnavailableError) as error:
         sys.exit(f"agetf.train: error: {error}")
     return 0

@@ -15,7 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from agetf import distribution, heads, input_pipeline, model as model_lib, run_files, run_monitor, schedules
+from agetf import (distribution, heads, input_pipeline, model as model_lib, preemption, run_files,
+                   run_monitor, schedules)
 
 # What must match between a model_dir and the command that resumes it.
 RUN_DEFINING_KEYS = ("backbone", "img_dim", "heads", "alpha")
@@ -101,6 +102,37 @@ def check_run_definition(model_dir, model_config):
                          + "; ".join(differing) + "); use another --model_dir or the same flags")
 
 
+def stage_lr_and_epochs(config, stage):
+    """The base learning rate and the length in epochs of `stage` (train, heads or fine_tune)."""
+    fine_tune = config.fine_tune
+    if stage == "fine_tune":
+        return fine_tune.fine_tune_lr, fine_tune.fine_tune_epochs
+    return config.lr, fine_tune.head_epochs if stage == "heads" else config.epochs
+
+
+def check_schedules(config, steps_per_epoch):
+    """Refuses schedule settings that cannot work before anything is built, not an epoch or a
+    stage later: an unreported plateau metric, a warm-up as long as a stage."""
+    if config.schedule == "reduce_lr_on_plateau":
+        monitor = config.schedule_params.get("plateau_monitor") or "val_loss"
+        reported = heads.metric_names(config.model.heads)
+        allowed = reported + ["val_" + name for name in reported]
+        if monitor not in allowed:
+            raise ValueError(f"--plateau_monitor={monitor} is not reported for these heads; "
+                             f"use one of {', '.join(allowed)}")
+    stages = ("heads", "fine_tune") if config.fine_tune.enabled else ("train",)
+    epochs_flags = {"train": "--epochs", "heads": "--head_epochs", "fine_tune": "--fine_tune_epochs"}
+    for stage in stages:
+        lr, epochs = stage_lr_and_epochs(config, stage)
+        try:
+            schedules.make_schedule(config.schedule, lr=lr, steps_per_epoch=steps_per_epoch,
+                                    total_steps=epochs * steps_per_epoch, **config.schedule_params)
+        except ValueError as error:
+            raise ValueError(f"--lr_scheduler={config.schedule} in stage {stage} "
+                             f"({epochs_flags[stage]}={epochs}, {epochs * steps_per_epoch} steps): "
+                             f"{error}") from None
+
+
 def _make_optimizer(name, lr, momentum, policy):
     if name == "adam":
         optimizer = keras.optimizers.Adam(learning_rate=lr)
@@ -143,6 +175,7 @@ class Trainer:
             raise ValueError(f"the train split has {self.num_train} images, fewer than "
                              f"--batch_size={config.batch_size}; lower --batch_size")
         self.steps_per_epoch = config.steps_per_epoch or self.num_train // config.batch_size
+        check_schedules(config, self.steps_per_epoch)
 
         self.restore_dir = os.path.join(config.model_dir, "checkpoints")
         self.checkpoint_dir = distribution.worker_dir(config.model_dir, self.strategy, "checkpoints")
@@ -197,6 +230,18 @@ class Trainer:
             return "train"
         return "heads" if epoch < fine_tune.head_epochs else "fine_tune"
 
+    def _enter_due_stage(self):
+        """Enters the stage of the current epoch if the trainer is not in it yet."""
+        stage = self.stage_for_epoch(int(self.epoch.numpy()))
+        if stage == self.stage:
+            return
+        fine_tune = self.config.fine_tune
+        if stage == "fine_tune":
+            self._log(f"Stage fine_tune: unfreezing the backbone from "
+                      f"{fine_tune.unfreeze_from or model_lib.DEFAULT_UNFREEZE_FROM[self.config.model.backbone]}"
+                      f", lr {fine_tune.fine_tune_lr}")
+        self._enter_stage(stage)
+
     def _enter_stage(self, stage):
         """Sets trainable layers and a fresh optimizer and schedule for a stage, then retraces."""
         config, fine_tune = self.config, self.config.fine_tune
@@ -209,9 +254,7 @@ class Trainer:
             if prefix is None:
                 prefix = model_lib.DEFAULT_UNFREEZE_FROM[config.model.backbone]
             model_lib.set_trainable(self.model, unfreeze_from=prefix)
-        lr = fine_tune.fine_tune_lr if stage == "fine_tune" else config.lr
-        stage_epochs = (fine_tune.fine_tune_epochs if stage == "fine_tune" else
-                        fine_tune.head_epochs if stage == "heads" else config.epochs)
+        lr, stage_epochs = stage_lr_and_epochs(config, stage)
         with self.strategy.scope():
             self.optimizer = _make_optimizer(config.optimizer, lr, config.momentum, self.policy)
             self.optimizer.build(self.model.trainable_variables)
@@ -320,23 +363,56 @@ class Trainer:
     def learning_rate(self):
         return float(self.schedule.learning_rate(self.global_step - self.stage_start_step))
 
+    def average_moving_statistics(self):
+        """Under multi-worker, sets BatchNorm moving statistics to their mean over workers.
+
+        Each worker updates them from its own batches only, so without this the workers'
+        models (and the chief's saved one) drift apart in these variables.
+        """
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return
+        variables = [v for v in self.model.non_trainable_variables
+                     if tf.as_dtype(v.dtype).is_floating]
+        if not variables:
+            return
+        flat = tf.concat([tf.reshape(tf.cast(v.value, tf.float32), [-1]) for v in variables], 0)
+        mean = self.strategy.reduce(
+            tf.distribute.ReduceOp.MEAN,
+            self.strategy.experimental_distribute_values_from_function(lambda _: tf.identity(flat)),
+            axis=None)
+        offset = 0
+        for v in variables:
+            size = int(np.prod(v.shape))
+            v.assign(tf.cast(tf.reshape(mean[offset:offset + size], v.shape), v.dtype))
+            offset += size
+
     def save_checkpoint(self):
         """Saves on every worker (the save is collective); only the chief's lands in model_dir."""
         return self.manager.save(checkpoint_number=self.global_step)
 
     def fit(self):
-        """Trains from the current state to `total_epochs`; returns the history dict."""
+        """Trains from the current state to `total_epochs`; returns the history dict.
+
+        On SIGTERM it saves a checkpoint between host calls and raises `preemption.Preempted`.
+        """
+        with preemption.TerminationWatcher(self.strategy) as watcher:
+            return self._fit(watcher)
+
+    def _stop_for_termination(self, save):
+        if save:
+            self.save_checkpoint()
+        raise preemption.Preempted(
+            f"terminated (SIGTERM) at epoch {int(self.epoch.numpy()) + 1}, step "
+            f"{int(self.step_in_epoch.numpy())}; checkpoint saved in {self.restore_dir}; "
+            "rerun the same command to resume")
+
+    def _fit(self, watcher):
         config = self.config
         monitor = run_monitor.RunMonitor(self)
         iterator = iter(self.train_data)
         while int(self.epoch.numpy()) < config.total_epochs:
             epoch = int(self.epoch.numpy())
-            stage = self.stage_for_epoch(epoch)
-            if stage != self.stage:
-                self._log(f"Stage {stage}: unfreezing the backbone from "
-                          f"{config.fine_tune.unfreeze_from or model_lib.DEFAULT_UNFREEZE_FROM[config.model.backbone]}"
-                          f", lr {config.fine_tune.fine_tune_lr}")
-                self._enter_stage(stage)
+            self._enter_due_stage()
             monitor.epoch_begin(epoch)
             self.train_metrics.reset()
             while int(self.step_in_epoch.numpy()) < self.steps_per_epoch:
@@ -350,12 +426,19 @@ class Trainer:
                 monitor.steps_end(n, loss, time.perf_counter() - start)
                 if config.checkpoint_every_steps and int(self.global_step.numpy()) % config.checkpoint_every_steps == 0:
                     self.save_checkpoint()
+                if watcher.requested():
+                    self._stop_for_termination(save=True)
             train_results = self.train_metrics.results()
+            self.average_moving_statistics()
             val_results = self.evaluate("validation")
             self.epoch.assign_add(1)
             self.step_in_epoch.assign(0)
             stop = monitor.epoch_end(epoch, train_results, val_results)
+            # Before the save, so a run killed at the switch resumes with stage 2's optimizer.
+            self._enter_due_stage()
             self.save_checkpoint()
+            if watcher.requested():
+                self._stop_for_termination(save=False)
             if stop:
                 break
         monitor.train_end()
