@@ -1,0 +1,53 @@
+"""tf.data service on loopback: a dispatcher and a worker in the test process feed the pipeline."""
+
+import collections
+
+import pytest
+import tensorflow as tf
+
+from agetf import data_service, input_pipeline, trainer as trainer_lib
+from test_training import tiny_config
+
+
+@pytest.fixture(scope="module")
+def service():
+    dispatcher = data_service.start_dispatcher(port=0)
+    worker = data_service.start_worker(dispatcher.target, port=0)
+    yield dispatcher, worker
+    worker.stop()
+    dispatcher.stop()
+
+
+def _filenames(dataset):
+    return collections.Counter(name for _, labels in dataset for name in labels["filename"].numpy())
+
+
+def test_one_epoch_through_the_service_has_every_example_once(data_dir, service):
+    dispatcher, _ = service
+    config = input_pipeline.InputConfig(data_dir=data_dir, img_dim=32)
+    local = input_pipeline.build_dataset(config, "validation", 4, training=False,
+                                         include_metadata=True)
+    served = input_pipeline.distribute_through_service(local, dispatcher.target, "eval-once",
+                                                       processing_mode="distributed_epoch")
+    expected = _filenames(local)
+    assert sum(expected.values()) == input_pipeline.num_examples(data_dir, "validation")
+    assert _filenames(served) == expected
+
+
+def test_training_through_the_service(data_dir, tmp_path, service):
+    dispatcher, worker = service
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram",), epochs=1,
+                         steps_per_epoch=4, summary_images=0)
+    config = trainer_lib.TrainConfig(**{**config.__dict__, "input": input_pipeline.InputConfig(
+        **{**config.input.__dict__, "data_service": dispatcher.target})})
+    trainer = trainer_lib.Trainer(config)
+    history = trainer.fit()
+    assert int(trainer.global_step.numpy()) == 4
+    assert history["epoch"] == [1] and history["loss"][0] > 0
+    assert worker._num_tasks() >= 1  # the worker really produced the training batches
+
+
+def test_a_service_address_without_grpc_is_refused(data_dir):
+    dataset = tf.data.Dataset.range(3)
+    with pytest.raises(ValueError, match="grpc://HOST:PORT"):
+        input_pipeline.distribute_through_service(dataset, "localhost:5050", "job")
