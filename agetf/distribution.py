@@ -10,6 +10,7 @@ import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker_mirrored", "tpu")
 MIXED_PRECISION = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+_MIRRORED = {}  # devices -> the process's MirroredStrategy over them
 
 
 def tf_config_workers():
@@ -42,7 +43,12 @@ def make_strategy(name, tpu_address=""):
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
+        # One per process: every MirroredStrategy numbers its collectives from the same keys, so
+        # a second one training in the same process (the LR finder's, then the run's) aborts
+        # with "Shape mismatch in the collective instance".
+        if tuple(devices) not in _MIRRORED:
+            _MIRRORED[tuple(devices)] = tf.distribute.MirroredStrategy(devices=devices)
+        return _MIRRORED[tuple(devices)]
     if name == "multi_worker_mirrored":
         # RING over gRPC: on two CPU workers on loopback its first step came in half the time of AUTO's.
         options = tf.distribute.experimental.CommunicationOptions(

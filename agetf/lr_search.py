@@ -7,6 +7,7 @@ exponentially growing learning rate, then puts the weights and optimizer back.
 import dataclasses
 import os
 
+import keras
 import tensorflow as tf
 
 from agetf import lr_finder, plots, run_files, schedules, trainer as trainer_lib
@@ -23,11 +24,13 @@ class _ExponentialRange(schedules.Schedule):
 
     def learning_rate(self, step):
         fraction = tf.cast(step, tf.float64) / self.last
-        return tf.cast(self.min_lr * tf.pow(self.ratio, fraction), tf.float32)
+        return tf.cast(self.min_lr * tf.pow(tf.constant(self.ratio, tf.float64), fraction),
+                       tf.float32)
 
 
 def _snapshot(variables):
-    return [tf.identity(v.value if hasattr(v, "value") else v) for v in variables]
+    # A Keras variable wraps the tf.Variable in `.value`; on a tf.Variable `.value` is a method.
+    return [tf.identity(v.value if isinstance(v, keras.Variable) else v) for v in variables]
 
 
 def _state_variables(trainer):

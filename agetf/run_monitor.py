@@ -92,7 +92,8 @@ class RunMonitor:
         self._epoch_images = 0
         self._log(f"Epoch {epoch + 1}/{trainer.config.total_epochs}")
         # Stateful: the loop passes running means, which the bar must show as they are.
-        self.progbar = keras.utils.Progbar(trainer.steps_per_epoch, verbose=1 if self.chief else 0,
+        self.progbar = keras.utils.Progbar(trainer.steps_per_epoch,
+                                           verbose=1 if self.chief and trainer.config.verbose else 0,
                                            stateful_metrics=_PROGRESS_METRICS + ("img/s",),
                                            unit_name="step")
 

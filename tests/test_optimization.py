@@ -1,0 +1,348 @@
+"""Issue 4 in the real training loop: schedules, the LR finder, fine-tuning stages, loss-scale
+skips, the training monitor's files and early stopping, on tiny synthetic data.
+
+TF tracing dominates the cost, so each test builds as few Trainers as it can and most
+assertions ride on one or two short runs.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from agetf import distribution, heads as heads_lib, lr_finder, lr_search, model as model_lib
+from agetf import schedules, train as train_cli, trainer as trainer_lib
+from test_training import tiny_config
+
+
+class Killed(Exception):
+    """Stands in for a SIGKILL at a chosen point of `Trainer.fit`."""
+
+
+def assert_monitor_files(model_dir, heads, epochs):
+    """history.json, history.csv and plots/training.png hold every epoch and each head's metrics."""
+    history = json.load(open(os.path.join(model_dir, "history.json")))
+    with open(os.path.join(model_dir, "history.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert history["epoch"] == list(range(1, epochs + 1))
+    assert len(rows) == epochs
+    for name in heads_lib.metric_names(heads):
+        for key in (name, "val_" + name):
+            assert len(history[key]) == epochs, key
+            assert key in rows[0], key
+    with open(os.path.join(model_dir, "plots", "training.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def constant_validation(trainer, value=1.0):
+    """Replaces validation by fixed numbers, so no metric ever improves after epoch 1."""
+    fixed = {"val_" + name: value for name in heads_lib.metric_names(trainer.config.model.heads)}
+    trainer.evaluate = lambda split="validation": dict(fixed)
+
+
+def fixed_batch_iterator(trainer):
+    """One training batch repeated forever, distributed like the trainer's own data."""
+    config = trainer.config
+    batch = next(iter(trainer_lib.input_pipeline.build_dataset(
+        config.input, "train", config.batch_size, training=True)))
+    return iter(trainer.strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors(batch).repeat()))
+
+
+def optimizer_lr(trainer):
+    """The learning rate the optimizer last used (read from one replica under a strategy)."""
+    variable = trainer.optimizer.learning_rate.value
+    return float(trainer.strategy.experimental_local_results(variable)[0].numpy())
+
+
+def values(variables):
+    return {v.path: np.array(v.numpy()) for v in variables}
+
+
+def paths(variables):
+    return {v.path for v in variables}
+
+
+# -- schedules in the loop ---------------------------------------------------------------
+
+
+def test_cyclic_lr_changes_every_step_and_continues_after_resume(data_dir, tmp_path):
+    params = dict(clr_base_lr=1e-4, clr_max_lr=1e-2, clr_half_cycle_steps=2)
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age",), schedule="cyclic_lr",
+                         schedule_params=params, steps_per_loop=1, summary_images=0)
+    formula = schedules.Cyclic(base_lr=1e-4, max_lr=1e-2, step_size=2)
+    first = trainer_lib.Trainer(config)
+    iterator = iter(first.train_data)
+    seen = []
+    for _ in range(3):
+        first.train_steps(iterator, 1)
+        seen.append(optimizer_lr(first))
+    expected = [float(formula.learning_rate(step)) for step in range(4)]
+    np.testing.assert_allclose(seen, expected[:3], rtol=1e-6)
+    assert len(set(seen)) == 3  # base, half-way, max: a new value every step
+    first.save_checkpoint()
+
+    second = trainer_lib.Trainer(config)
+    assert second.resumed and int(second.global_step.numpy()) == 3
+    second.train_steps(iter(second.train_data), 1)
+    # The fourth step is at cycle position 3, not back at position 0.
+    np.testing.assert_allclose(optimizer_lr(second), expected[3], rtol=1e-6)
+
+
+def test_plateau_state_and_early_stopping_survive_a_resume(data_dir, tmp_path, capsys):
+    # Validation is pinned to one value, so after epoch 1 nothing ever improves.
+    params = dict(plateau_patience=3, plateau_factor=0.5)
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age",), epochs=3, lr=1e-3,
+                         schedule="reduce_lr_on_plateau", schedule_params=params,
+                         steps_per_epoch=2, summary_images=0)
+    assert config.early_stopping_patience == 0  # off by default
+    first = trainer_lib.Trainer(config)
+    constant_validation(first)
+    history = first.fit()
+    # Two epochs without improvement: below both patiences, so no reduction and no stop.
+    assert history["epoch"] == [1, 2, 3]
+    np.testing.assert_allclose(history["lr"], [1e-3] * 3, rtol=1e-6)
+    assert int(first.schedule.wait.numpy()) == 2
+    assert_monitor_files(config.model_dir, ("age",), epochs=3)
+
+    longer = dataclasses.replace(config, epochs=6, early_stopping_patience=3, verbose=True)
+    second = trainer_lib.Trainer(longer)
+    assert int(second.schedule.wait.numpy()) == 2  # restored, not reset to 0
+    assert float(second.schedule.best.numpy()) == 1.0
+    constant_validation(second)
+    capsys.readouterr()
+    history = second.fit()
+    out = capsys.readouterr().out
+    # Epoch 4 is the third without improvement: the plateau halves the LR and training
+    # stops early, both counting the epochs from before the restart.
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert "ReduceLROnPlateau: val_loss did not improve" in out and "lr 0.001 -> 0.0005" in out
+    assert "Early stopping: val_loss has not improved for 3 epochs" in out
+    np.testing.assert_allclose(float(second.schedule.lr.numpy()), 5e-4)
+    second.train_steps(iter(second.train_data), 1)
+    np.testing.assert_allclose(optimizer_lr(second), 5e-4, rtol=1e-6)
+    assert_monitor_files(config.model_dir, ("age",), epochs=4)
+
+
+def test_plateau_monitor_that_is_not_reported_fails_at_start(data_dir, tmp_path):
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age",),
+                         schedule="reduce_lr_on_plateau",
+                         schedule_params={"plateau_monitor": "val_gender_accuracy"})
+    with pytest.raises(ValueError, match="--plateau_monitor=val_gender_accuracy is not reported") as error:
+        trainer_lib.Trainer(config)
+    assert "val_mae" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_cosine_warmup_longer_than_a_stage_fails_at_start(data_dir, tmp_path):
+    # Stage 1 (2 epochs) is long enough; stage 2 (1 epoch of 3 steps) is not.
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age",), schedule="cosine",
+                         schedule_params={"warmup_epochs": 1},
+                         fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=2,
+                                                              fine_tune_epochs=1))
+    with pytest.raises(ValueError, match="stage fine_tune.*--fine_tune_epochs=1.*warm-up") as error:
+        trainer_lib.Trainer(config)
+    assert "\n" not in str(error.value)
+
+
+# -- fine-tuning -------------------------------------------------------------------------
+
+HEAD_VARIABLES = {"age_histogram/kernel", "age_histogram/bias", "gender/kernel", "gender/bias"}
+# MobileNetV2's default unfreeze point, block_16_, and everything after it (Conv_1); its
+# convolutions have no biases, and BatchNormalization layers stay frozen.
+UNFROZEN_BACKBONE = {"block_16_expand/kernel", "block_16_depthwise/kernel",
+                     "block_16_project/kernel", "Conv_1/kernel"}
+
+
+def backbone_variables(trainer):
+    return trainer.model.get_layer("backbone").variables
+
+
+def test_fine_tuning_stages_and_a_kill_in_stage_two(data_dir, tmp_path):
+    fine_tune = trainer_lib.FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=1,
+                                           fine_tune_lr=1e-4)
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram", "gender"),
+                         fine_tune=fine_tune, lr=1e-3, steps_per_epoch=2, steps_per_loop=1,
+                         checkpoint_every_steps=1, summary_images=0)
+    first = trainer_lib.Trainer(config)
+    assert first.stage == "heads"
+    assert paths(first.model.trainable_variables) == HEAD_VARIABLES
+    stage_one_optimizer = first.optimizer
+    backbone_before = values(backbone_variables(first))
+    heads_before = values(first.model.trainable_variables)
+    seen = {}
+    real_train_steps = first.train_steps
+
+    def train_steps_then_die(iterator, num_steps):
+        if first.stage == "fine_tune":
+            if not seen:  # stage 1 is over and stage 2 has not stepped yet
+                seen.update(backbone=values(backbone_variables(first)),
+                            heads=values(v for v in first.model.variables if v.path in HEAD_VARIABLES),
+                            trainable=paths(first.model.trainable_variables),
+                            optimizer=first.optimizer,
+                            iterations=int(first.optimizer.iterations.numpy()),
+                            lr=optimizer_lr(first))
+            elif int(first.step_in_epoch.numpy()) >= 1:
+                raise Killed  # after one stage-2 step, and its checkpoint
+        return real_train_steps(iterator, num_steps)
+
+    first.train_steps = train_steps_then_die
+    with pytest.raises(Killed):
+        first.fit()
+
+    # Stage 1 moved the heads and nothing in the backbone, BatchNorm statistics included.
+    for path, value in backbone_before.items():
+        np.testing.assert_array_equal(seen["backbone"][path], value, err_msg=path)
+    assert all(not np.array_equal(seen["heads"][path], heads_before[path]) for path in HEAD_VARIABLES)
+    # Stage 2: the top of the backbone and the heads, with a fresh optimizer at fine_tune_lr.
+    assert seen["trainable"] == HEAD_VARIABLES | UNFROZEN_BACKBONE
+    assert seen["optimizer"] is not stage_one_optimizer and seen["iterations"] == 0
+    np.testing.assert_allclose(seen["lr"], 1e-4, rtol=1e-6)
+
+    # The restarted run is in stage 2, with stage 2's optimizer state, and finishes it.
+    second = trainer_lib.Trainer(config)
+    assert second.stage == "fine_tune" and int(second.global_step.numpy()) == 3
+    assert paths(second.model.trainable_variables) == HEAD_VARIABLES | UNFROZEN_BACKBONE
+    assert int(second.optimizer.iterations.numpy()) == 1
+    before = values(backbone_variables(second))
+    history = second.fit()
+    assert history["epoch"] == [1, 2] and int(second.global_step.numpy()) == 4
+    np.testing.assert_allclose(history["lr"], [1e-3, 1e-4], rtol=1e-6)
+    after = values(backbone_variables(second))
+    for path in before:
+        moved = not np.array_equal(before[path], after[path])
+        assert moved == (path in UNFROZEN_BACKBONE), path
+    assert_monitor_files(config.model_dir, config.model.heads, epochs=2)
+
+    # Killed right at the stage switch: the epoch-end checkpoint resumes in stage 2 too.
+    switch = os.path.join(config.model_dir, "checkpoints", "ckpt-2")
+    at_switch = tmp_path / "at_switch"
+    shutil.copytree(config.model_dir, at_switch)
+    tf.compat.v1.train.update_checkpoint_state(str(at_switch / "checkpoints"), switch.replace(
+        config.model_dir, str(at_switch)))
+    third = trainer_lib.Trainer(dataclasses.replace(config, model_dir=str(at_switch)))
+    assert third.stage == "fine_tune" and int(third.global_step.numpy()) == 2
+    assert int(third.optimizer.iterations.numpy()) == 0
+
+
+def test_fine_tuning_under_mirrored_with_a_cosine_schedule_per_stage(data_dir, tmp_path):
+    strategy = distribution.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    fine_tune = trainer_lib.FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=1,
+                                           fine_tune_lr=1e-4, unfreeze_from="Conv_1")
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age_range",), fine_tune=fine_tune,
+                         lr=1e-3, schedule="cosine",
+                         schedule_params={"warmup_steps": 1, "cosine_min_lr": 1e-5},
+                         steps_per_epoch=3, steps_per_loop=3, summary_images=0)
+    trainer = trainer_lib.Trainer(config, strategy=strategy)
+    before = values(backbone_variables(trainer))
+    history = trainer.fit()
+    assert trainer.stage == "fine_tune" and history["epoch"] == [1, 2]
+    assert np.all(np.isfinite(history["loss"])) and np.all(np.isfinite(history["val_loss"]))
+    # Each stage decays its own cosine to cosine_min_lr; stage 2's last step ran at half of
+    # fine_tune_lr (cosine at mid-decay), so it restarted from fine_tune_lr.
+    np.testing.assert_allclose(history["lr"], [1e-5, 1e-5], rtol=1e-5)
+    np.testing.assert_allclose(optimizer_lr(trainer), 1e-5 + (1e-4 - 1e-5) / 2,
+                               rtol=1e-5)
+    after = values(backbone_variables(trainer))
+    for path in before:
+        moved = not np.array_equal(before[path], after[path])
+        assert moved == (path == "Conv_1/kernel"), path
+    for variable in trainer.model.trainable_variables:
+        replicas = [v.numpy() for v in strategy.experimental_local_results(variable.value)]
+        np.testing.assert_array_equal(replicas[0], replicas[1])
+    assert_monitor_files(config.model_dir, config.model.heads, epochs=2)
+
+
+# -- mixed precision ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_float32_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_loss_scale_overflow_skips_a_step_without_stopping(data_dir, tmp_path,
+                                                           restore_float32_policy):
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age",), mixed_precision="mixed_float16",
+                         summary_images=0)
+    trainer = trainer_lib.Trainer(config)
+    assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    # A scale this large overflows the float16 gradients of the backbone, as a too-high
+    # dynamic scale does in real runs; the optimizer must skip the step and halve the scale.
+    trainer.optimizer.dynamic_scale.assign(2.0 ** 60)
+    weights = values(trainer.model.trainable_variables)
+    loss = trainer.train_steps(iter(trainer.train_data), 1)  # no NonFiniteLossError
+    assert np.isfinite(loss)
+    assert float(trainer.optimizer.dynamic_scale.numpy()) == 2.0 ** 59
+    for path, value in weights.items():
+        np.testing.assert_array_equal(value, values(trainer.model.trainable_variables)[path])
+
+
+# -- the LR finder, through the train command's code --------------------------------------
+
+
+@pytest.fixture
+def parse_train_flags():
+    """Parses argv into absl's FLAGS for one test, and puts them back afterwards."""
+    saved = flags.FLAGS.flag_values_dict()
+
+    def parse(*argv):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["agetf.train", *argv])
+
+    yield parse
+    flags.FLAGS.unparse_flags()
+    for name, value in saved.items():
+        flags.FLAGS[name].value = value
+
+
+def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
+        data_dir, tmp_path, parse_train_flags, monkeypatch, capsys):
+    model_dir = tmp_path / "run"
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--img_dim=32",
+                      "--alpha=0.35", "--batch_size=16", "--steps_per_epoch=3", "--epochs=2",
+                      "--steps_per_loop=3", "--batchnorm_momentum=0.9", "--summary_images=0",
+                      "--mixed_precision=float32", "--strategy=default", "--seed=1",
+                      "--heads=age_histogram", "--lr=auto", "--lr_find_min=1e-5",
+                      "--lr_find_max=1", "--lr_find_steps=48")
+    restored = []
+    real_find_lr = lr_search.find_lr
+
+    def find_lr_checking_restore(trainer, test):
+        state = list(trainer.model.variables) + list(trainer.optimizer.variables)
+        before = [np.array(v.numpy()) for v in state]
+        result = real_find_lr(trainer, test)
+        restored.append(all(np.array_equal(b, v.numpy()) for b, v in zip(before, state)))
+        return result
+
+    monkeypatch.setattr(lr_search, "find_lr", find_lr_checking_restore)
+    trainer = train_cli.train(train_cli.build_config())
+    out = capsys.readouterr().out
+
+    assert restored == [True]  # weights and optimizer put back after the range test
+    found = json.load(open(model_dir / "lr_find.json"))
+    suggestion = found["suggestion"]
+    assert 1e-5 <= suggestion <= 1 and len(found["lrs"]) >= lr_finder.MIN_POINTS_FOR_SUGGESTION
+    assert f"suggested learning rate {suggestion:.3g}" in out
+    with open(model_dir / "plots" / "lr_find.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert any(name.startswith("events.") for name in os.listdir(model_dir / "logs" / "lr_find"))
+    # The run trains at the suggestion, and at that rate the loss falls: on a fixed batch,
+    # since three steps an epoch of fresh batches are too noisy to show it.
+    assert trainer.config.lr == suggestion
+    history = json.load(open(model_dir / "history.json"))
+    np.testing.assert_allclose(history["lr"], [suggestion] * 2, rtol=1e-6)
+    iterator = fixed_batch_iterator(trainer)
+    first = trainer.train_steps(iterator, 1)
+    trainer.train_steps(iterator, 20)
+    last = trainer.train_steps(iterator, 1)
+    assert last < 0.7 * first
+    assert_monitor_files(str(model_dir), ("age_histogram",), epochs=2)
