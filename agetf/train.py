@@ -72,6 +72,8 @@ flags.DEFINE_string("best_metric", "val_loss", "Validation metric that picks bes
 flags.DEFINE_integer("early_stopping_patience", 0, "Stop after this many epochs without "
                      "improvement of --best_metric; 0 = off.")
 flags.DEFINE_string("plateau_monitor", "val_loss", "ReduceLROnPlateau: monitored metric.")
+flags.DEFINE_enum("plateau_mode", "auto", ["auto", "min", "max"], "ReduceLROnPlateau: whether "
+                  "the monitored metric should fall or rise; auto: rise for accuracies and CS@5.")
 flags.DEFINE_float("plateau_factor", 0.2, "ReduceLROnPlateau: factor.")
 flags.DEFINE_integer("plateau_patience", 3, "ReduceLROnPlateau: patience in epochs.")
 flags.DEFINE_integer("plateau_cooldown", 0, "ReduceLROnPlateau: cooldown in epochs.")
@@ -180,8 +182,8 @@ def build_config():
         data_service=FLAGS.tf_data_service,
         augment=augment.AugmentConfig() if FLAGS.augment else _no_augmentation())
     schedule_params = {name: FLAGS[name].value for name in (
-        "plateau_monitor", "plateau_factor", "plateau_patience", "plateau_cooldown",
-        "plateau_min_lr", "clr_base_lr", "clr_max_lr", "clr_mode", "clr_gamma",
+        "plateau_monitor", "plateau_mode", "plateau_factor", "plateau_patience",
+        "plateau_cooldown", "plateau_min_lr", "clr_base_lr", "clr_max_lr", "clr_mode", "clr_gamma",
         "clr_half_cycle_epochs", "clr_half_cycle_steps", "warmup_epochs", "cosine_min_lr")}
     return trainer.TrainConfig(
         model_dir=FLAGS.model_dir, input=input_config,

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from agetf import distribution, heads as heads_lib, lr_finder, lr_search, model as model_lib
+from agetf import distribution, heads as heads_lib, lr_finder, lr_search
 from agetf import schedules, train as train_cli, trainer as trainer_lib
 from test_training import tiny_config
 
@@ -135,7 +135,8 @@ def test_plateau_monitor_that_is_not_reported_fails_at_start(data_dir, tmp_path)
     config = tiny_config(data_dir, tmp_path / "run", heads=("age",),
                          schedule="reduce_lr_on_plateau",
                          schedule_params={"plateau_monitor": "val_gender_accuracy"})
-    with pytest.raises(ValueError, match="--plateau_monitor=val_gender_accuracy is not reported") as error:
+    with pytest.raises(ValueError,
+                       match="--plateau_monitor=val_gender_accuracy is not reported") as error:
         trainer_lib.Trainer(config)
     assert "val_mae" in str(error.value) and "\n" not in str(error.value)
 
@@ -183,7 +184,8 @@ def test_fine_tuning_stages_and_a_kill_in_stage_two(data_dir, tmp_path):
         if first.stage == "fine_tune":
             if not seen:  # stage 1 is over and stage 2 has not stepped yet
                 seen.update(backbone=values(backbone_variables(first)),
-                            heads=values(v for v in first.model.variables if v.path in HEAD_VARIABLES),
+                            heads=values(v for v in first.model.variables
+                                         if v.path in HEAD_VARIABLES),
                             trainable=paths(first.model.trainable_variables),
                             optimizer=first.optimizer,
                             iterations=int(first.optimizer.iterations.numpy()),
@@ -199,7 +201,8 @@ def test_fine_tuning_stages_and_a_kill_in_stage_two(data_dir, tmp_path):
     # Stage 1 moved the heads and nothing in the backbone, BatchNorm statistics included.
     for path, value in backbone_before.items():
         np.testing.assert_array_equal(seen["backbone"][path], value, err_msg=path)
-    assert all(not np.array_equal(seen["heads"][path], heads_before[path]) for path in HEAD_VARIABLES)
+    for path in HEAD_VARIABLES:
+        assert not np.array_equal(seen["heads"][path], heads_before[path]), path
     # Stage 2: the top of the backbone and the heads, with a fresh optimizer at fine_tune_lr.
     assert seen["trainable"] == HEAD_VARIABLES | UNFROZEN_BACKBONE
     assert seen["optimizer"] is not stage_one_optimizer and seen["iterations"] == 0
@@ -271,7 +274,8 @@ def restore_float32_policy():
 
 def test_loss_scale_overflow_skips_a_step_without_stopping(data_dir, tmp_path,
                                                            restore_float32_policy):
-    config = tiny_config(data_dir, tmp_path / "run", heads=("age",), mixed_precision="mixed_float16",
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age",),
+                         mixed_precision="mixed_float16",
                          summary_images=0)
     trainer = trainer_lib.Trainer(config)
     assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -346,3 +350,16 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
     last = trainer.train_steps(iterator, 1)
     assert last < 0.7 * first
     assert_monitor_files(str(model_dir), ("age_histogram",), epochs=2)
+
+
+def test_plateau_on_an_accuracy_waits_for_it_to_rise(data_dir, tmp_path, parse_train_flags):
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--predict_gender",
+                      "--lr_scheduler=reduce_lr_on_plateau",
+                      "--plateau_monitor=val_gender_accuracy",
+                      "--plateau_patience=1")
+    config = train_cli.build_config()
+    schedule = schedules.make_schedule(config.schedule, lr=1.0, steps_per_epoch=1, total_steps=1,
+                                       **config.schedule_params)
+    schedule.on_epoch_end(0, {"val_gender_accuracy": 0.6})
+    assert schedule.on_epoch_end(1, {"val_gender_accuracy": 0.7}) is None  # a rise: no cut
+    assert schedule.on_epoch_end(2, {"val_gender_accuracy": 0.65}) is not None
