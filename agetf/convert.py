@@ -17,23 +17,26 @@ from agetf import converter
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_multi_string("input_dir", None, "Folder of face crops, searched recursively; repeat for several.")
-flags.DEFINE_string("output_dir", None, "Where the shards, TFDS metadata and conversion_report.json go.")
-flags.DEFINE_string("split_ratios", "0.8,0.1,0.1", "train,validation,test shares; they must sum to 1.")
-flags.DEFINE_integer("min_shards", 4, "Fewest shards per split (never more shards than records).")
-flags.DEFINE_integer("num_shards", None, "Shards per split, overriding the size-based count.")
-flags.DEFINE_integer("shard_mb", converter.DEFAULT_SHARD_BYTES // 2**20, "Target shard size in MiB.")
-flags.DEFINE_float("age_deviation", 5.0, "Sigma in years of the stored age histogram.")
-flags.DEFINE_string("dataset_name", "faces", "Dataset name in shard file names and TFDS metadata.")
-flags.DEFINE_integer("workers", None, "Image-checking processes; default: every core.")
-flags.DEFINE_boolean("overwrite", False, "Replace the dataset already in --output_dir.")
-flags.DEFINE_boolean("progress", True, "Show progress bars on stderr.")
-flags.DEFINE_string("split_file", None, "CSV of 'file name,split' rows (e.g. a published split or "
-                    "another conversion's splits.csv): files get exactly these splits, unlisted "
-                    "files are skipped; replaces --split_ratios.")
-flags.DEFINE_boolean("write_split_file", False, "Write OUTPUT_DIR/splits.csv (file name, split) "
-                     "of every kept file, so others can reproduce the split with --split_file.")
-flags.mark_flags_as_required(["input_dir", "output_dir"])
+def define_flags():
+    """Defines this entry point's flags; only when run as a program, so that importing
+    agetf.convert beside agetf.train does not define --age_deviation twice."""
+    flags.DEFINE_multi_string("input_dir", None, "Folder of face crops, searched recursively; repeat for several.")
+    flags.DEFINE_string("output_dir", None, "Where the shards, TFDS metadata and conversion_report.json go.")
+    flags.DEFINE_string("split_ratios", "0.8,0.1,0.1", "train,validation,test shares; they must sum to 1.")
+    flags.DEFINE_integer("min_shards", 4, "Fewest shards per split (never more shards than records).")
+    flags.DEFINE_integer("num_shards", None, "Shards per split, overriding the size-based count.")
+    flags.DEFINE_integer("shard_mb", converter.DEFAULT_SHARD_BYTES // 2**20, "Target shard size in MiB.")
+    flags.DEFINE_float("age_deviation", 5.0, "Sigma in years of the stored age histogram.")
+    flags.DEFINE_string("dataset_name", "faces", "Dataset name in shard file names and TFDS metadata.")
+    flags.DEFINE_integer("workers", None, "Image-checking processes; default: every core.")
+    flags.DEFINE_boolean("overwrite", False, "Replace the dataset already in --output_dir.")
+    flags.DEFINE_boolean("progress", True, "Show progress bars on stderr.")
+    flags.DEFINE_string("split_file", None, "CSV of 'file name,split' rows (e.g. a published split or "
+                        "another conversion's splits.csv): files get exactly these splits, unlisted "
+                        "files are skipped; replaces --split_ratios.")
+    flags.DEFINE_boolean("write_split_file", False, "Write OUTPUT_DIR/splits.csv (file name, split) "
+                         "of every kept file, so others can reproduce the split with --split_file.")
+    flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 
 def build_config():
@@ -72,6 +75,7 @@ def main(argv):
 
 def run():
     """Console entry point."""
+    define_flags()
     app.run(main)
 
 

@@ -427,17 +427,22 @@ def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("saved_model", None, "Exported SavedModel folder (a run's saved_model/).")
-flags.DEFINE_string("tflite", None, "Predict with this TFLite model instead of --saved_model "
-                    "(a run's tflite/model_float32.tflite).")
-flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Images per call of the model.")
-flags.DEFINE_boolean("detect_faces", False, "Treat images as ordinary photos: find the faces "
-                     "(OpenCV Haar cascade) and predict each; default: images are face crops.")
-flags.DEFINE_string("annotate", None, "With face detection: write each photo with boxes and "
-                    "labels into this folder (implies --detect_faces).")
-flags.DEFINE_float("face_margin", None, "Crop side over detected face box side; default: "
-                   "the training crops' framing (agetf.face_detection.DEFAULT_MARGIN).")
-flags.DEFINE_integer("min_face", None, "Smallest face to detect, in pixels (default 30).")
+
+
+def define_flags():
+    """Defines this entry point's flags; only when run as a program, so that importing
+    agetf.predict beside agetf.train (tests, notebooks) does not define --batch_size twice."""
+    flags.DEFINE_string("saved_model", None, "Exported SavedModel folder (a run's saved_model/).")
+    flags.DEFINE_string("tflite", None, "Predict with this TFLite model instead of --saved_model "
+                        "(a run's tflite/model_float32.tflite).")
+    flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Images per call of the model.")
+    flags.DEFINE_boolean("detect_faces", False, "Treat images as ordinary photos: find the faces "
+                         "(OpenCV Haar cascade) and predict each; default: images are face crops.")
+    flags.DEFINE_string("annotate", None, "With face detection: write each photo with boxes and "
+                        "labels into this folder (implies --detect_faces).")
+    flags.DEFINE_float("face_margin", None, "Crop side over detected face box side; default: "
+                       "the training crops' framing (agetf.face_detection.DEFAULT_MARGIN).")
+    flags.DEFINE_integer("min_face", None, "Smallest face to detect, in pixels (default 30).")
 
 
 def model_path_from_flags() -> str:
@@ -466,4 +471,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
