@@ -5,12 +5,13 @@ import json
 import os
 import shutil
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from agetf import distribution, input_pipeline, trainer as trainer_lib
+from agetf import distribution, evaluation, input_pipeline, trainer as trainer_lib
 
 ALL_HEADS = ("age_histogram", "age_range", "age", "gender")
 
@@ -151,14 +152,36 @@ def test_refuses_a_model_dir_of_another_model(trained_run):
 
 
 @pytest.mark.parametrize("heads", [("age_range", "gender"), ("age",), ("gender",)])
-def test_each_head_combination_trains(data_dir, tmp_path, heads):
+def test_each_head_combination_trains_resumes_and_evaluates(data_dir, tmp_path, heads):
     config = tiny_config(data_dir, tmp_path / "run", heads=heads, epochs=1, summary_images=2)
     trainer, history = train(config)
     assert np.isfinite(history["val_loss"][0])
-    assert os.path.exists(os.path.join(config.model_dir, "best.keras"))
     expected = {"gender": "val_gender_accuracy", "age": "val_mae", "age_range": "val_age_range_accuracy"}
     for head in heads:
         assert expected[head] in history
+    # A rerun with one more epoch resumes instead of starting over.
+    resumed, history = train(tiny_config(data_dir, tmp_path / "run", heads=heads, epochs=2,
+                                         summary_images=2))
+    assert resumed.resumed and history["epoch"] == [1, 2]
+    model = keras.saving.load_model(os.path.join(config.model_dir, "best.keras"), safe_mode=True)
+    report, lines = evaluation.evaluate(model, config.input, "test", batch_size=16,
+                                        print_predictions=1)
+    assert report["num_images"] == input_pipeline.num_examples(data_dir, "test")
+    wanted = {"gender": "gender_accuracy", "age": "mae", "age_range": "age_range_accuracy"}
+    assert {wanted[h] for h in heads} <= set(report["metrics"])
+    assert lines[0].startswith("Predicting for image ")
+
+
+def test_xla_compiled_steps_train(data_dir, tmp_path):
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram", "gender"),
+                         jit_compile=True, summary_images=0)
+    trainer = trainer_lib.Trainer(config)
+    iterator = iter(trainer.train_data)
+    before = [w.numpy() for w in trainer.model.trainable_weights]
+    loss = trainer.train_steps(iterator, 2)
+    assert np.isfinite(loss)
+    after = [w.numpy() for w in trainer.model.trainable_weights]
+    assert any(not np.array_equal(b, a) for b, a in zip(before, after))
 
 
 def test_mirrored_on_two_cpus_keeps_replicas_identical(data_dir, tmp_path):
