@@ -363,3 +363,33 @@ def test_plateau_on_an_accuracy_waits_for_it_to_rise(data_dir, tmp_path, parse_t
     schedule.on_epoch_end(0, {"val_gender_accuracy": 0.6})
     assert schedule.on_epoch_end(1, {"val_gender_accuracy": 0.7}) is None  # a rise: no cut
     assert schedule.on_epoch_end(2, {"val_gender_accuracy": 0.65}) is not None
+
+
+def test_finder_plateau_early_stop_and_nan_stop_under_mirrored(data_dir, tmp_path, capsys):
+    strategy = distribution.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram",), epochs=5,
+                         schedule="reduce_lr_on_plateau",
+                         schedule_params=dict(plateau_patience=1, plateau_factor=0.5),
+                         early_stopping_patience=2, steps_per_epoch=2, summary_images=0,
+                         verbose=True)
+    # The LR range test on two replicas records a finite curve inside its range.
+    lr_search.run_lr_finder(config, min_lr=1e-5, max_lr=1.0, steps=12, strategy=strategy)
+    found = json.load(open(tmp_path / "run" / "lr_find.json"))
+    assert found["lrs"] and np.all(np.isfinite(found["losses"]))
+    assert 1e-5 <= min(found["lrs"]) <= max(found["lrs"]) <= 1.0
+
+    trainer = trainer_lib.Trainer(config, strategy=strategy)
+    constant_validation(trainer)
+    capsys.readouterr()
+    history = trainer.fit()
+    out = capsys.readouterr().out
+    # Epoch 2 is the first without improvement (plateau, patience 1: halve); epoch 3 the
+    # second (early stopping, patience 2: stop before epoch 4).
+    assert history["epoch"] == [1, 2, 3]
+    assert "ReduceLROnPlateau" in out and "Early stopping" in out
+    assert float(trainer.schedule.lr.numpy()) < config.lr
+    # A non-finite loss under two replicas stops the loop with the epoch and step named.
+    trainer.schedule.lr.assign(1e30)
+    with pytest.raises(trainer_lib.NonFiniteLossError, match=r"non-finite loss .* at epoch 4, step \d"):
+        trainer.train_steps(iter(trainer.train_data), 4)
