@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
 
 # Two logical CPU devices, so MirroredStrategy can be tested without GPUs. This must
 # run before anything initializes TensorFlow's devices.
@@ -41,3 +42,18 @@ def data_dir(faces_dir, tmp_path_factory):
         input_dirs=[faces_dir], output_dir=str(out), min_shards=2, workers=2,
         show_progress=False))
     return str(out)
+
+
+@pytest.fixture
+def parse_train_flags():
+    """Parses argv into absl's FLAGS for one test, and puts them back afterwards."""
+    saved = flags.FLAGS.flag_values_dict()
+
+    def parse(*argv):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["agetf.train", *argv])
+
+    yield parse
+    flags.FLAGS.unparse_flags()
+    for name, value in saved.items():
+        flags.FLAGS[name].value = value

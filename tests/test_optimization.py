@@ -15,7 +15,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 from agetf import distribution, heads as heads_lib, lr_finder, lr_search
 from agetf import schedules, train as train_cli, trainer as trainer_lib
@@ -292,20 +291,6 @@ def test_loss_scale_overflow_skips_a_step_without_stopping(data_dir, tmp_path,
 
 # -- the LR finder, through the train command's code --------------------------------------
 
-
-@pytest.fixture
-def parse_train_flags():
-    """Parses argv into absl's FLAGS for one test, and puts them back afterwards."""
-    saved = flags.FLAGS.flag_values_dict()
-
-    def parse(*argv):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["agetf.train", *argv])
-
-    yield parse
-    flags.FLAGS.unparse_flags()
-    for name, value in saved.items():
-        flags.FLAGS[name].value = value
 
 
 def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(

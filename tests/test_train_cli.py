@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-from absl import flags
 
 from agetf import train
 
@@ -22,20 +21,6 @@ def run_cli(*args, timeout=300):
                           text=True, timeout=timeout, cwd=REPO, env=env)
 
 
-@pytest.fixture
-def parse_flags():
-    """Parses argv into absl's FLAGS for one test, and puts them back afterwards."""
-    saved = flags.FLAGS.flag_values_dict()
-
-    def parse(*argv):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["agetf.train", *argv])
-
-    yield parse
-    flags.FLAGS.unparse_flags()
-    for name, value in saved.items():
-        flags.FLAGS[name].value = value
-
 
 @pytest.mark.parametrize("bad_flag,message", [
     ("--base_model=VGG16", "--base_model=VGG16 is unknown; use one of MobileNetV2, ResNet50"),
@@ -48,33 +33,33 @@ def parse_flags():
     ("--heads=age,face", "heads must be a non-empty list"),
     ("--batch_size=0", "--batch_size=0 must be >= 1"),
 ])
-def test_bad_flag_values_are_refused_with_the_fix(parse_flags, data_dir, tmp_path, bad_flag, message):
-    parse_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", bad_flag)
+def test_bad_flag_values_are_refused_with_the_fix(parse_train_flags, data_dir, tmp_path, bad_flag, message):
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", bad_flag)
     with pytest.raises(ValueError) as error:
         train.build_config()
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
 
-def test_missing_or_empty_data_dir_is_refused(parse_flags, tmp_path):
-    parse_flags(f"--data_dir={tmp_path / 'nowhere'}", f"--model_dir={tmp_path / 'run'}")
+def test_missing_or_empty_data_dir_is_refused(parse_train_flags, tmp_path):
+    parse_train_flags(f"--data_dir={tmp_path / 'nowhere'}", f"--model_dir={tmp_path / 'run'}")
     with pytest.raises(ValueError, match="does not exist; convert a dataset"):
         train.build_config()
     (tmp_path / "empty").mkdir()
-    parse_flags(f"--data_dir={tmp_path / 'empty'}", f"--model_dir={tmp_path / 'run'}")
+    parse_train_flags(f"--data_dir={tmp_path / 'empty'}", f"--model_dir={tmp_path / 'run'}")
     with pytest.raises(ValueError, match="no train shards"):
         train.build_config()
 
 
-def test_older_project_flags_map_to_heads(parse_flags, data_dir, tmp_path):
-    parse_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--type=classification",
+def test_older_project_flags_map_to_heads(parse_train_flags, data_dir, tmp_path):
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--type=classification",
                 "--range_mode", "--predict_gender")
     assert train.build_config().model.heads == ("age_range", "gender")
-    parse_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--type=regression",
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--type=regression",
                 "--nopredict_gender")
     assert train.build_config().model.heads == ("age",)
     # absl booleans: --nofine_tuning is False (the older project's type=bool made "False" true).
-    parse_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--nofine_tuning")
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--nofine_tuning")
     assert train.build_config().fine_tune.enabled is False
 
 
