@@ -12,13 +12,6 @@ import os
 import tensorflow as tf
 from absl import app, flags
 
-flags.DEFINE_integer("port", 5050, "Port to serve on (0: any free port).")
-flags.DEFINE_string("dispatcher_address", None, "HOST:PORT of the dispatcher; given: start a "
-                    "worker, else a dispatcher.")
-flags.DEFINE_string("worker_host", "localhost", "Host name the dispatcher tells consumers to "
-                    "reach this worker at.")
-flags.DEFINE_string("work_dir", None, "Dispatcher journal folder, so a restarted dispatcher "
-                    "keeps its jobs; default none.")
 FLAGS = flags.FLAGS
 
 
@@ -47,10 +40,24 @@ def main(argv):
               flush=True)
     else:
         server = start_dispatcher(FLAGS.port, FLAGS.work_dir)
+        port = server.target.rsplit(":", 1)[1]  # the real one, also when --port=0
         print(f"tf.data service dispatcher at {server.target}; train with "
-              f"--tf_data_service=grpc://{os.uname().nodename}:{FLAGS.port}", flush=True)
+              f"--tf_data_service=grpc://{os.uname().nodename}:{port}", flush=True)
     server.join()
 
 
+def define_flags():
+    """Defines this entry point's flags; only when run as a program, so importing the
+    start_* functions (tests, other tools) leaves absl's global flags alone."""
+    flags.DEFINE_integer("port", 5050, "Port to serve on (0: any free port).")
+    flags.DEFINE_string("dispatcher_address", None, "HOST:PORT of the dispatcher; given: start a "
+                        "worker, else a dispatcher.")
+    flags.DEFINE_string("worker_host", "localhost", "Host name the dispatcher tells consumers to "
+                        "reach this worker at.")
+    flags.DEFINE_string("work_dir", None, "Dispatcher journal folder, so a restarted dispatcher "
+                        "keeps its jobs; default none.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
