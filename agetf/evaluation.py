@@ -75,15 +75,21 @@ def _breakdown(groups, predicted_age, true_age, gender_hit):
     return rows
 
 
+def predicted_ages(outputs):
+    """Predicted age in years (float64 numpy) from numpy model outputs; None without an age head."""
+    if not any(h in outputs for h in heads.AGE_HEADS):
+        return None
+    years = heads.predicted_age_years({k: tf.constant(v) for k, v in outputs.items()})
+    return np.asarray(years).astype(np.float64)
+
+
 def summarize(outputs, batch_labels, train_ages, train_genders):
     """The evaluation report (a JSON-ready dict) of predictions against labels."""
     true_age = batch_labels["age"].astype(np.float64)
-    has_age = any(h in outputs for h in heads.AGE_HEADS)
-    predicted_age = (np.asarray(heads.predicted_age_years(
-        {k: tf.constant(v) for k, v in outputs.items()})).astype(np.float64) if has_age else None)
+    predicted_age = predicted_ages(outputs)
     gender_hit = None
     metrics = {}
-    if has_age:
+    if predicted_age is not None:
         metrics.update(_age_metrics(predicted_age, true_age))
     if "age_range" in outputs:
         metrics["age_range_accuracy"] = float(
@@ -114,9 +120,7 @@ def summarize(outputs, batch_labels, train_ages, train_genders):
 
 def prediction_lines(outputs, batch_labels, count):
     """The older project's per-image lines for the first `count` images."""
-    has_age = any(h in outputs for h in heads.AGE_HEADS)
-    ages = (np.asarray(heads.predicted_age_years({k: tf.constant(v) for k, v in outputs.items()}))
-            if has_age else None)
+    ages = predicted_ages(outputs)
     lines = []
     for i in range(min(count, len(batch_labels["age"]))):
         name = batch_labels["filename"][i]
