@@ -164,6 +164,22 @@ def backbone_variables(trainer):
     return trainer.model.get_layer("backbone").variables
 
 
+def assert_only_unfrozen_trained(trainer, before, unfrozen):
+    """Frozen backbone variables kept their values; the unfrozen ones got gradients and steps.
+
+    Not "the unfrozen ones moved": with --weights=none and BatchNorm frozen at its initial
+    statistics the signal fades through the backbone, gradients at block_16 are about 1e-9,
+    and an Adam step at 1e-4 can fall below the weights' float32 resolution (it did, once, in
+    CI). A non-zero Adam second moment proves the gradient arrived and the variable is stepped.
+    """
+    after = values(backbone_variables(trainer))
+    for path in set(before) - unfrozen:
+        np.testing.assert_array_equal(after[path], before[path], err_msg=path)
+    slots = {v.path.split("/", 1)[1]: v.numpy() for v in trainer.optimizer.variables}
+    for path in unfrozen:
+        assert np.any(slots[path.replace("/", "_") + "_velocity"] > 0), path
+
+
 def test_fine_tuning_stages_and_a_kill_in_stage_two(data_dir, tmp_path):
     fine_tune = trainer_lib.FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=1,
                                            fine_tune_lr=1e-4)
@@ -216,10 +232,7 @@ def test_fine_tuning_stages_and_a_kill_in_stage_two(data_dir, tmp_path):
     history = second.fit()
     assert history["epoch"] == [1, 2] and int(second.global_step.numpy()) == 4
     np.testing.assert_allclose(history["lr"], [1e-3, 1e-4], rtol=1e-6)
-    after = values(backbone_variables(second))
-    for path in before:
-        moved = not np.array_equal(before[path], after[path])
-        assert moved == (path in UNFROZEN_BACKBONE), path
+    assert_only_unfrozen_trained(second, before, UNFROZEN_BACKBONE)
     assert_monitor_files(config.model_dir, config.model.heads, epochs=2)
 
     # Killed right at the stage switch: the epoch-end checkpoint resumes in stage 2 too.
@@ -252,10 +265,7 @@ def test_fine_tuning_under_mirrored_with_a_cosine_schedule_per_stage(data_dir, t
     np.testing.assert_allclose(history["lr"], [1e-5, 1e-5], rtol=1e-5)
     np.testing.assert_allclose(optimizer_lr(trainer), 1e-5 + (1e-4 - 1e-5) / 2,
                                rtol=1e-5)
-    after = values(backbone_variables(trainer))
-    for path in before:
-        moved = not np.array_equal(before[path], after[path])
-        assert moved == (path == "Conv_1/kernel"), path
+    assert_only_unfrozen_trained(trainer, before, {"Conv_1/kernel"})
     for variable in trainer.model.trainable_variables:
         replicas = [v.numpy() for v in strategy.experimental_local_results(variable.value)]
         np.testing.assert_array_equal(replicas[0], replicas[1])
