@@ -423,12 +423,24 @@ def convert(config):
     _write_metadata(config, shard_lengths, split_bytes)
     if config.write_split_file:
         write_split_file(os.path.join(config.output_dir, SPLIT_FILE), by_split)
-    report = _write_report(config, shard_lengths, skipped, start, split_map)
+    report = _write_report(config, shard_lengths, skipped, start, split_map,
+                           _image_sizes(by_split))
     os.rmdir(os.path.join(config.output_dir, INCOMPLETE_DIR))  # last: its absence marks a finished run
     return report
 
 
-def _write_report(config, shard_lengths, skipped, start, split_map=None):
+def _image_sizes(by_split):
+    """{split: {"HxW": count}}: the pipeline decodes straight to a fixed size when one size is all."""
+    sizes = {}
+    for split, items in by_split.items():
+        counts = sizes.setdefault(split, {})
+        for _, (height, width, _), _ in items:
+            key = f"{height}x{width}"
+            counts[key] = counts.get(key, 0) + 1
+    return {split: dict(sorted(counts.items())) for split, counts in sizes.items()}
+
+
+def _write_report(config, shard_lengths, skipped, start, split_map=None, image_sizes=None):
     """Writes conversion_report.json and returns its contents."""
     from agetf import labels, schema
 
@@ -445,6 +457,7 @@ def _write_report(config, shard_lengths, skipped, start, split_map=None):
         "total_skipped": len(skipped),
         "skipped_by_reason": dict(sorted(by_reason.items())),
         "skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped)],
+        "image_sizes": image_sizes or {},
         "settings": {
             "input_dirs": list(config.input_dirs),
             "dataset_name": config.dataset_name,

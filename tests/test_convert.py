@@ -61,6 +61,11 @@ def test_report_counts_equal_readable_records_with_right_labels(data_dir):
         records = _read_split(data_dir, split)
         assert len(records) == report["counts"][split] > 0
         assert report["settings"]["shards"][split] == 2  # min_shards=2, far below the size-based count
+        sizes = {}
+        for record in records.values():
+            key = f"{record['height']}x{record['width']}"
+            sizes[key] = sizes.get(key, 0) + 1
+        assert report["image_sizes"][split] == sizes  # the pipeline trusts these for its canvas
         for file_name, record in records.items():
             expected = names.parse_face_name(file_name)
             assert (record["age"], record["gender"], record["race"]) == (
