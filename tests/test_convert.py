@@ -63,7 +63,8 @@ def test_report_counts_equal_readable_records_with_right_labels(data_dir):
         assert report["settings"]["shards"][split] == 2  # min_shards=2, far below the size-based count
         sizes = {}
         for record in records.values():
-            key = f"{record['height']}x{record['width']}"
+            height, width, _ = tf.io.extract_jpeg_shape(record["image"]).numpy()
+            key = f"{height}x{width}"
             sizes[key] = sizes.get(key, 0) + 1
         assert report["image_sizes"][split] == sizes  # the pipeline trusts these for its canvas
         for file_name, record in records.items():
