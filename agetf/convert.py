@@ -28,7 +28,8 @@ def define_flags():
     flags.DEFINE_integer("shard_mb", converter.DEFAULT_SHARD_BYTES // 2**20, "Target shard size in MiB.")
     flags.DEFINE_float("age_deviation", 5.0, "Sigma in years of the stored age histogram.")
     flags.DEFINE_string("dataset_name", "faces", "Dataset name in shard file names and TFDS metadata.")
-    flags.DEFINE_integer("workers", None, "Image-checking processes; default: every core.")
+    flags.DEFINE_integer("workers", None, "Processes that check images and build records while this "
+                         "one writes the shards; default: every core.")
     flags.DEFINE_boolean("overwrite", False, "Replace the dataset already in --output_dir.")
     flags.DEFINE_boolean("progress", True, "Show progress bars on stderr.")
     flags.DEFINE_string("split_file", None, "CSV of 'file name,split' rows (e.g. a published split or "

@@ -1,16 +1,23 @@
 """Converts folders of named face crops into sharded TFRecords that TFDS can load.
 
-Three passes: list and name-parse every file; validate each image in worker processes
-(full decode; pass valid RGB JPEG bytes through, re-encode anything else decodable,
-skip the rest with a reason); write each split's shards under a temporary folder and
-rename them into place when complete, then the TFDS metadata and a JSON report.
+First every file is listed and its name parsed (its split comes from a hash of the name,
+each split's shard count from the files' sizes). Then, in one streaming pass, worker
+processes check each image (a decode; valid RGB JPEG bytes pass through, anything else
+decodable is re-encoded, the rest skipped with a reason) and serialize its record, while
+the main process writes the records into shards under a temporary folder as they arrive.
+Complete shards are renamed into place at the end, then the TFDS metadata and a JSON
+report are written.
 
-TensorFlow is imported only where records are written: the validation workers are
-spawned processes that import this module, and they need only Pillow.
+Workers are spawned processes that import this module and need only Pillow: records are
+written in the protobuf wire format directly, and TensorFlow is imported only in the
+main process.
 """
 
+import collections
+import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -19,6 +26,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 
@@ -172,10 +180,9 @@ def read_split_file(path):
     return splits
 
 
-def write_split_file(path, by_split):
-    """Writes `filename,split` rows of every kept file, sorted by name, atomically."""
-    rows = sorted((candidate.file_name, split)
-                  for split, items in by_split.items() for candidate, *_ in items)
+def write_split_file(path, kept_names):
+    """Writes `filename,split` rows of every kept file ({split: [file name]}), sorted by name, atomically."""
+    rows = sorted((name, split) for split, file_names in kept_names.items() for name in file_names)
     temporary = path + ".tmp"
     with open(temporary, "w", newline="") as f:
         writer = csv.writer(f)
@@ -234,52 +241,173 @@ def collect_candidates(paths, split_ratios, split_map=None):
     return candidates, skipped
 
 
-# --- image validation (runs in worker processes) --------------------------------------
+# --- records: tf.train.Example bytes without TensorFlow -------------------------------
+# The protobuf wire format of tensorflow/core/example/{example,feature}.proto, written
+# directly so that worker processes need not import TensorFlow (seconds and hundreds of
+# MiB each). Example.features = 1; Features.feature = 1, a map whose entries hold key = 1
+# and value = 2; Feature.bytes_list = 1, float_list = 2, int64_list = 3; each list's
+# values = 1 (packed for numbers). tests/test_convert.py checks that the records parse
+# equal to schema.make_example's.
+
+_BYTES_LIST, _FLOAT_LIST, _INT64_LIST = 1, 2, 3
+_SMALL_VARINTS = [bytes((value,)) for value in range(0x80)]
+
+
+def _varint(value):
+    if 0 <= value < 0x80:
+        return _SMALL_VARINTS[value]
+    value &= 0xFFFFFFFFFFFFFFFF  # an int64 in two's complement: race -1 takes ten bytes
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _length_delimited(field_number, payload):
+    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _feature_entry(key, kind, payload):
+    """One `key: Feature` entry of Features.feature; payload is the list's value bytes."""
+    feature = _length_delimited(kind, _length_delimited(1, payload))
+    return _length_delimited(1, _length_delimited(1, key.encode("utf-8")) + _length_delimited(2, feature))
+
+
+@functools.lru_cache(maxsize=4096)  # genders, races and image sides repeat: build each entry once
+def _int_entry(key, value):
+    return _feature_entry(key, _INT64_LIST, _varint(int(value)))
+
+
+def label_entries(ages, age_deviation):
+    """{age: its records' age, age_histogram and age_range entries}, computed once per age.
+
+    Runs in the main process (agetf.labels imports TensorFlow); workers get the table.
+    """
+    from agetf import labels
+
+    return {age: (_int_entry("age", age)
+                  + _feature_entry("age_histogram", _FLOAT_LIST,
+                                   labels.age_histogram(age, age_deviation).astype("<f4").tobytes())
+                  + _int_entry("age_range", labels.age_range(age)))
+            for age in sorted(set(ages))}
+
+
+def encode_example(*, jpeg, age_entries, gender, race, filename, height, width):
+    """The serialized tf.train.Example of one face; age_entries comes from label_entries()."""
+    features = (_feature_entry("image", _BYTES_LIST, jpeg) + age_entries
+                + _int_entry("gender", gender) + _int_entry("race", race)
+                + _feature_entry("filename", _BYTES_LIST, filename.encode("utf-8"))
+                + _int_entry("height", height) + _int_entry("width", width))
+    return _length_delimited(1, features)
+
+
+# --- image checking and encoding (runs in worker processes) ---------------------------
 
 def check_image(path):
-    """Fully decodes one file: returns (reason, height, width, reencoded_jpeg_or_None, num_bytes).
+    """Reads and decodes one file: returns (reason, height, width, jpeg).
 
-    reason is None for a usable image; valid RGB JPEGs are passed through (None bytes).
+    reason is None for a usable image, and jpeg then holds the bytes to store: the file's
+    own for a valid RGB JPEG, else the image re-encoded as an RGB JPEG.
     """
-    if os.path.exists(path) and not os.path.isfile(path):
-        return REASON_NOT_REGULAR, 0, 0, None, 0  # opening a FIFO or a device could block forever
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return REASON_NOT_REGULAR, 0, 0, None  # opening a FIFO or a device could block forever
         with open(path, "rb") as f:
             data = f.read()
     except OSError:  # vanished, no permission, a broken link
-        return REASON_UNREADABLE, 0, 0, None, 0
+        return REASON_UNREADABLE, 0, 0, None
     if not data:
-        return REASON_EMPTY, 0, 0, None, 0
+        return REASON_EMPTY, 0, 0, None
     try:
         image = Image.open(io.BytesIO(data))
     except Exception:  # Pillow raises many types for non-images
-        return REASON_NOT_IMAGE, 0, 0, None, 0
-    try:
-        image.load()  # a full decode: catches truncated and corrupt data
-    except Exception:
-        return REASON_TRUNCATED, 0, 0, None, 0
+        return REASON_NOT_IMAGE, 0, 0, None
     width, height = image.size
-    if image.format == "JPEG" and image.mode == "RGB":
-        return None, height, width, None, len(data)
+    passed_through = image.format == "JPEG" and image.mode == "RGB"
+    if passed_through:
+        # Decode at 1/8 scale: libjpeg still entropy-decodes every coefficient, so cut or
+        # corrupt data fails exactly as in a full-size decode (tests/test_convert.py cuts
+        # and flips files to check), at about half the cost; only the pixels we never
+        # store are skipped.
+        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+    try:
+        image.load()
+    except Exception:
+        return REASON_TRUNCATED, 0, 0, None
+    if passed_through:
+        return None, height, width, data
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=REENCODE_QUALITY)
-    encoded = buffer.getvalue()
-    return None, height, width, encoded, len(encoded)
+    return None, height, width, buffer.getvalue()
 
 
-def _check_all(paths, workers, progress):
-    """check_image over paths, in order, in `workers` spawned processes."""
-    if workers <= 1 or len(paths) < 2:
-        for path in paths:
-            yield check_image(path)
-            progress.add(1)
+def encode_face(candidate, age_entries_by_age):
+    """(reason, height, width, serialized record or None) of one candidate file."""
+    reason, height, width, jpeg = check_image(candidate.path)
+    if reason:
+        return reason, 0, 0, None
+    labels = candidate.labels
+    return None, height, width, encode_example(
+        jpeg=jpeg, age_entries=age_entries_by_age[labels.age], gender=labels.gender,
+        race=labels.race, filename=candidate.file_name, height=height, width=width)
+
+
+_worker_age_entries = None  # each worker's copy of the label_entries() table
+
+
+def _start_worker(age_entries_by_age):
+    global _worker_age_entries
+    _worker_age_entries = age_entries_by_age
+
+
+def _encode_batch(candidates):
+    return [encode_face(candidate, _worker_age_entries) for candidate in candidates]
+
+
+BATCH_SIZE = 32  # candidates per worker task: few enough round trips, results flow steadily
+BATCHES_IN_FLIGHT_PER_WORKER = 4
+
+
+def max_in_flight(workers):
+    """Most candidates handed to workers and not yet written: what bounds the memory."""
+    return workers * BATCHES_IN_FLIGHT_PER_WORKER * BATCH_SIZE
+
+
+def _batches(items, size):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def encode_all(candidates, age_entries_by_age, workers):
+    """encode_face over an iterable of candidates, taken lazily; yields results in order.
+
+    With workers > 1 it runs in spawned processes with at most max_in_flight(workers)
+    candidates submitted and not yet yielded, so the encoded images held at once do not
+    grow with the dataset (Pool.imap would queue every task, and every result the writer
+    has not taken yet).
+    """
+    if workers <= 1:
+        for candidate in candidates:
+            yield encode_face(candidate, age_entries_by_age)
         return
     # spawn, not fork: the caller may have TensorFlow's threads and locks live.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        chunk = max(1, min(64, len(paths) // (workers * 4)))
-        for result in pool.imap(check_image, paths, chunksize=chunk):
-            yield result
-            progress.add(1)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_start_worker, initargs=(age_entries_by_age,)) as pool:
+        pending = collections.deque()
+        for batch in _batches(candidates, BATCH_SIZE):
+            pending.append(pool.apply_async(_encode_batch, (batch,)))
+            if len(pending) >= workers * BATCHES_IN_FLIGHT_PER_WORKER:
+                yield from pending.popleft().get()
+        while pending:
+            yield from pending.popleft().get()
 
 
 # --- progress -------------------------------------------------------------------------
@@ -306,43 +434,75 @@ class _Progress:
 
 # --- writing --------------------------------------------------------------------------
 
-def _prepare_output(output_dir):
-    """Removes a previous dataset's shards, metadata and leftovers (other files are kept)."""
-    os.makedirs(output_dir, exist_ok=True)
+class _SplitWriter:
+    """Writes one split's records, as they arrive, into num_shards temporary files.
+
+    Its candidates arrive in a pseudo-random order (_order_for_writing), so consecutive
+    blocks are as mixed as any: candidate j of n goes to shard j * num_shards // n, and one
+    file is open at a time. A skipped image leaves its shard one record shorter.
+    """
+
+    def __init__(self, folder, split, num_candidates, num_shards):
+        self.folder, self.split = folder, split
+        self.num_candidates, self.num_shards = num_candidates, num_shards
+        self.seen, self.lengths, self.paths, self._writer = 0, [], [], None
+
+    def add(self, record):
+        """Takes the next candidate's record, or None when that candidate was skipped."""
+        shard = self.seen * self.num_shards // self.num_candidates
+        self.seen += 1
+        while len(self.paths) <= shard:
+            self._open_next()
+        if record is not None:
+            self._writer.write(record)
+            self.lengths[shard] += 1
+
+    def _open_next(self):
+        import tensorflow as tf
+
+        self.close()
+        self.paths.append(os.path.join(self.folder, f"{self.split}-{len(self.paths):05d}"))
+        self.lengths.append(0)
+        self._writer = tf.io.TFRecordWriter(self.paths[-1])
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def publish(self, output_dir, dataset_name):
+        """Renames the non-empty shards to their final names; returns (lengths, bytes)."""
+        from agetf import schema
+
+        self.close()
+        kept = [(path, length) for path, length in zip(self.paths, self.lengths) if length]
+        num_bytes = 0
+        for index, (path, _) in enumerate(kept):
+            final = os.path.join(output_dir, schema.shard_name(dataset_name, self.split, index, len(kept)))
+            num_bytes += os.path.getsize(path)
+            os.replace(path, final)
+        for path, length in zip(self.paths, self.lengths):
+            if not length:
+                os.remove(path)  # every image in it was skipped: no empty shard is published
+        return [length for _, length in kept], num_bytes
+
+
+def _remove_previous_dataset(output_dir):
+    """Removes a previous dataset's shards and metadata (other files are kept)."""
     for entry in os.listdir(output_dir):
-        path = os.path.join(output_dir, entry)
-        if entry == INCOMPLETE_DIR:
-            shutil.rmtree(path)
-        elif entry in METADATA_FILES or entry.endswith(".labels.txt") or _SHARD_FILE.search(entry):
-            os.remove(path)
-    os.makedirs(os.path.join(output_dir, INCOMPLETE_DIR))
+        if entry in METADATA_FILES or entry.endswith(".labels.txt") or _SHARD_FILE.search(entry):
+            os.remove(os.path.join(output_dir, entry))
 
 
-def _write_split(split, records, num_shards, config, progress):
-    """Writes one split's records round-robin into shards; returns the shard lengths and bytes."""
-    import tensorflow as tf
-
-    from agetf import schema
-
-    lengths, sizes = [], []
-    for index in range(num_shards):
-        name = schema.shard_name(config.dataset_name, split, index, num_shards)
-        temporary = os.path.join(config.output_dir, INCOMPLETE_DIR, name)
-        with tf.io.TFRecordWriter(temporary) as writer:
-            for candidate, (height, width, encoded) in records[index::num_shards]:
-                if encoded is None:
-                    with open(candidate.path, "rb") as f:
-                        encoded = f.read()
-                writer.write(schema.make_example(
-                    jpeg=encoded, age=candidate.labels.age, gender=candidate.labels.gender,
-                    race=candidate.labels.race, filename=candidate.file_name, height=height,
-                    width=width, age_deviation=config.age_deviation))
-                progress.add(1)
-        # Only a complete shard ever carries a final name.
-        os.replace(temporary, os.path.join(config.output_dir, name))
-        lengths.append(len(records[index::num_shards]))
-        sizes.append(os.path.getsize(os.path.join(config.output_dir, name)))
-    return lengths, sum(sizes)
+def _start_incomplete(output_dir):
+    """A fresh temporary folder for the shards, in the output folder; removes an
+    interrupted run's. Returns (its path, whether the output folder was created)."""
+    created = not os.path.exists(output_dir)
+    incomplete = os.path.join(output_dir, INCOMPLETE_DIR)
+    if os.path.isdir(incomplete):
+        shutil.rmtree(incomplete)
+    os.makedirs(incomplete)
+    return incomplete, created
 
 
 def _write_metadata(config, shard_lengths, split_bytes):
@@ -373,23 +533,27 @@ def _available_cores():
     return os.cpu_count() or 1
 
 
-def _check_candidates(candidates, workers, show_progress):
-    """Checks every image; returns ({split: [(candidate, (height, width, jpeg|None), size)]}, skipped)."""
-    progress = _Progress("checking", len(candidates), show_progress)
-    by_split, skipped = {split: [] for split in SPLITS}, []
-    results = _check_all([c.path for c in candidates], workers, progress)
-    for candidate, (reason, height, width, encoded, size) in zip(candidates, results):
-        if reason:
-            skipped.append((candidate.path, reason))
-        else:
-            by_split[candidate.split].append((candidate, (height, width, encoded), size))
-    return by_split, skipped
+def _file_size(path):
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _plan_shards(candidates, config):
+    """{split: shard count}, sized from the source files before any is decoded (writing
+    starts at once; re-encoded or skipped files change the real sizes a little)."""
+    counts, sizes = dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
+    for candidate in candidates:
+        counts[candidate.split] += 1
+        sizes[candidate.split] += _file_size(candidate.path)
+    return counts, {split: count_shards(counts[split], sizes[split], config) for split in SPLITS}
 
 
 def convert(config):
     """Runs a whole conversion; returns the report dict (also written as conversion_report.json).
 
-    Raises ConversionError before writing anything when a setting or input is bad.
+    Raises ConversionError for a bad setting or input, leaving the output folder as it was.
     """
     config = dataclasses.replace(config, input_dirs=[os.fspath(d) for d in config.input_dirs],
                                  output_dir=os.fspath(config.output_dir))
@@ -400,44 +564,49 @@ def convert(config):
     candidates, skipped = collect_candidates(list_files(config.input_dirs), config.split_ratios,
                                              split_map)
     candidates = _order_for_writing(candidates)
+    num_candidates, num_shards = _plan_shards(candidates, config)
+    age_entries = label_entries([c.labels.age for c in candidates], config.age_deviation)
+    import tensorflow as tf  # noqa: F401  (imported before the bar starts, so its rate is honest)
 
-    by_split, bad_images = _check_candidates(candidates, workers, config.show_progress)
-    skipped += bad_images
-    if not by_split["train"]:
+    incomplete, created_output = _start_incomplete(config.output_dir)
+    writers = {split: _SplitWriter(incomplete, split, num_candidates[split], num_shards[split])
+               for split in SPLITS}
+    kept_names = {split: [] for split in SPLITS}
+    image_sizes = {split: {} for split in SPLITS}
+    progress = _Progress("converting", len(candidates), config.show_progress)
+    with contextlib.closing(encode_all(candidates, age_entries, workers)) as results:
+        for candidate, (reason, height, width, record) in zip(candidates, results):
+            writers[candidate.split].add(record)
+            if reason:
+                skipped.append((candidate.path, reason))
+            else:
+                kept_names[candidate.split].append(candidate.file_name)
+                sizes = image_sizes[candidate.split]
+                sizes[f"{height}x{width}"] = sizes.get(f"{height}x{width}", 0) + 1
+            progress.add(1)
+    for writer in writers.values():
+        writer.close()
+    if not kept_names["train"]:
+        shutil.rmtree(incomplete)
+        if created_output:
+            os.rmdir(config.output_dir)
         reasons = ", ".join(sorted({reason for _, reason in skipped})) or "none found"
         raise ConversionError(f"no usable training image in {', '.join(config.input_dirs)} "
                               f"({len(skipped)} skipped: {reasons}); check --input_dir")
-    num_shards = {
-        split: count_shards(len(items), sum(size for *_, size in items), config)
-        for split, items in by_split.items()
-    }
-    import tensorflow as tf  # noqa: F401  (imported before the bar starts, so its rate is honest)
 
-    _prepare_output(config.output_dir)
-    writing = _Progress("writing", sum(map(len, by_split.values())), config.show_progress)
+    # Only now is the previous dataset replaced, and only complete shards get final names.
+    _remove_previous_dataset(config.output_dir)
     shard_lengths, split_bytes = {}, {}
     for split in SPLITS:
-        records = [(candidate, image) for candidate, image, _ in by_split[split]]
-        shard_lengths[split], split_bytes[split] = _write_split(
-            split, records, num_shards[split], config, writing)
+        shard_lengths[split], split_bytes[split] = writers[split].publish(
+            config.output_dir, config.dataset_name)
     _write_metadata(config, shard_lengths, split_bytes)
     if config.write_split_file:
-        write_split_file(os.path.join(config.output_dir, SPLIT_FILE), by_split)
-    report = _write_report(config, shard_lengths, skipped, start, split_map,
-                           _image_sizes(by_split))
-    os.rmdir(os.path.join(config.output_dir, INCOMPLETE_DIR))  # last: its absence marks a finished run
+        write_split_file(os.path.join(config.output_dir, SPLIT_FILE), kept_names)
+    image_sizes = {split: dict(sorted(sizes.items())) for split, sizes in image_sizes.items()}
+    report = _write_report(config, shard_lengths, skipped, start, split_map, image_sizes)
+    os.rmdir(incomplete)  # last: its absence marks a finished run
     return report
-
-
-def _image_sizes(by_split):
-    """{split: {"HxW": count}}: the pipeline decodes straight to a fixed size when one size is all."""
-    sizes = {}
-    for split, items in by_split.items():
-        counts = sizes.setdefault(split, {})
-        for _, (height, width, _), _ in items:
-            key = f"{height}x{width}"
-            counts[key] = counts.get(key, 0) + 1
-    return {split: dict(sorted(counts.items())) for split, counts in sizes.items()}
 
 
 def _write_report(config, shard_lengths, skipped, start, split_map=None, image_sizes=None):

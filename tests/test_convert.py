@@ -1,5 +1,6 @@
 """The TFRecord converter: counts, splits, bad input, refusal, interruption, TFDS loading, CLI."""
 
+import io
 import json
 import os
 import shutil
@@ -154,9 +155,11 @@ def _write_bad_inputs(faces_dir, root):
     return expected, good, data
 
 
-def test_bad_inputs_are_skipped_with_reasons_or_repaired(faces_dir, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])  # in this process, and through the worker pool
+def test_bad_inputs_are_skipped_with_reasons_or_repaired(faces_dir, tmp_path, workers):
     expected, good, original = _write_bad_inputs(faces_dir, tmp_path / "in")
-    report = converter.convert(_config([tmp_path / "in"], tmp_path / "out", split_ratios=(1.0, 0.0, 0.0)))
+    report = converter.convert(_config([tmp_path / "in"], tmp_path / "out", split_ratios=(1.0, 0.0, 0.0),
+                                       workers=workers))
 
     skipped = {os.path.relpath(item["path"], tmp_path / "in"): item["reason"] for item in report["skipped"]}
     wanted_skips = {name: outcome for name, outcome in expected.items() if outcome != "kept"}
@@ -241,15 +244,15 @@ def test_interrupted_conversion_leaves_no_partial_shard_and_overwrite_redoes_it(
         faces_dir, tmp_path, monkeypatch):
     _copy_faces(faces_dir, tmp_path / "in", 0, 30)
     out = tmp_path / "out"
-    make_example, written = schema.make_example, []
+    encode_example, written = converter.encode_example, []
 
     def interrupt_after_five(**kwargs):
         if len(written) == 5:
             raise KeyboardInterrupt  # like Ctrl-C in the middle of the first train shard
         written.append(kwargs["filename"])
-        return make_example(**kwargs)
+        return encode_example(**kwargs)
 
-    monkeypatch.setattr(schema, "make_example", interrupt_after_five)
+    monkeypatch.setattr(converter, "encode_example", interrupt_after_five)
     with pytest.raises(KeyboardInterrupt):
         converter.convert(_config([tmp_path / "in"], out, min_shards=2))
     monkeypatch.undo()
@@ -299,3 +302,93 @@ def test_script_fails_in_one_line_on_a_missing_input_dir_or_bad_flag(tmp_path):
     result = _run_script("--input_dir", str(tmp_path / "in"), "--output_dir", str(out), "--split_ratios", "0.9,0.2")
     assert result.returncode != 0 and "--split_ratios" in result.stderr.strip().splitlines()[-1]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("age, race, file_name", [(0, schema.UNKNOWN_RACE, "0_1_7.jpg"),
+                                                   (37, 2, "37_0_2_20170101000000001.jpg.chip.jpg"),
+                                                   (116, 4, "116_1_4_ünïcode.jpg")])
+def test_records_built_without_tensorflow_equal_the_schemas(age, race, file_name):
+    entries = converter.label_entries([age, 5], age_deviation=3.5)
+    fields = dict(jpeg=bytes(range(256)) * 40, gender=1, race=race, filename=file_name,
+                  height=200, width=180)
+    ours = converter.encode_example(age_entries=entries[age], **fields)
+    theirs = schema.make_example(age=age, age_deviation=3.5, **fields)
+    assert tf.train.Example.FromString(ours) == tf.train.Example.FromString(theirs)
+
+
+def _decodes_at_full_size(data):
+    try:
+        Image.open(io.BytesIO(data)).load()
+    except Exception:
+        return False
+    return True
+
+
+def test_the_reduced_scale_check_rejects_what_a_full_size_decode_rejects(faces_dir, tmp_path):
+    # check_image decodes RGB JPEGs at 1/8 scale; libjpeg must still read every coefficient.
+    source = os.path.join(faces_dir, sorted(os.listdir(faces_dir))[0])
+    data = open(source, "rb").read()
+    progressive = io.BytesIO()
+    Image.open(source).save(progressive, format="JPEG", progressive=True)
+    rng = np.random.default_rng(0)
+    damaged = []
+    for original in (data, progressive.getvalue()):
+        damaged += [original[:cut] for cut in range(200, len(original), len(original) // 60)]
+        for position in rng.integers(0, len(original), 60):
+            flipped = bytearray(original)
+            flipped[position] ^= 0x10
+            damaged.append(bytes(flipped))
+    path = tmp_path / "face.jpg"
+    verdicts = []
+    for content in damaged:
+        path.write_bytes(content)
+        reason = converter.check_image(str(path))[0]
+        assert (reason is None) == _decodes_at_full_size(content)
+        verdicts.append(reason)
+    assert verdicts.count(converter.REASON_TRUNCATED) > 100  # the cuts did break the files
+
+
+def test_workers_hold_a_bounded_number_of_images_whatever_the_dataset_size(faces_dir):
+    candidates, _ = converter.collect_candidates(converter.list_files([faces_dir]), (1.0, 0.0, 0.0))
+    candidates *= 6  # more than max_in_flight, so a queue of every task would show
+    entries = converter.label_entries([c.labels.age for c in candidates], 5.0)
+    taken = 0
+
+    def lazily():
+        nonlocal taken
+        for candidate in candidates:
+            taken += 1
+            yield candidate
+
+    bound = converter.max_in_flight(2)
+    assert len(candidates) > 2 * bound
+    results = converter.encode_all(lazily(), entries, workers=2)
+    for written, (reason, height, width, record) in enumerate(results, start=1):
+        assert reason is None and (height, width) == (200, 200) and record
+        assert taken - written <= bound
+    assert written == taken == len(candidates)
+
+
+def test_skipped_images_leave_no_empty_shard(faces_dir, tmp_path):
+    names_in = _copy_faces(faces_dir, tmp_path / "in", 0, 3)
+    (tmp_path / "in" / names_in[1]).write_bytes(b"")
+    report = converter.convert(_config([tmp_path / "in"], tmp_path / "out", min_shards=3,
+                                       split_ratios=(1.0, 0.0, 0.0)))
+    assert report["settings"]["shard_lengths"]["train"] == [1, 1]
+    shards = sorted(os.listdir(tmp_path / "out"))
+    assert [name for name in shards if "tfrecord" in name] == [
+        "faces-train.tfrecord-00000-of-00002", "faces-train.tfrecord-00001-of-00002"]
+    assert set(_read_split(str(tmp_path / "out"), "train")) == {names_in[0], names_in[2]}
+
+
+def test_a_failed_overwrite_keeps_the_previous_dataset(faces_dir, tmp_path):
+    _copy_faces(faces_dir, tmp_path / "in", 0, 20)
+    out = tmp_path / "out"
+    converter.convert(_config([tmp_path / "in"], out))
+    before = sorted(os.listdir(out))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "25_0_0_20170101000000001.jpg").write_bytes(b"")
+    with pytest.raises(converter.ConversionError, match="no usable training image"):
+        converter.convert(_config([tmp_path / "bad"], out, overwrite=True))
+    assert sorted(os.listdir(out)) == before
+    assert sum(len(_read_split(str(out), split)) for split in schema.SPLITS) == 20
