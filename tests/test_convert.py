@@ -392,3 +392,10 @@ def test_a_failed_overwrite_keeps_the_previous_dataset(faces_dir, tmp_path):
         converter.convert(_config([tmp_path / "bad"], out, overwrite=True))
     assert sorted(os.listdir(out)) == before
     assert sum(len(_read_split(str(out), split)) for split in schema.SPLITS) == 20
+
+
+def test_worker_processes_import_no_tensorflow():
+    # Spawned workers import the entry point and agetf.converter; TensorFlow in each would
+    # cost seconds and hundreds of MiB per worker.
+    code = "import sys, agetf.convert, agetf.converter; assert 'tensorflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
