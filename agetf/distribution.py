@@ -35,8 +35,12 @@ def resolve_strategy_name(name):
     return "default"
 
 
-def make_strategy(name, tpu_address=""):
-    """Builds the strategy named by --strategy (after `auto` is resolved)."""
+def make_strategy(name, tpu_address="", collective_timeout=0.0):
+    """Builds the strategy named by --strategy (after `auto` is resolved).
+
+    collective_timeout (seconds, 0 = none): under multi-worker, a collective that waits
+    longer for another worker fails with DeadlineExceededError instead of hanging.
+    """
     name = resolve_strategy_name(name)
     if name == "default":
         return tf.distribute.get_strategy()
@@ -51,8 +55,11 @@ def make_strategy(name, tpu_address=""):
         return _MIRRORED[tuple(devices)]
     if name == "multi_worker_mirrored":
         # RING over gRPC: on two CPU workers on loopback its first step came in half the time of AUTO's.
+        # A dead worker is caught by the coordination service's heartbeats within seconds; the
+        # timeout catches one that is alive but stuck (a hung file system, a wedged device).
         options = tf.distribute.experimental.CommunicationOptions(
-            implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING,
+            timeout_seconds=float(collective_timeout) or None)
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
     tf.config.experimental_connect_to_cluster(resolver)

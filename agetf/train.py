@@ -99,6 +99,9 @@ flags.DEFINE_string("unfreeze_from", None, "Fine-tuning: first backbone layer na
 # Execution.
 flags.DEFINE_string("strategy", "auto", "auto, default, mirrored, multi_worker_mirrored or tpu.")
 flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu.")
+flags.DEFINE_float("collective_timeout", 600, "Multi-worker: seconds a collective may wait for "
+                   "another worker before the run stops with an error (a worker alive but "
+                   "stuck); 0 = wait for ever. A dead worker is noticed within seconds anyway.")
 flags.DEFINE_string("mixed_precision", "auto", "auto, float32, mixed_float16 or mixed_bfloat16.")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the forward and backward pass.")
 flags.DEFINE_integer("steps_per_loop", 10, "Training steps per host call.")
@@ -162,6 +165,9 @@ def build_config():
         raise UsageError(f"--lr_scheduler={FLAGS.lr_scheduler} is unknown; use one of "
                          f"{', '.join(schedules.SCHEDULES)}")
     distribution.resolve_strategy_name(FLAGS.strategy)  # checks the value
+    if FLAGS.collective_timeout < 0:
+        raise UsageError(f"--collective_timeout={FLAGS.collective_timeout:g} must be >= 0 seconds "
+                         "(0 waits for ever)")
     if FLAGS.mixed_precision not in distribution.MIXED_PRECISION:
         raise UsageError(f"--mixed_precision={FLAGS.mixed_precision} is unknown; use one of "
                          f"{', '.join(distribution.MIXED_PRECISION)}")
@@ -256,14 +262,16 @@ def ensure_writable_dir(path):
 
 
 def train(config):
-    from agetf import lr_search, run_files, trainer as trainer_lib
+    from agetf import distribution, lr_search, run_files, trainer as trainer_lib
 
     ensure_writable_dir(config.model_dir)
     trainer_lib.check_run_definition(config.model_dir, config.model)
+    strategy = distribution.make_strategy(config.strategy,
+                                          collective_timeout=FLAGS.collective_timeout)
     if FLAGS.lr_find or FLAGS.lr == "auto":
         suggestion = lr_search.run_lr_finder(config, min_lr=FLAGS.lr_find_min,
                                              max_lr=FLAGS.lr_find_max, epochs=FLAGS.lr_find_epochs,
-                                             steps=FLAGS.lr_find_steps)
+                                             steps=FLAGS.lr_find_steps, strategy=strategy)
         if FLAGS.lr_find:
             return None
         if suggestion is None:
@@ -273,7 +281,7 @@ def train(config):
 
         config = dataclasses.replace(config, lr=suggestion)
         print(f"Training with the suggested learning rate {suggestion:.3g}")
-    trainer = trainer_lib.Trainer(config)
+    trainer = trainer_lib.Trainer(config, strategy=strategy)
     if trainer.chief:
         run_files.write_text(os.path.join(config.model_dir, "flags.txt"), FLAGS.flags_into_string())
         trainer_lib.write_run_definition(config.model_dir, config.model)
@@ -288,7 +296,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
     import tensorflow as tf
 
-    from agetf import input_pipeline, model as model_lib, preemption, trainer as trainer_lib
+    from agetf import (distribution, input_pipeline, model as model_lib, preemption,
+                       trainer as trainer_lib, worker_failure)
 
     try:
         config = build_config()
@@ -310,6 +319,12 @@ def main(argv):
         sys.exit(f"agetf.train: error: {input_pipeline.corrupt_data_error(FLAGS.data_dir)}")
     except (ValueError, model_lib.WeightsUnavailableError) as error:
         sys.exit(f"agetf.train: error: {error}")
+    except tf.errors.OpError as error:
+        multi_worker = distribution.resolve_strategy_name(FLAGS.strategy) == "multi_worker_mirrored"
+        if not (multi_worker and worker_failure.is_lost_worker(error)):
+            raise
+        sys.exit("agetf.train: error: " + worker_failure.lost_worker_message(
+            error, FLAGS.model_dir, FLAGS.collective_timeout))
     return 0
 
 

@@ -1,19 +1,27 @@
 """Two `python -m agetf.train` worker processes on loopback under MultiWorkerMirroredStrategy.
 
-One test, two runs (about a minute each on two cores: both processes trace the same
-graph): weights identical on both workers, only the chief writes model_dir, and a
-rerun with more epochs resumes from the chief's checkpoint. Sharding of files across
-workers is tested at the pipeline level in test_input_pipeline.py.
+Two tests of a few runs each (about a minute a run on two cores: both processes trace
+the same graph). One: weights identical on both workers, only the chief writes model_dir,
+and a rerun with more epochs resumes from the chief's checkpoint. Two: a worker killed
+with SIGKILL (first the other worker, then the chief) makes the survivor stop at once
+with a one-line error, and restarting both resumes and finishes. Sharding of files
+across workers is tested at the pipeline level in test_input_pipeline.py.
 """
 
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
+
+from agetf import worker_failure
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--strategy=multi_worker_mirrored", "--img_dim=32", "--alpha=0.35", "--batch_size=16",
@@ -21,6 +29,9 @@ TINY = ["--strategy=multi_worker_mirrored", "--img_dim=32", "--alpha=0.35", "--b
         "--batchnorm_momentum=0.9", "--mixed_precision=float32", "--heads=age_histogram",
         "--print_predictions=0", "--seed=3"]
 TIMEOUT_S = 240
+# A survivor must stop this soon after its peer dies (TensorFlow notices a dead peer on its
+# next collective, or within ~10 s by the coordination service's heartbeats).
+LOST_WORKER_TIMEOUT_S = 60
 
 
 def free_ports(count):
@@ -33,8 +44,8 @@ def free_ports(count):
     return ports
 
 
-def run_workers(args, tmp_dirs):
-    """Runs one process per entry of `tmp_dirs` (worker i's TMPDIR); returns their results."""
+def start_workers(args, tmp_dirs):
+    """Starts one process per entry of `tmp_dirs` (worker i's TMPDIR), worker 0 the chief."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(len(tmp_dirs))]}
     procs = []
     for index, tmp in enumerate(tmp_dirs):
@@ -43,6 +54,12 @@ def run_workers(args, tmp_dirs):
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
         procs.append(subprocess.Popen([sys.executable, "-m", "agetf.train", *args], env=env, cwd=REPO,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def run_workers(args, tmp_dirs):
+    """Runs one process per entry of `tmp_dirs` to the end; returns their (status, output)."""
+    procs = start_workers(args, tmp_dirs)
     try:
         outputs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
     finally:
@@ -107,3 +124,129 @@ def test_two_workers_train_identically_only_the_chief_writes_and_a_rerun_resumes
     for name, value in final.items():
         np.testing.assert_array_equal(value, resumed[name], err_msg=name)
     assert any(not np.array_equal(final[n], chief_vars[n]) for n in final)
+
+
+class OutputReader:
+    """Collects a process's output lines on a thread, so a test can wait for one with a deadline."""
+
+    def __init__(self, proc):
+        self.lines, self._queue = [], queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc):
+        for line in proc.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, text, timeout):
+        """Returns once a line containing `text` arrived; fails at the deadline or at EOF."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise AssertionError(f"no {text!r} in time:\n" + "".join(self.lines)[-3000:])
+            self.lines.append(line)
+            if text in line:
+                return
+
+    def rest(self):
+        self._thread.join()
+        while (line := self._queue.get()) is not None:
+            self.lines.append(line)
+        return "".join(self.lines)
+
+
+def kill_one_and_check_the_survivor(args, tmp_dirs, marker, victim):
+    """Starts both workers, SIGKILLs worker `victim` once the chief prints `marker`, and checks
+    that the other one exits nonzero, soon, with the one-line error; returns that line and
+    both outputs."""
+    procs = start_workers(args, tmp_dirs)
+    survivor = procs[1 - victim]
+    try:
+        readers = [OutputReader(p) for p in procs]
+        readers[0].wait_for(marker, TIMEOUT_S)
+        assert procs[victim].poll() is None, readers[victim].rest()[-3000:]
+        procs[victim].kill()
+        killed_at = time.monotonic()
+        survivor.wait(timeout=LOST_WORKER_TIMEOUT_S)
+        assert time.monotonic() - killed_at < LOST_WORKER_TIMEOUT_S
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    outputs = [r.rest() for r in readers]
+    out = outputs[1 - victim]
+    assert survivor.returncode not in (0, None), out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("agetf.train: error:")]
+    assert len(errors) == 1 and "lost contact with another worker" in errors[0], out[-3000:]
+    return errors[0], outputs
+
+
+def test_a_killed_worker_stops_the_other_with_a_one_line_error_and_a_restart_resumes(data_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    checkpoints = str(model_dir / "checkpoints")
+    tmp_dirs = [tmp_path / "tmp0", tmp_path / "tmp1"]
+    for d in tmp_dirs:
+        d.mkdir()
+    args = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY, "--epochs=3"]
+
+    # Worker 1 dies in epoch 2: the chief stops, naming the peer and the fix.
+    error, _ = kill_one_and_check_the_survivor(args, tmp_dirs, "Epoch 2/", victim=1)
+    assert "Restart every worker with the same command" in error and checkpoints in error, error
+    saved = tf.train.latest_checkpoint(checkpoints)
+    assert os.path.basename(saved) == "ckpt-2"
+
+    # Restarted, both resume from the chief's last checkpoint; now the chief dies in epoch 3.
+    error, outputs = kill_one_and_check_the_survivor(args, tmp_dirs, "Epoch 3/", victim=0)
+    assert f"Resumed from {saved} at epoch 1, step 0" in outputs[0], outputs[0][-3000:]
+    assert "Restart every worker with the same command" in error
+    saved = tf.train.latest_checkpoint(checkpoints)
+    assert os.path.basename(saved) == "ckpt-4"
+
+    # Restarted again, the job resumes from what the killed chief saved and finishes.
+    results = run_workers(args, tmp_dirs)
+    for rc, out in results:
+        assert rc == 0, out[-3000:]
+    assert f"Resumed from {saved} at epoch 2, step 0" in results[0][1], results[0][1][-3000:]
+    assert os.path.basename(tf.train.latest_checkpoint(checkpoints)) == "ckpt-6"
+    assert json.load(open(model_dir / "history.json"))["epoch"] == [1, 2, 3]
+
+
+# What the survivors actually raised on loopback: a killed peer, a stopped one (caught by the
+# chief's coordination service, and by a worker whose chief stopped), a stuck one.
+_RESET = ("Collective ops is aborted by: recvmsg:Connection reset by peer\nAdditional GRPC error "
+          "information from remote target /job:worker/replica:0/task:1 while calling "
+          "/tensorflow.WorkerService/RecvBuf:")
+_HEARTBEATS = ("Collective ops is aborted by: Error reported from /job:worker/task:1: The following "
+               "tasks are unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\n"
+               "The tasks have crashed.")
+_LEADER = ("Collective ops is aborted by: Failed to send RPC to coordination service. Either the "
+           "leader task was preempted/died/restarted unexpectedly or this task is experiencing "
+           "network issues.\nAdditional GRPC error information from remote target "
+           "/job:worker/replica:0/task:0 while calling /tensorflow.CoordinationService/Heartbeat:")
+_TIMEOUT = "Graph execution error:\n\nCollective has timed out during execution.\n"
+
+
+@pytest.mark.parametrize("error_class,message,reason", [
+    (tf.errors.UnavailableError, _RESET,
+     "recvmsg:Connection reset by peer talking to /job:worker/replica:0/task:1"),
+    (tf.errors.UnavailableError, _HEARTBEATS,
+     "/job:worker/replica:0/task:1 stopped sending heartbeats"),
+    (tf.errors.UnavailableError, _LEADER,
+     "the chief's coordination service at /job:worker/replica:0/task:0 is unreachable"),
+    (tf.errors.DeadlineExceededError, _TIMEOUT,
+     "a collective waited longer than --collective_timeout=30s for another worker"),
+])
+def test_a_lost_worker_is_told_in_one_line_with_the_fix(error_class, message, reason):
+    error = error_class(None, None, message)
+    assert worker_failure.is_lost_worker(error)
+    line = worker_failure.lost_worker_message(error, "/runs/a/", collective_timeout=30)
+    assert f"lost contact with another worker ({reason})" in line and "\n" not in line, line
+    assert line.endswith("Restart every worker with the same command to resume from the last "
+                         "checkpoint in /runs/a/checkpoints")
+    assert not worker_failure.is_lost_worker(tf.errors.InvalidArgumentError(None, None, "bad shape"))
