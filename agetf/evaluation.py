@@ -28,12 +28,14 @@ def protocol_mask(ages, protocol):
     raise ValueError(f"unknown evaluation protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
 
 
-def split_ages_and_genders(data_dir, split):
-    """Ages and genders of every record of a split, without decoding any image."""
+def split_ages_and_genders(data_dir, split, skip_corrupt_records=False):
+    """Ages and genders of every (readable) record of a split, without decoding any image."""
     spec = {"age": schema.FEATURE_SPEC["age"], "gender": schema.FEATURE_SPEC["gender"]}
     files = input_pipeline.list_shards(data_dir, split)
-    data = (tf.data.TFRecordDataset(files).batch(1024)
-            .map(lambda s: tf.io.parse_example(s, spec)))
+    records = tf.data.TFRecordDataset(files)
+    if skip_corrupt_records:
+        records = records.ignore_errors()
+    data = records.batch(1024).map(lambda s: tf.io.parse_example(s, spec))
     ages, genders = [], []
     for batch in data:
         ages.append(batch["age"].numpy())
@@ -174,7 +176,8 @@ def evaluate(model, input_config, split="test", batch_size=64, print_predictions
                          "use --eval_protocol=random")
     outputs = {key: value[keep] for key, value in outputs.items()}
     batch_labels = {key: value[keep] for key, value in batch_labels.items()}
-    train_ages, train_genders = split_ages_and_genders(input_config.data_dir, "train")
+    train_ages, train_genders = split_ages_and_genders(input_config.data_dir, "train",
+                                                       input_config.skip_corrupt_records)
     # The constant predictor knows the protocol too: the median of the kept training ages.
     train_keep = protocol_mask(train_ages, protocol)
     if train_keep.any():

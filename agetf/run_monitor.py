@@ -10,6 +10,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from tensorboard.plugins.hparams import api as hparams_api
 
 from agetf import heads, labels, plots, run_files
@@ -44,6 +45,8 @@ class RunMonitor:
             self.val_writer = tf.summary.create_file_writer(os.path.join(logs, "validation"))
             if not trainer.resumed:
                 self._write_hparams()
+            if config.input.skip_corrupt_records:
+                self._report_skipped_records()
         else:
             self.train_writer = self.val_writer = tf.summary.create_noop_writer()
         self._sample = self._take_sample_faces(config)
@@ -72,6 +75,21 @@ class RunMonitor:
         }
         with self.train_writer.as_default():
             hparams_api.hparams(hparams)
+
+    def _report_skipped_records(self):
+        """Logs, and writes as data/skipped_records, how many records each split loses."""
+        from agetf import record_audit
+
+        step = int(self.trainer.global_step.numpy())
+        for split, writer in (("train", self.train_writer), ("validation", self.val_writer)):
+            audit = record_audit.audit_split(self.trainer.config.input.data_dir, split)
+            if audit.lost:
+                logging.warning(audit.describe())
+            else:
+                self._log(audit.describe())
+            with writer.as_default(step=step):
+                tf.summary.scalar("data/skipped_records", audit.skipped)
+            writer.flush()
 
     def _take_sample_faces(self, config):
         if not config.summary_images:

@@ -223,6 +223,20 @@ def trained_model_path(model_dir):
                      "train first, or point --model_dir at a finished run")
 
 
+def skipped_test_records(input_config):
+    """With --skip_corrupt_records: logs how many test records are unreadable; else None."""
+    if not input_config.skip_corrupt_records:
+        return None
+    from agetf import record_audit
+
+    audit = record_audit.audit_split(input_config.data_dir, "test")
+    if audit.lost:
+        logging.warning(audit.describe())
+    else:
+        print(audit.describe())
+    return audit
+
+
 def evaluate_and_export(config, export):
     """Evaluates the trained model on the test split; writes evaluation.json; exports it."""
     import keras
@@ -230,9 +244,12 @@ def evaluate_and_export(config, export):
     from agetf import evaluation, export as export_lib, run_files
 
     model = keras.saving.load_model(trained_model_path(config.model_dir), safe_mode=True)
+    audit = skipped_test_records(config.input)
     report, lines = evaluation.evaluate(model, config.input, "test", batch_size=64,
                                         print_predictions=FLAGS.print_predictions,
                                         protocol=FLAGS.eval_protocol)
+    if audit is not None:
+        report["skipped_records"] = audit.skipped
     for line in lines:
         print(line)
     print(evaluation.format_report(report))

@@ -4,14 +4,18 @@ and model loading that cannot run code from a file.
 
 import ast
 import glob
+import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
-from agetf import input_pipeline, train, trainer as trainer_lib
+from agetf import input_pipeline, record_audit, train, trainer as trainer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,10 +42,61 @@ def test_a_broken_shard_is_named_in_a_one_line_error(data_dir, tmp_path, how):
     assert path in message and "--skip_corrupt_records" in message and "\n" not in message
 
 
-def run_cli(*args):
+def run_cli(*args, timeout=120):
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run([sys.executable, "-m", "agetf.train", *args], capture_output=True,
-                          text=True, timeout=120, cwd=REPO, env=env)
+                          text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+def complete_records(path):
+    """Records whose whole TFRecord frame (length, CRC, data, CRC) is in the file, by hand."""
+    data, offset, count = open(path, "rb").read(), 0, 0
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack("<Q", data[offset:offset + 8])
+        offset += 12 + length + 4
+        count += offset <= len(data)
+    return count
+
+
+def test_the_record_audit_finds_nothing_lost_in_an_intact_split_and_names_a_broken_file(
+        data_dir, tmp_path):
+    report = json.load(open(os.path.join(data_dir, input_pipeline.REPORT_FILE)))
+    intact = record_audit.audit_split(data_dir, "train")
+    assert (intact.readable, intact.expected, intact.lost) == (report["counts"]["train"],) * 2 + ({},)
+    assert "all" in intact.describe() and "readable" in intact.describe()
+    directory, path = damaged_copy(data_dir, tmp_path, "flip")
+    audit = record_audit.audit_split(directory, "train")
+    assert list(audit.lost) == [path] and audit.skipped >= 1
+    assert audit.readable + audit.skipped == report["counts"]["train"]
+
+
+def test_skip_corrupt_records_counts_what_a_truncated_shard_loses_and_training_completes(
+        data_dir, tmp_path):
+    directory, path = damaged_copy(data_dir, tmp_path, "truncate")
+    report = json.load(open(os.path.join(directory, input_pipeline.REPORT_FILE)))
+    index = input_pipeline.list_shards(directory, "train").index(path)
+    lost = report["settings"]["shard_lengths"]["train"][index] - complete_records(path)
+    assert lost > 0
+    model_dir = tmp_path / "run"
+    result = run_cli(f"--data_dir={directory}", f"--model_dir={model_dir}", "--skip_corrupt_records",
+                     "--img_dim=32", "--alpha=0.35", "--batch_size=16", "--epochs=1",
+                     "--steps_per_epoch=2", "--steps_per_loop=2", "--noexport",
+                     "--summary_images=0", "--print_predictions=0", "--mixed_precision=float32",
+                     "--strategy=default", timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    total = report["counts"]["train"]
+    assert f"skipping {lost:,} unreadable records of {total:,} in train ({path}: {lost})" in output, output[-3000:]
+    assert f"all {report['counts']['validation']:,} validation records are readable" in output
+    assert json.load(open(model_dir / "evaluation.json"))["skipped_records"] == 0
+    assert (model_dir / "final.keras").exists()
+    assert json.load(open(model_dir / "history.json"))["epoch"] == [1]
+    for split, expected in (("train", lost), ("validation", 0)):
+        events = event_accumulator.EventAccumulator(str(model_dir / "logs" / split),
+                                                    size_guidance={"tensors": 0})
+        events.Reload()
+        values = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("data/skipped_records")]
+        assert values == [expected], (split, values)
 
 
 @pytest.mark.parametrize("make_args,expected", [

@@ -1,0 +1,87 @@
+"""Counting the records that --skip_corrupt_records drops, so a run can say what it trains without.
+
+tf.data's `ignore_errors` drops unreadable records quietly. A TFRecord reader stops at
+the first broken record of a file (a failed checksum or a cut-off end), so everything
+after it in that file is lost too. Reading each shard once, without decoding, and
+comparing the records it yields with the conversion report's count for that shard gives
+the number lost per file. Records whose JPEG fails to decode are not counted here (the
+converter only writes images it could decode); tf.data logs each of those itself.
+"""
+
+import dataclasses
+import os
+import re
+
+import tensorflow as tf
+
+from agetf import input_pipeline, run_files
+
+_SHARD_INDEX = re.compile(r"\.tfrecord-(\d{5})-of-(\d{5})$")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitAudit:
+    """What reading every shard of one split found."""
+
+    split: str
+    readable: int  # records the reader yields, over all shards
+    expected: int | None  # what the conversion report lists; None without one
+    lost: dict  # path -> records lost in that file (None: broken, count unknown)
+
+    @property
+    def skipped(self):
+        """Records the split lost, as far as the conversion report lets us count."""
+        return sum(n for n in self.lost.values() if n)
+
+    def describe(self):
+        """One log line: how many records are skipped, of how many, and in which files."""
+        if not self.lost:
+            return f"--skip_corrupt_records: all {self.readable:,} {self.split} records are readable"
+        files = ", ".join(f"{path}: {'unknown' if n is None else n}" for path, n in self.lost.items())
+        if self.expected is None or None in self.lost.values():
+            return (f"skipping unreadable records in {self.split}: at least {self.skipped:,} lost, "
+                    f"{self.readable:,} readable ({files}); without conversion_report.json's shard "
+                    "lengths the rest of a broken file cannot be counted")
+        return (f"skipping {self.skipped:,} unreadable records of {self.expected:,} in "
+                f"{self.split} ({files})")
+
+
+def count_readable(path):
+    """(records the TFRecord reader yields from `path`, whether it stopped at an error)."""
+    count = 0
+    try:
+        for _ in tf.data.TFRecordDataset(path):
+            count += 1
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+        return count, True
+    return count, False
+
+
+def _shard_lengths(data_dir, split, files):
+    """{path: records written}, from the conversion report; {} when it has no usable list."""
+    report = run_files.read_json(os.path.join(data_dir, input_pipeline.REPORT_FILE)) or {}
+    lengths = report.get("settings", {}).get("shard_lengths", {}).get(split)
+    if not isinstance(lengths, list):
+        return {}
+    known = {}
+    for path in files:
+        match = _SHARD_INDEX.search(path)
+        if match and int(match.group(2)) == len(lengths):
+            known[path] = lengths[int(match.group(1))]
+    return known
+
+
+def audit_split(data_dir, split):
+    """Reads every record of `split` once (no decoding) and counts what a run will skip."""
+    files = input_pipeline.list_shards(data_dir, split)
+    written = _shard_lengths(data_dir, split, files)
+    readable, lost = 0, {}
+    for path in files:
+        count, broken = count_readable(path)
+        readable += count
+        if path in written and written[path] > count:
+            lost[path] = written[path] - count
+        elif broken:
+            lost[path] = None
+    expected = sum(written.values()) if len(written) == len(files) else None
+    return SplitAudit(split=split, readable=readable, expected=expected, lost=lost)
