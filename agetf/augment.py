@@ -1,9 +1,17 @@
-"""Training-time image augmentation: random crops, flips, brightness/contrast, light blur.
+"""Training-time augmentation of whole batches on the accelerator: crop, flip, resize, colour, blur.
 
-Every op is stateless: it takes an explicit `seed` (shape [2] integer tensor), so the
-same seed gives the same result eagerly and inside `tf.data`, and the tests can check
-both. Ops work on one image inside the parallel decode map: measured in tf.data on two
-cores, per-image ops beat whole-batch ones by 3x, since a 128x128 image stays in cache.
+The input pipeline hands the training step uint8 images decoded at a fixed size (the
+"canvas", see `plan_canvas`), and nothing else: on two cores a bilinear resize to
+128 px costs a quarter of a JPEG decode and a per-image flip as much again, so doing
+them on the CPU caps the pipeline far below the decode rate. Here every image of the
+batch gets its own random crop, flip, resize and occasional light blur in two batched
+matrix products (a separable, antialiased bilinear filter as interpolation matrices:
+XLA- and TPU-friendly, unlike CropAndResize), then colour jitter.
+
+Every op is stateless: `augment_batch(images, ..., seed)` gives the same result for the
+same seed eagerly, inside `tf.function` and inside `tf.data`, and the trainer derives the
+seed from the run seed, the global step and the replica, so a resumed run augments the
+same way and no two replicas share a crop.
 """
 
 import dataclasses
@@ -11,11 +19,10 @@ import math
 
 import tensorflow as tf
 
-from agetf import image_ops
-
-_FULL_IMAGE_BOX = (((0.0, 0.0, 1.0, 1.0),),)
 # 3x3 binomial kernel: the lightest blur that still softens JPEG blocking and focus.
 _BLUR_1D = (0.25, 0.5, 0.25)
+# Columns of the per-image uniform draws.
+_AREA, _ASPECT, _OFFSET_Y, _OFFSET_X, _FLIP, _CONTRAST, _BRIGHTNESS, _BLUR = range(8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +31,7 @@ class AugmentConfig:
 
     flip: bool = True
     crop_scale: tuple[float, float] = (0.8, 1.0)  # area fraction of the random crop
-    crop_aspect: tuple[float, float] = (0.9, 1.1)  # width / height of the random crop
+    crop_aspect: tuple[float, float] = (0.9, 1.1)  # crop width / height, relative to the image
     brightness: float = 0.15  # max delta as a fraction of 255
     contrast: tuple[float, float] = (0.8, 1.2)
     blur_probability: float = 0.1  # light 3x3 blur
@@ -49,159 +56,112 @@ NO_AUGMENTATION = AugmentConfig(flip=False, crop_scale=(1.0, 1.0), crop_aspect=(
                                 brightness=0.0, contrast=(1.0, 1.0), blur_probability=0.0)
 
 
-def split_seed(seed, num):
-    """Splits one stateless seed into `num` independent seeds, shape [num, 2]."""
-    return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num)
+def min_crop_side(config):
+    """The shortest side of any crop, as a fraction of the image side it is cut from."""
+    return math.sqrt(config.crop_scale[0] * min(config.crop_aspect[0], 1.0 / config.crop_aspect[1],
+                                                1.0))
 
 
-def sample_crop_window(image_shape, config, seed):
-    """Samples a random crop of an image of shape [height, width, ...].
+def crop_boxes(draws, config):
+    """Random crops (y, x, h, w) as fractions of each image, from uniform draws [B, 8].
 
-    Returns int32 (offset_y, offset_x, height, width); the whole image when no crop with
-    the configured area and aspect ratio fits.
+    Area fraction uniform in crop_scale; log aspect uniform in crop_aspect, relative to
+    the image's own (the model squashes every image to a square, evaluation included, so
+    aspect 1 keeps the proportions evaluation sees); clipped to the image; the offset is
+    uniform over the room left.
     """
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        image_size=tf.cast(image_shape, tf.int32),
-        bounding_boxes=tf.constant(_FULL_IMAGE_BOX, tf.float32),
-        seed=seed,
-        min_object_covered=0.0,
-        aspect_ratio_range=config.crop_aspect,
-        area_range=config.crop_scale,
-        max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
-    return begin[0], begin[1], size[0], size[1]
+    area_low, area_high = config.crop_scale
+    area = area_low + (area_high - area_low) * draws[:, _AREA]
+    log_low, log_high = math.log(config.crop_aspect[0]), math.log(config.crop_aspect[1])
+    aspect = tf.exp(log_low + (log_high - log_low) * draws[:, _ASPECT])
+    h = tf.minimum(tf.sqrt(area / aspect), 1.0)
+    w = tf.minimum(tf.sqrt(area * aspect), 1.0)
+    return draws[:, _OFFSET_Y] * (1.0 - h), draws[:, _OFFSET_X] * (1.0 - w), h, w
 
 
-def resize_for_training(image, img_dim, antialias=False):
-    """Resizes a crop to img_dim x img_dim (float32, unclipped).
+def interpolation_weights(start, length, size, out_dim, flip=None):
+    """Row-stochastic matrices [B, out_dim, size] that resample a span of `size` pixels.
 
-    Crops reach this under twice img_dim (DCT downscaling and the cache see to that),
-    where plain bilinear barely aliases and costs a third of an antialiased resize.
+    Output pixel i of image b samples position start[b] + (i + 0.5) * length[b] / out_dim
+    (in input pixels, half-pixel centres, clamped to the image like tf.image.resize) with
+    a triangle filter, widened by the downscale factor so shrinking does not alias (the
+    `antialias=True` bilinear of tf.image.resize). `flip` [B] bool mirrors the output.
     """
-    return tf.image.resize(tf.cast(image, tf.float32), [img_dim, img_dim], antialias=antialias)
+    i = tf.range(out_dim, dtype=tf.float32)[tf.newaxis, :]
+    if flip is not None:
+        i = tf.where(flip[:, tf.newaxis], out_dim - 1.0 - i, i)
+    scale = (length / out_dim)[:, tf.newaxis]
+    position = tf.clip_by_value(start[:, tf.newaxis] + (i + 0.5) * scale - 0.5, 0.0, size - 1.0)
+    support = tf.maximum(scale, 1.0)[:, :, tf.newaxis]
+    j = tf.range(size, dtype=tf.float32)
+    weights = tf.maximum(0.0, 1.0 - tf.abs(position[:, :, tf.newaxis] - j) / support)
+    return weights / tf.reduce_sum(weights, axis=2, keepdims=True)
 
 
-def decode_random_crop(jpeg, img_dim, config, seed, finish=None):
-    """Decodes only a random crop of a JPEG, at the smallest DCT scale that keeps >= img_dim.
+def blur_weights(weights, blurred):
+    """Folds a light 3-tap binomial blur into resampling matrices [B, out, in] where `blurred`.
 
-    Returns the uint8 crop, or finish(crop, ratio) computed inside the branch of that DCT
-    ratio. Fusing the crop into the decode skips the pixels outside it; DCT-domain
-    downscaling skips most of the rest when the crop is twice img_dim or more.
+    Blurring the output rows with (1/4, 1/2, 1/4), edges mirrored, is the same matrix
+    applied to the weights; done to both the row and the column matrices it is the 3x3
+    binomial blur of the resized image, at no cost per pixel.
     """
-    offset_y, offset_x, height, width = sample_crop_window(
-        tf.io.extract_jpeg_shape(jpeg), config, seed)
-    index = image_ops.dct_ratio_index(height, width, img_dim)
-
-    def decode_at(ratio):
-        # decode_and_crop_jpeg takes the window in the coordinates of the scaled image.
-        window = tf.stack([offset_y // ratio, offset_x // ratio, height // ratio, width // ratio])
-        crop = tf.io.decode_and_crop_jpeg(jpeg, window, channels=3, ratio=ratio,
-                                          dct_method="INTEGER_FAST")
-        return crop if finish is None else finish(crop, ratio)
-
-    branches = [lambda r=ratio: decode_at(r) for ratio in image_ops.DCT_RATIOS]
-    return tf.switch_case(index, branches)
+    previous = tf.concat([weights[:, :1], weights[:, :-1]], axis=1)
+    following = tf.concat([weights[:, 1:], weights[:, -1:]], axis=1)
+    smoothed = _BLUR_1D[0] * previous + _BLUR_1D[1] * weights + _BLUR_1D[2] * following
+    return tf.where(blurred[:, tf.newaxis, tf.newaxis], smoothed, weights)
 
 
-def random_crop(image, config, seed):
-    """A random crop of an already decoded image (the cached path)."""
-    offset_y, offset_x, height, width = sample_crop_window(tf.shape(image), config, seed)
-    return tf.slice(image, tf.stack([offset_y, offset_x, 0]), tf.stack([height, width, 3]))
+def resample(images, rows, cols):
+    """images [B, H, W, C] -> [B, out_h, out_w, C] float32: rows [B, out_h, H] x image x cols^T.
 
-
-def cache_dim(img_dim, config):
-    """Side of the square images kept in a cache: the smallest crop still covers img_dim."""
-    smallest_side = math.sqrt(config.crop_scale[0] * min(config.crop_aspect[0],
-                                                         1.0 / config.crop_aspect[1], 1.0))
-    return int(math.ceil(img_dim / smallest_side))
-
-
-def _coin(probability, seed):
-    return tf.random.stateless_uniform([], seed) < probability
-
-
-def random_flip(image, seed):
-    """Mirrors an image [H, W, C] left-right with probability 1/2."""
-    return _flip_if(_coin(0.5, seed), image)
-
-
-def _flip_if(flip, image):
-    # A select, not a tf.cond: in tf.data a cond costs more than reversing a small crop.
-    return tf.where(flip, tf.reverse(image, axis=[1]), image)
-
-
-def random_brightness_contrast(image, seed, brightness, contrast):
-    """Scales an image's contrast around its channel means, then shifts its brightness.
-
-    `brightness` is the largest shift as a fraction of 255, `contrast` the (low, high)
-    range of the factor; results are clipped to 0..255.
+    Two batched matrix products (the transposes keep both as plain matmuls, measured
+    twice as fast as tf.einsum on a CPU).
     """
-    delta_seed, factor_seed = tf.unstack(split_seed(seed, 2))
-    delta = tf.random.stateless_uniform([], delta_seed, -brightness * 255.0, brightness * 255.0)
-    factor = tf.random.stateless_uniform([], factor_seed, *contrast)
-    mean = tf.reduce_mean(image, axis=[0, 1])
-    # One multiply and one add over the pixels: (x - mean) * f + mean + delta.
-    return tf.clip_by_value(image * factor + (mean * (1.0 - factor) + delta), 0.0, 255.0)
+    batch, height, width, channels = (tf.shape(images)[0], images.shape[1], images.shape[2],
+                                      images.shape[3])
+    out_h, out_w = rows.shape[1], cols.shape[1]
+    images = tf.reshape(tf.cast(images, tf.float32), [batch, height, width * channels])
+    images = tf.reshape(tf.matmul(rows, images), [batch, out_h, width, channels])
+    images = tf.reshape(tf.transpose(images, [0, 1, 3, 2]), [batch, out_h * channels, width])
+    images = tf.matmul(images, cols, transpose_b=True)
+    return tf.transpose(tf.reshape(images, [batch, out_h, channels, out_w]), [0, 1, 3, 2])
 
 
-def blur(image):
-    """Light 3x3 binomial blur of an image [H, W, 3]; edges are mirrored so they don't darken."""
-    kernel_1d = tf.constant(_BLUR_1D, image.dtype)
-    kernel = kernel_1d[:, tf.newaxis] * kernel_1d[tf.newaxis, :]
-    kernel = tf.tile(kernel[:, :, tf.newaxis, tf.newaxis], [1, 1, 3, 1])
-    padded = tf.pad(image[tf.newaxis], [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-    return tf.nn.depthwise_conv2d(padded, kernel, strides=[1, 1, 1, 1], padding="VALID")[0]
+def crop_and_resize(images, boxes, img_dim, flip=None, blurred=None):
+    """Crops boxes (y, x, h, w fractions, each [B]) of images [B, H, W, C] to img_dim squares.
+
+    `flip` [B] bool mirrors, `blurred` [B] bool adds the light blur; float32 out.
+    """
+    height, width = images.shape[1], images.shape[2]
+    y, x, h, w = boxes
+    rows = interpolation_weights(y * height, h * height, height, img_dim)
+    cols = interpolation_weights(x * width, w * width, width, img_dim, flip)
+    if blurred is not None:
+        rows, cols = blur_weights(rows, blurred), blur_weights(cols, blurred)
+    return resample(images, rows, cols)
 
 
-def random_blur(image, seed, probability):
-    """Blurs an image with the given probability."""
-    return tf.cond(_coin(probability, seed), lambda: blur(image), lambda: image)
-
-
-def _photometric(image, config, draws):
-    """Colour jitter and blur from four uniform draws (one random op per image, not four)."""
+def colour(images, draws, config):
+    """Contrast around each image's mean, then a brightness shift; clipped to 0..255."""
     if config.brightness > 0 or tuple(config.contrast) != (1.0, 1.0):
         low, high = config.contrast
-        factor = low + (high - low) * draws[1]
-        delta = config.brightness * 255.0 * (2.0 * draws[2] - 1.0)
-        mean = tf.reduce_mean(image, axis=[0, 1])
-        image = image * factor + (mean * (1.0 - factor) + delta)
-    image = tf.clip_by_value(image, 0.0, 255.0)
-    if config.blur_probability > 0:
-        image = tf.cond(draws[3] < config.blur_probability, lambda: blur(image), lambda: image)
-    return image
+        factor = (low + (high - low) * draws[:, _CONTRAST])[:, tf.newaxis, tf.newaxis, tf.newaxis]
+        delta = config.brightness * 255.0 * (2.0 * draws[:, _BRIGHTNESS] - 1.0)
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        images = images * factor + (mean * (1.0 - factor)
+                                    + delta[:, tf.newaxis, tf.newaxis, tf.newaxis])
+    return tf.clip_by_value(images, 0.0, 255.0)
 
 
-def _draws(seed):
-    """Four uniform numbers from a seed: flip, contrast, brightness, blur."""
-    return tf.random.stateless_uniform([4], tf.cast(seed, tf.int64) + [0, 1])
+def augment_batch(images, img_dim, config, seed):
+    """uint8 canvases [B, H, W, 3] -> float32 [B, img_dim, img_dim, 3] in 0..255.
 
-
-def augment_crop(crop, img_dim, config, seed):
-    """Flips, resizes and jitters one crop (under 2x img_dim): float32 [img_dim, img_dim, 3].
-
-    Each op runs on one image inside the parallel map, where a pass stays in cache
-    (whole-batch passes were three times slower in tf.data on two cores).
+    Each image gets its own crop, flip, colour jitter and blur coin, drawn from the
+    stateless `seed` (shape [2] integers). With NO_AUGMENTATION it is a plain antialiased
+    resize of the whole image.
     """
-    draws = _draws(seed)
-    if config.flip:
-        crop = _flip_if(draws[0] < 0.5, crop)
-    return _photometric(resize_for_training(crop, img_dim), config, draws)
-
-
-def decode_and_augment(jpeg, img_dim, config, seed):
-    """The whole training decode: fused random crop, flip, resize, colour jitter, blur.
-
-    Decode, flip and resize share one branch per DCT scale, so each image pays for one
-    branching op (each costs ~15% of a decode in tf.data) rather than three.
-    """
-    draws = _draws(seed)
-    flip = draws[0] < (0.5 if config.flip else 0.0)
-
-    def flip_and_resize(crop, ratio):
-        # Only the 1/8 scale can leave a crop over twice img_dim.
-        return resize_for_training(_flip_if(flip, crop), img_dim, antialias=ratio == 8)
-
-    image = decode_random_crop(jpeg, img_dim, config, seed, finish=flip_and_resize)
-    image.set_shape([img_dim, img_dim, 3])
-    return _photometric(image, config, draws)
+    draws = tf.random.stateless_uniform([tf.shape(images)[0], 8], tf.cast(seed, tf.int64))
+    boxes = crop_boxes(draws, config)
+    flip = draws[:, _FLIP] < 0.5 if config.flip else None
+    blurred = draws[:, _BLUR] < config.blur_probability if config.blur_probability > 0 else None
+    return colour(crop_and_resize(images, boxes, img_dim, flip, blurred), draws, config)

@@ -1,12 +1,13 @@
 """The tf.data input pipeline: converted TFRecord shards -> batches of (images, labels).
 
 Training: shard files per input pipeline -> shuffle files every epoch -> repeat ->
-parallel interleave -> shuffle records -> parse + fused decode-and-crop (DCT-domain
-downscaling where img_dim allows) -> flip, resize, colour jitter, blur, per image in
-one parallel map -> batch -> labels -> prefetch. Evaluation: every record exactly once,
-in a deterministic order, decoded with `image_ops.decode_and_resize` (what the exported
-model uses).
-Images leave as float32 0..255; the model holds the backbone's own preprocessing.
+parallel interleave -> shuffle records -> parse + decode to a fixed uint8 canvas (DCT-
+domain downscaling where img_dim allows; optionally cached) -> batch -> labels ->
+prefetch. The CPU does only what cannot move: reading and JPEG decoding. The train step
+crops, flips, resizes and colours the batch on the accelerator (`augment.augment_batch`).
+Evaluation: every record exactly once, in a deterministic order, decoded and resized
+with `image_ops.decode_and_resize` (what the exported model uses) to float32 0..255.
+The model holds the backbone's own preprocessing.
 """
 
 import dataclasses
@@ -115,28 +116,34 @@ def list_shards(data_dir, split):
 def num_examples(data_dir, split):
     """Number of records in a split, from the conversion report (else by counting)."""
     files = list_shards(data_dir, split)
-    count = _count_from_report(os.path.join(data_dir, REPORT_FILE), split)
+    count = _count_from_report(data_dir, split)
     if count is not None:
         return count
     return sum(1 for _ in tf.data.TFRecordDataset(files))
 
 
-def _count_from_report(path, split):
+def _report(data_dir):
+    """The converter's report as a dict; {} when it is missing or unreadable."""
     try:
-        with open(path) as f:
+        with open(os.path.join(data_dir, REPORT_FILE)) as f:
             report = json.load(f)
     except (OSError, ValueError):
-        return None
-    value = report.get("counts", {}).get(split)
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def _count_from_report(data_dir, split):
+    value = _report(data_dir).get("counts", {}).get(split)
     return value if isinstance(value, int) else None
 
 
 def build_dataset(config, split, batch_size, *, training, input_context=None,
                   include_metadata=False):
-    """Batches of (images float32 [B, d, d, 3] in 0..255, labels dict) for one split.
+    """Batches of (images, labels dict) for one split; `batch_size` is per replica.
 
-    `batch_size` is per replica. Training repeats forever with augmentation; evaluation
-    yields every record of this input pipeline's part of the split once.
+    Training repeats forever and yields uint8 [B, H, W, 3] images at `training_canvas`
+    size, for `augment.augment_batch` in the train step. Evaluation yields float32
+    [B, d, d, 3] in 0..255, every record of this input pipeline's part of the split once.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -147,7 +154,7 @@ def build_dataset(config, split, batch_size, *, training, input_context=None,
         # consumer a different dataset, which a shared job cannot serve.
         input_context = None
     if training:
-        dataset = _training_dataset(config, files, batch_size, input_context)
+        dataset = _training_dataset(config, files, batch_size, input_context, split)
     else:
         dataset = _evaluation_dataset(config, files, batch_size, input_context)
     finish = functools.partial(_finish_batch, config=config, include_metadata=include_metadata)
@@ -234,57 +241,42 @@ def _parse(serialized):
     return features.pop("image"), features
 
 
-def _training_dataset(config, files, batch_size, input_context):
-    if config.cache:
-        return _cached_training_dataset(config, files, batch_size, input_context)
-    records = _read_records(config, files, input_context, training=True, repeat=True)
-    records = records.shuffle(config.shuffle_buffer, seed=config.seed,
-                              reshuffle_each_iteration=True)
-    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
-
-    def decode(serialized, seed):
-        jpeg, features = _parse(serialized)
-        image = augment.decode_and_augment(jpeg, config.img_dim, config.augment,
-                                           tf.stack([seed, 0]))
-        return image, features
-
-    return _map_and_batch(config, tf.data.Dataset.zip(records, seeds), decode, batch_size)
+def training_canvas(config, split="train"):
+    """The size training images are decoded to (see image_ops.plan_canvas), from the report."""
+    sizes = _report(config.data_dir).get("image_sizes", {}).get(split, {})
+    source_sizes = []
+    for key in sizes:
+        height, _, width = key.partition("x")
+        source_sizes.append((int(height), int(width)))
+    return image_ops.plan_canvas(source_sizes, config.img_dim,
+                                 augment.min_crop_side(config.augment))
 
 
-def _map_and_batch(config, dataset, decode, batch_size):
-    dataset = dataset.map(_plain(decode), num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=False)
-    return _ignore_errors(dataset, config).batch(batch_size, drop_remainder=True)
-
-
-def _cached_training_dataset(config, files, batch_size, input_context):
-    """Training from memory: decoded, slightly oversized images are cached once."""
-    side = augment.cache_dim(config.img_dim, config.augment)
-    records = _read_records(config, files, input_context, training=True, repeat=False)
+def _training_dataset(config, files, batch_size, input_context, split):
+    """Batches of uint8 images at the canvas size: the train step crops, resizes, augments."""
+    canvas = training_canvas(config, split)
 
     def decode(serialized):
         jpeg, features = _parse(serialized)
-        image = tf.image.resize(image_ops.decode_jpeg_at_least(jpeg, side), [side, side],
-                                antialias=True)
-        # uint8 keeps the cache at a quarter of float32's memory.
-        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), features
+        return image_ops.decode_to_canvas(jpeg, canvas), features
 
-    dataset = records.map(_plain(decode), num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=False)
-    dataset = _ignore_errors(dataset, config).cache().repeat()
-    dataset = dataset.shuffle(config.shuffle_buffer, seed=config.seed,
-                              reshuffle_each_iteration=True)
+    def shuffle(dataset):
+        return dataset.shuffle(config.shuffle_buffer, seed=config.seed,
+                               reshuffle_each_iteration=True)
 
-    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
+    if config.cache:
+        # Decoded once, kept in memory as uint8; shuffled anew every epoch from there.
+        records = _read_records(config, files, input_context, training=True, repeat=False)
+        dataset = _ignore_errors(_map(records, decode, training=True), config)
+        dataset = shuffle(dataset.cache().repeat())
+    else:
+        records = _read_records(config, files, input_context, training=True, repeat=True)
+        dataset = _ignore_errors(_map(shuffle(records), decode, training=True), config)
+    return dataset.batch(batch_size, drop_remainder=True)
 
-    def crop_and_augment(example, seed):
-        image, features = example
-        seed = tf.stack([seed, 0])
-        crop = augment.random_crop(image, config.augment, seed)
-        return augment.augment_crop(crop, config.img_dim, config.augment, seed), features
 
-    return _map_and_batch(config, tf.data.Dataset.zip(dataset, seeds), crop_and_augment,
-                          batch_size)
+def _map(dataset, fn, *, training):
+    return dataset.map(_plain(fn), num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
 
 
 def _evaluation_dataset(config, files, batch_size, input_context):
@@ -294,8 +286,7 @@ def _evaluation_dataset(config, files, batch_size, input_context):
         jpeg, features = _parse(serialized)
         return image_ops.decode_and_resize(jpeg, config.img_dim), features
 
-    dataset = records.map(_plain(decode), num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=True)
+    dataset = _map(records, decode, training=False)
     return _ignore_errors(dataset, config).batch(batch_size, drop_remainder=False)
 
 

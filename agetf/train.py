@@ -140,13 +140,6 @@ def resolve_heads():
     return heads_lib.select_heads(FLAGS.type, FLAGS.range_mode, FLAGS.predict_gender)
 
 
-def _no_augmentation():
-    from agetf import augment
-
-    return augment.AugmentConfig(flip=False, crop_scale=(1.0, 1.0), crop_aspect=(1.0, 1.0),
-                                 brightness=0.0, contrast=(1.0, 1.0), blur_probability=0.0)
-
-
 def build_config():
     """Validates the flags and turns them into a TrainConfig; raises UsageError/ValueError."""
     from agetf import augment, distribution, input_pipeline, model as model_lib, schedules, trainer
@@ -186,7 +179,7 @@ def build_config():
         cache=FLAGS.cache, age_deviation=FLAGS.age_deviation,
         skip_corrupt_records=FLAGS.skip_corrupt_records, seed=FLAGS.seed,
         data_service=FLAGS.tf_data_service,
-        augment=augment.AugmentConfig() if FLAGS.augment else _no_augmentation())
+        augment=augment.AugmentConfig() if FLAGS.augment else augment.NO_AUGMENTATION)
     schedule_params = {name: FLAGS[name].value for name in (
         "plateau_monitor", "plateau_mode", "plateau_factor", "plateau_patience",
         "plateau_cooldown", "plateau_min_lr", "clr_base_lr", "clr_max_lr", "clr_mode", "clr_gamma",

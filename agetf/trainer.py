@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from agetf import (distribution, heads, input_pipeline, model as model_lib, preemption, run_files,
-                   run_monitor, schedules)
+from agetf import (augment, distribution, heads, input_pipeline, model as model_lib, preemption,
+                   run_files, run_monitor, schedules)
 
 # What must match between a model_dir and the command that resumes it.
 RUN_DEFINING_KEYS = ("backbone", "img_dim", "heads", "alpha")
@@ -295,7 +295,16 @@ class Trainer:
         forward_backward = (tf.function(self._forward_backward, jit_compile=True)
                             if self.config.jit_compile else self._forward_backward)
 
-        def replica_step(images, batch_labels):
+        input_config = self.config.input
+        seed = 0 if input_config.seed is None else input_config.seed
+
+        def replica_step(images, batch_labels, step):
+            # A seed per global step and replica: a resumed run crops as the first run did.
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            step_seed = tf.stack([tf.constant(seed, tf.int64),
+                                  step * strategy.num_replicas_in_sync + tf.cast(replica, tf.int64)])
+            images = augment.augment_batch(images, input_config.img_dim, input_config.augment,
+                                           step_seed)
             loss, outputs, per_head, grads = forward_backward(images, batch_labels)
             optimizer.apply(grads, model.trainable_variables)
             self.train_metrics.update(batch_labels, outputs, per_head, self.config.loss_weights)
@@ -308,7 +317,8 @@ class Trainer:
                 stage_step = self.global_step - self.stage_start_step
                 optimizer.learning_rate.assign(self.schedule.learning_rate(stage_step))
                 images, batch_labels = next(iterator)
-                per_replica = strategy.run(replica_step, args=(images, batch_labels))
+                per_replica = strategy.run(replica_step,
+                                           args=(images, batch_labels, self.global_step.value()))
                 loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
                 self.global_step.assign_add(1)
                 self.step_in_epoch.assign_add(1)

@@ -1,4 +1,4 @@
-"""Augmentation ops: each one eagerly and inside tf.data, with its distribution checked."""
+"""Batch augmentation and canvas decoding: eagerly, in tf.function and in tf.data, distributions checked."""
 
 import numpy as np
 import pytest
@@ -6,170 +6,186 @@ import tensorflow as tf
 
 from agetf import augment, image_ops
 
-NUM_SEEDS = 40
-MANY_SEEDS = 400  # for per-image coin flips
+BATCH = 400  # images per batch where a rate or a distribution is checked
 
 
-def _ramp(size=16):
-    """A left-to-right ramp in 40..215: a flip is visible, moderate shifts never clip."""
-    ramp = np.linspace(40.0, 215.0, size, dtype=np.float32)
-    return tf.constant(np.broadcast_to(ramp[np.newaxis, :, np.newaxis], (size, size, 3)).copy())
+def _ramp_batch(batch, size=24):
+    """Left-to-right ramps in 40..215 (uint8): a flip is visible, moderate shifts never clip."""
+    ramp = np.linspace(40.0, 215.0, size)
+    image = np.broadcast_to(ramp[np.newaxis, :, np.newaxis], (size, size, 3))
+    return tf.constant(np.broadcast_to(image, (batch, size, size, 3)).round().astype(np.uint8))
 
 
-def _eager_and_in_tf_data(op, num_seeds=NUM_SEEDS):
-    """Runs op(seed) for num_seeds seeds eagerly and in a tf.data map; returns both stacks."""
-    seeds = tf.stack([tf.constant([s, 17], tf.int64) for s in range(num_seeds)])
-    eager = np.stack([op(seed).numpy() for seed in seeds])
-    dataset = tf.data.Dataset.from_tensor_slices(seeds).map(
-        op, num_parallel_calls=tf.data.AUTOTUNE)
-    in_data = np.stack([x.numpy() for x in dataset])
-    return eager, in_data
+def _noise_batch(batch, height=40, width=50, seed=0):
+    rng = np.random.default_rng(seed)
+    return tf.constant(rng.integers(0, 256, (batch, height, width, 3)), tf.uint8)
 
 
-def test_flip_rate_is_half_eagerly_and_in_tf_data():
-    image = _ramp()
-    eager, in_data = _eager_and_in_tf_data(lambda seed: augment.random_flip(image, seed),
-                                           MANY_SEEDS)
-    np.testing.assert_array_equal(eager, in_data)
-    # Flipped ramps decrease left to right.
-    flipped = eager[:, 0, 0, 0] > eager[:, 0, -1, 0]
+def _three_ways(images, img_dim, config, seed):
+    """augment_batch eagerly, in a tf.function and in a tf.data map over the batch."""
+    eager = augment.augment_batch(images, img_dim, config, seed).numpy()
+    traced = tf.function(lambda x: augment.augment_batch(x, img_dim, config, seed))(images).numpy()
+    dataset = tf.data.Dataset.from_tensors(images).map(
+        lambda x: augment.augment_batch(x, img_dim, config, seed))
+    in_data = next(iter(dataset)).numpy()
+    return eager, traced, in_data
+
+
+def _only(**fields):
+    """A config that does only the named augmentations."""
+    return augment.AugmentConfig(**{**vars(augment.NO_AUGMENTATION), **fields})
+
+
+def test_same_seed_same_batch_eagerly_traced_and_in_tf_data():
+    images = _noise_batch(16)
+    eager, traced, in_data = _three_ways(images, 20, augment.AugmentConfig(blur_probability=0.5),
+                                         [3, 4])
+    np.testing.assert_allclose(traced, eager, atol=1e-3)
+    np.testing.assert_allclose(in_data, eager, atol=1e-3)
+    assert eager.shape == (16, 20, 20, 3) and eager.dtype == np.float32
+    assert eager.min() >= 0 and eager.max() <= 255
+    other = augment.augment_batch(images, 20, augment.AugmentConfig(), [3, 5]).numpy()
+    assert not np.allclose(other, eager)  # another seed, other crops
+
+
+@pytest.mark.parametrize("height,width,img_dim", [(200, 200, 128), (200, 200, 32), (40, 50, 24),
+                                                  (30, 30, 48)])
+def test_no_augmentation_is_the_evaluation_resize(height, width, img_dim):
+    # Down (antialiased), non-square and up: the train step sees the pixels evaluation sees.
+    images = _noise_batch(4, height, width)
+    trained = augment.augment_batch(images, img_dim, augment.NO_AUGMENTATION, [0, 0]).numpy()
+    evaluated = image_ops.resize(images, img_dim).numpy()
+    np.testing.assert_allclose(trained, evaluated, atol=1e-3)
+
+
+def test_a_box_crops_exactly_that_window():
+    images = _noise_batch(3, 40, 50)
+    # y 0.25 h 0.5 of 40 rows, x 0.1 w 0.6 of 50 columns: rows 10..29, columns 5..34.
+    boxes = [tf.constant([0.25] * 3), tf.constant([0.1] * 3), tf.constant([0.5] * 3),
+             tf.constant([0.6] * 3)]
+    cropped = augment.crop_and_resize(images, boxes, 16).numpy()
+    expected = image_ops.resize(images[:, 10:30, 5:35], 16).numpy()
+    # The antialiasing filter of the outermost pixels reaches past the window into the
+    # image around it, where a resize of the cut-out window sees its own edge instead.
+    np.testing.assert_allclose(cropped[:, 1:-1, 1:-1], expected[:, 1:-1, 1:-1], atol=1e-3)
+    assert np.abs(cropped - expected).mean() < 2.0
+
+
+def test_flip_rate_is_half_and_a_flip_is_a_mirror():
+    images = _ramp_batch(BATCH)
+    config = _only(flip=True)
+    eager, traced, in_data = _three_ways(images, 24, config, [1, 2])
+    np.testing.assert_allclose(in_data, eager, atol=1e-3)
+    flipped = eager[:, 0, 0, 0] > eager[:, 0, -1, 0]  # a flipped ramp falls left to right
     assert abs(flipped.mean() - 0.5) < 0.08
-    np.testing.assert_array_equal(eager[~flipped], np.broadcast_to(image, eager[~flipped].shape))
-    np.testing.assert_array_equal(eager[flipped][:, :, ::-1],
-                                  np.broadcast_to(image, eager[flipped].shape))
+    plain = tf.cast(images[0], tf.float32).numpy()
+    np.testing.assert_allclose(eager[~flipped], np.broadcast_to(plain, eager[~flipped].shape),
+                               atol=1e-3)
+    np.testing.assert_allclose(eager[flipped][:, :, ::-1],
+                               np.broadcast_to(plain, eager[flipped].shape), atol=1e-3)
+
+
+def test_crop_boxes_have_the_configured_area_and_aspect_and_stay_inside():
+    config = augment.AugmentConfig()
+    draws = tf.random.stateless_uniform([BATCH, 8], [5, 6])
+    y, x, h, w = (t.numpy() for t in augment.crop_boxes(draws, config))
+    assert np.all(y >= 0) and np.all(x >= 0) and np.all(y + h <= 1 + 1e-6) and np.all(x + w <= 1 + 1e-6)
+    area = h * w
+    assert area.min() >= 0.8 - 1e-4 and area.max() <= 1.0 + 1e-6
+    aspect = w / h  # relative to the image's own
+    # Crops that would overflow the image are clipped, which moves their aspect towards 1.
+    inside = (h < 1) & (w < 1)
+    assert aspect[inside].min() >= 0.9 - 1e-3 and aspect[inside].max() <= 1.1 + 1e-3
+    assert area.mean() == pytest.approx(0.9, abs=0.02)  # uniform over 0.8..1
+    assert len(set(np.round(y, 4))) > BATCH // 2  # the offsets are random
 
 
 def test_brightness_shift_is_uniform_within_its_bound():
-    image = _ramp()
-    op = lambda seed: augment.random_brightness_contrast(image, seed, 0.15, (1.0, 1.0))  # noqa: E731
-    eager, in_data = _eager_and_in_tf_data(op, MANY_SEEDS)
-    np.testing.assert_allclose(eager, in_data, atol=1e-4)
-    shift = (eager - image.numpy()[np.newaxis]).mean(axis=(1, 2, 3))
+    images = _ramp_batch(BATCH)
+    eager = augment.augment_batch(images, 24, _only(brightness=0.15), [7, 8]).numpy()
+    shift = (eager - tf.cast(images, tf.float32).numpy()).mean(axis=(1, 2, 3))
     bound = 0.15 * 255
     # The ramp spans 40..215, so shifts up to +-38 never clip: the shift is exact.
-    assert np.all(np.abs(shift) <= bound + 1e-3)
+    assert np.all(np.abs(shift) <= bound + 1e-2)
     assert abs(shift.mean()) < 3.0
-    assert shift.std() == pytest.approx(bound / np.sqrt(3), rel=0.12)  # uniform distribution
-    assert eager.min() >= 0 and eager.max() <= 255
+    assert shift.std() == pytest.approx(bound / np.sqrt(3), rel=0.12)  # a uniform distribution
 
 
-def test_contrast_scales_spread_within_its_range():
-    image = _ramp()
-    op = lambda seed: augment.random_brightness_contrast(image, seed, 0.0, (0.8, 1.2))  # noqa: E731
-    eager, in_data = _eager_and_in_tf_data(op, MANY_SEEDS)
-    np.testing.assert_allclose(eager, in_data, atol=1e-4)
-    factor = eager.std(axis=(1, 2, 3)) / image.numpy().std()
+def test_contrast_scales_spread_within_its_range_and_keep_the_mean():
+    images = _ramp_batch(BATCH)
+    eager = augment.augment_batch(images, 24, _only(contrast=(0.8, 1.2)), [9, 10]).numpy()
+    original = tf.cast(images[0], tf.float32).numpy()
+    factor = eager.std(axis=(1, 2, 3)) / original.std()
     assert factor.min() >= 0.8 - 1e-3 and factor.max() <= 1.2 + 1e-3
     assert factor.mean() == pytest.approx(1.0, abs=0.03)
-    # Contrast keeps the image's mean.
-    np.testing.assert_allclose(eager.mean(axis=(1, 2, 3)), image.numpy().mean(), atol=1e-2)
+    np.testing.assert_allclose(eager.mean(axis=(1, 2, 3)), original.mean(), atol=1e-2)
 
 
 def test_values_stay_in_range_under_strong_shifts():
-    rng = np.random.default_rng(0)
-    image = tf.constant(rng.uniform(0, 255, (8, 8, 3)), tf.float32)
-    for seed in range(5):
-        out = augment.random_brightness_contrast(image, [seed, 2], 1.0, (0.0, 3.0)).numpy()
-        assert out.min() >= 0 and out.max() <= 255
+    images = _noise_batch(32)
+    out = augment.augment_batch(images, 16, _only(brightness=1.0, contrast=(0.0, 3.0)), [1, 1])
+    assert out.numpy().min() >= 0 and out.numpy().max() <= 255
 
 
-def test_blur_keeps_flat_images_and_smooths_noise():
-    flat = tf.fill([8, 8, 3], 200.0)
-    np.testing.assert_allclose(augment.blur(flat).numpy(), 200.0, atol=1e-4)
-    noise = tf.constant(np.random.default_rng(1).uniform(0, 255, (16, 16, 3)), tf.float32)
-    blurred = augment.blur(noise).numpy()
-    assert blurred.shape == (16, 16, 3)
-    assert blurred.std() < 0.7 * noise.numpy().std()
+def _reference_blur(images):
+    kernel_1d = np.array([0.25, 0.5, 0.25], np.float32)
+    kernel = np.tile((kernel_1d[:, None] * kernel_1d[None, :])[:, :, None, None], [1, 1, 3, 1])
+    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID").numpy()
 
 
-def test_blur_rate_matches_probability_eagerly_and_in_tf_data():
-    noise = tf.constant(np.random.default_rng(2).uniform(0, 255, (8, 8, 3)), tf.float32)
-    eager, in_data = _eager_and_in_tf_data(lambda seed: augment.random_blur(noise, seed, 0.3),
-                                           MANY_SEEDS)
-    np.testing.assert_allclose(eager, in_data, atol=1e-4)
-    changed = np.abs(eager - noise.numpy()[np.newaxis]).max(axis=(1, 2, 3)) > 1e-3
-    assert abs(changed.mean() - 0.3) < 0.07
+def test_blur_rate_matches_probability_and_blurred_images_are_the_binomial_blur():
+    images = _noise_batch(BATCH, 16, 16)
+    eager, _, in_data = _three_ways(images, 16, _only(blur_probability=0.3), [11, 12])
+    np.testing.assert_allclose(in_data, eager, atol=1e-3)
+    sharp = tf.cast(images, tf.float32).numpy()
+    blurred = np.abs(eager - sharp).max(axis=(1, 2, 3)) > 1e-3
+    assert abs(blurred.mean() - 0.3) < 0.07
+    np.testing.assert_allclose(eager[blurred], _reference_blur(sharp[blurred]), atol=1e-3)
+    assert eager[blurred].std() < 0.7 * sharp.std()
 
 
-def test_crop_windows_within_bounds_eagerly_and_in_tf_data():
+# -- canvases ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sizes,img_dim,expected", [
+    ([(200, 200)], 128, image_ops.Canvas(200, 200, 1)),  # 100 px at 1/2 would be too small
+    ([(200, 200)], 64, image_ops.Canvas(100, 100, 2)),
+    ([(200, 200)], 32, image_ops.Canvas(50, 50, 4)),
+    ([(201, 150)], 32, image_ops.Canvas(51, 38, 4)),  # libjpeg rounds scaled sizes up
+    ([(100, 100)], 128, image_ops.Canvas(100, 100, 1)),  # smaller than img_dim: upscaled later
+    ([(200, 200), (180, 200)], 64, image_ops.Canvas(76, 76, None)),  # mixed: resized square
+    ([], 64, image_ops.Canvas(76, 76, None)),  # unknown (an old report)
+])
+def test_canvas_plans(sizes, img_dim, expected):
+    assert image_ops.plan_canvas(sizes, img_dim, augment.min_crop_side(augment.AugmentConfig())) \
+        == expected
+
+
+@pytest.mark.parametrize("img_dim", [32, 64, 128])
+def test_the_smallest_crop_of_a_canvas_still_covers_img_dim(img_dim):
     config = augment.AugmentConfig()
-    op = lambda seed: tf.stack(augment.sample_crop_window([200, 180, 3], config, seed))  # noqa: E731
-    eager, in_data = _eager_and_in_tf_data(op)
-    np.testing.assert_array_equal(eager, in_data)
-    offset_y, offset_x, height, width = eager.T
-    assert np.all(offset_y >= 0) and np.all(offset_x >= 0)
-    assert np.all(offset_y + height <= 200) and np.all(offset_x + width <= 180)
-    area = height * width / (200 * 180)
-    assert np.all(area >= 0.8 - 0.02) and np.all(area <= 1.0)
-    aspect = width / height
-    assert np.all(aspect >= 0.9 - 0.02) and np.all(aspect <= 1.1 + 0.02)
-    assert len(set(map(tuple, eager))) > NUM_SEEDS // 2  # it is random
+    canvas = image_ops.plan_canvas([(200, 200)], img_dim, augment.min_crop_side(config))
+    # The smallest area with either extreme aspect ratio.
+    draws = tf.constant([[0.0, 0.0] + [0.5] * 6, [0.0, 1.0] + [0.5] * 6])
+    _, _, h, w = augment.crop_boxes(draws, config)
+    assert min(h.numpy().min() * canvas.height, w.numpy().min() * canvas.width) >= img_dim - 1e-3
 
 
-def _smooth_jpeg(height, width):
-    y, x = np.mgrid[0:height, 0:width]
-    image = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (height + width)], -1)
-    return tf.io.encode_jpeg(image.astype(np.uint8), quality=95)
+def test_decode_to_canvas_eagerly_and_in_tf_data():
+    rng = np.random.default_rng(3)
+    jpeg = tf.io.encode_jpeg(rng.integers(0, 256, (201, 150, 3)).astype(np.uint8))
+    for canvas in (image_ops.Canvas(51, 38, 4), image_ops.Canvas(40, 40, None)):
+        eager = image_ops.decode_to_canvas(jpeg, canvas)
+        in_data = next(iter(tf.data.Dataset.from_tensors(jpeg).map(
+            lambda j, c=canvas: image_ops.decode_to_canvas(j, c))))
+        assert eager.dtype == tf.uint8 and eager.shape == (canvas.height, canvas.width, 3)
+        np.testing.assert_array_equal(eager.numpy(), in_data.numpy())
 
 
-def test_uncropped_decode_matches_evaluation_decode():
-    jpeg = _smooth_jpeg(200, 200)
-    for img_dim in (32, 128):  # DCT ratio 4 and 1
-        crop = augment.decode_random_crop(jpeg, img_dim, augment.NO_AUGMENTATION, [0, 0])
-        np.testing.assert_array_equal(crop.numpy(), image_ops.decode_jpeg_at_least(jpeg, img_dim))
-        train = augment.decode_and_augment(jpeg, img_dim, augment.NO_AUGMENTATION, [0, 0])
-        evaluation = image_ops.decode_and_resize(jpeg, img_dim)
-        # Training resizes without antialiasing when under 2x: a level or two apart.
-        assert np.abs(train.numpy() - evaluation.numpy()).mean() < 2.0
-
-
-@pytest.mark.parametrize("img_dim", [24, 96])
-def test_fused_crop_shows_the_sampled_window(img_dim):
-    jpeg = _smooth_jpeg(200, 200)
-    config = augment.AugmentConfig(crop_scale=(0.3, 0.5), crop_aspect=(0.5, 2.0))
-    full = tf.io.decode_jpeg(jpeg, channels=3)
-    for seed in range(5):
-        seed = tf.constant([seed, 3], tf.int64)
-        crop = augment.decode_random_crop(jpeg, img_dim, config, seed)
-        oy, ox, h, w = [int(v) for v in augment.sample_crop_window([200, 200, 3], config, seed)]
-        assert min(crop.shape[:2]) >= min(img_dim, h, w)  # DCT never goes below img_dim
-        expected = image_ops.resize(full[oy:oy + h, ox:ox + w], img_dim).numpy()
-        # DCT downscaling and integer offsets cost a few levels, a wrong window far more.
-        assert np.abs(image_ops.resize(crop, img_dim).numpy() - expected).mean() < 6.0
-
-
-def test_decode_and_augment_inside_tf_data_matches_eager():
-    jpeg = _smooth_jpeg(64, 80)
-    config = augment.AugmentConfig(blur_probability=0.5)
-    op = lambda seed: augment.decode_and_augment(jpeg, 16, config, seed)  # noqa: E731
-    eager, in_data = _eager_and_in_tf_data(op)
-    np.testing.assert_allclose(eager, in_data, atol=1e-4)
-    assert eager.shape == (NUM_SEEDS, 16, 16, 3) and eager.dtype == np.float32
-    assert eager.min() >= 0 and eager.max() <= 255
-    assert not np.allclose(eager[0], eager[1])
-    untouched = augment.augment_crop(tf.cast(_ramp(), tf.uint8), 16, augment.NO_AUGMENTATION,
-                                     [0, 1])
-    np.testing.assert_array_equal(untouched.numpy(), tf.cast(tf.cast(_ramp(), tf.uint8),
-                                                             tf.float32).numpy())
-
-
-def test_random_crop_of_a_cached_image_within_bounds():
-    config = augment.AugmentConfig()
-    side = augment.cache_dim(12, config)
-    image = tf.cast(_ramp(side), tf.uint8)
-    eager, in_data = _eager_and_in_tf_data(
-        lambda seed: tf.shape(augment.random_crop(image, config, seed)))
-    np.testing.assert_array_equal(eager, in_data)
-    assert np.all(eager[:, :2] >= 12) and np.all(eager[:, :2] <= side)
-    assert np.all(eager[:, 2] == 3)
-
-
-def test_cache_dim_leaves_room_for_the_smallest_crop():
-    config = augment.AugmentConfig()
-    side = augment.cache_dim(128, config)
-    assert side > 128
-    smallest = side * np.sqrt(config.crop_scale[0] * config.crop_aspect[0])
-    assert smallest >= 128
+def test_a_record_of_another_size_than_the_report_says_fails_loudly():
+    jpeg = tf.io.encode_jpeg(tf.zeros([60, 60, 3], tf.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="shape"):
+        image_ops.decode_to_canvas(jpeg, image_ops.Canvas(50, 50, 1))
 
 
 @pytest.mark.parametrize("field,value", [

@@ -61,13 +61,15 @@ def _config(data_dir, **kwargs):
 
 
 def test_training_batches_have_documented_shapes_and_types(data_dir):
-    dataset = input_pipeline.build_dataset(_config(data_dir, seed=1), "train", 4, training=True,
+    config = _config(data_dir, seed=1)
+    dataset = input_pipeline.build_dataset(config, "train", 4, training=True,
                                            include_metadata=True)
-    assert dataset.element_spec[0].shape.as_list() == [4, IMG_DIM, IMG_DIM, 3]
+    # uint8 at the canvas size: the faces are 200 px, 1/4 of that still leaves 32 px crops.
+    canvas = input_pipeline.training_canvas(config)
+    assert canvas == image_ops.Canvas(50, 50, 4)
+    assert dataset.element_spec[0].shape.as_list() == [4, 50, 50, 3]
     images, targets = next(iter(dataset))
-    assert images.dtype == tf.float32
-    assert 0 <= images.numpy().min() and images.numpy().max() <= 255
-    assert images.numpy().max() > 1  # 0..255 values, not normalized
+    assert images.dtype == tf.uint8 and images.numpy().max() > 1
     expected = {"age": (tf.float32, [4]), "age_histogram": (tf.float32, [4, 101]),
                 "age_range": (tf.int32, [4]), "gender": (tf.float32, [4]),
                 "race": (tf.int32, [4]), "filename": (tf.string, [4])}
@@ -81,10 +83,13 @@ def test_training_labels_match_their_records(data_dir, cache):
     records = _records(data_dir, "train")
     dataset = input_pipeline.build_dataset(_config(data_dir, cache=cache, shuffle_buffer=16),
                                            "train", 8, training=True, include_metadata=True)
+    canvas = input_pipeline.training_canvas(_config(data_dir))
     for images, targets in dataset.take(3):
-        assert images.shape == (8, IMG_DIM, IMG_DIM, 3)
+        assert images.shape == (8, canvas.height, canvas.width, 3)
         for i, name in enumerate(targets["filename"].numpy()):
             record = records[name.decode()]
+            np.testing.assert_array_equal(
+                images[i].numpy(), image_ops.decode_to_canvas(record["image"], canvas).numpy())
             assert targets["age"][i] == record["age"].numpy()
             assert targets["gender"][i] == record["gender"].numpy()
             np.testing.assert_allclose(targets["age_histogram"][i], record["age_histogram"])
