@@ -1,10 +1,11 @@
 """The tf.data input pipeline: converted TFRecord shards -> batches of (images, labels).
 
 Training: shard files per input pipeline -> shuffle files every epoch -> repeat ->
-parallel interleave -> shuffle records -> parse + decode to a fixed uint8 canvas (DCT-
-domain downscaling where img_dim allows; optionally cached) -> batch -> labels ->
-prefetch. The CPU does only what cannot move: reading and JPEG decoding. The train step
-crops, flips, resizes and colours the batch on the accelerator (`augment.augment_batch`).
+parallel interleave -> shuffle records -> batch -> parse the batch + decode each image to
+a fixed uint8 canvas (DCT-domain downscaling where img_dim allows) -> labels ->
+prefetch; with `cache`, decoded canvases are kept in memory and shuffled from there.
+The CPU does only what cannot move: reading and JPEG decoding. The train step crops,
+flips, resizes and colours the batch on the accelerator (`augment.augment_batch`).
 Evaluation: every record exactly once, in a deterministic order, decoded and resized
 with `image_ops.decode_and_resize` (what the exported model uses) to float32 0..255.
 The model holds the backbone's own preprocessing.
@@ -223,10 +224,19 @@ def _read_records(config, files, input_context, *, training, repeat):
         return records.repeat() if repeat else records
     if repeat:
         files_ds = files_ds.repeat()
+    # Local files read in the interleave's own thread at 1.6x the records/s of parallel
+    # reader threads on 2 cores (where reading competes with decoding for the CPU); remote
+    # object stores need the parallel readers to hide their latency.
     return files_ds.interleave(
         tf.data.TFRecordDataset,
         cycle_length=None if training else _EVAL_CYCLE_LENGTH,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+        num_parallel_calls=tf.data.AUTOTUNE if is_remote(files[0]) else None,
+        deterministic=not training)
+
+
+def is_remote(path):
+    """Whether a path is on a remote filesystem (gs://, s3://, hdfs://, ...)."""
+    return "://" in os.fspath(path)
 
 
 def _ignore_errors(dataset, config):
@@ -248,8 +258,14 @@ def training_canvas(config, split="train"):
     for key in sizes:
         height, _, width = key.partition("x")
         source_sizes.append((int(height), int(width)))
-    return image_ops.plan_canvas(source_sizes, config.img_dim,
-                                 augment.min_crop_side(config.augment))
+    canvas = image_ops.plan_canvas(source_sizes, config.img_dim,
+                                   augment.min_crop_side(config.augment))
+    if not source_sizes:
+        logging.warning("%s has no image sizes in %s (converted by an older agetf): every "
+                        "training image is decoded and resized to %dx%d, slower than decoding "
+                        "straight to size; reconvert with scripts/make_tfrecords to avoid this.",
+                        config.data_dir, REPORT_FILE, canvas.height, canvas.width)
+    return canvas
 
 
 def _training_dataset(config, files, batch_size, input_context, split):
@@ -268,11 +284,24 @@ def _training_dataset(config, files, batch_size, input_context, split):
         # Decoded once, kept in memory as uint8; shuffled anew every epoch from there.
         records = _read_records(config, files, input_context, training=True, repeat=False)
         dataset = _ignore_errors(_map(records, decode, training=True), config)
-        dataset = shuffle(dataset.cache().repeat())
-    else:
-        records = _read_records(config, files, input_context, training=True, repeat=True)
-        dataset = _ignore_errors(_map(shuffle(records), decode, training=True), config)
-    return dataset.batch(batch_size, drop_remainder=True)
+        return shuffle(dataset.cache().repeat()).batch(batch_size, drop_remainder=True)
+
+    def decode_batch(serialized):
+        # Parsing a whole batch at once, and one map call per batch rather than per image,
+        # measured 1.2x the images/s of per-record parse-and-decode on 2 cores.
+        features = schema.parse_examples(serialized)
+        images = tf.map_fn(lambda jpeg: image_ops.decode_to_canvas(jpeg, canvas),
+                           features.pop("image"), parallel_iterations=4,
+                           fn_output_signature=tf.TensorSpec([canvas.height, canvas.width, 3],
+                                                             tf.uint8))
+        return images, features
+
+    records = _read_records(config, files, input_context, training=True, repeat=True)
+    records = shuffle(_ignore_errors(records, config)).batch(batch_size, drop_remainder=True)
+    # Unreadable records are dropped before batching; a record that reads but fails to
+    # decode (the converter checked every image, so only a foreign writer makes one) drops
+    # its batch.
+    return _ignore_errors(_map(records, decode_batch, training=True), config)
 
 
 def _map(dataset, fn, *, training):

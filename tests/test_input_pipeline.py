@@ -239,3 +239,9 @@ def test_corrupt_shard_raises_unless_skipped(tiny_dir, tmp_path, training):
                                                     include_metadata=True),
                        num_batches=batches)
     assert 0 < len(set(names)) < SINGLE_FILE_RECORDS
+
+
+def test_remote_paths_are_told_from_local_ones():
+    # Remote shards get parallel readers to hide latency; local ones read in one thread.
+    assert input_pipeline.is_remote("gs://bucket/faces-train.tfrecord-00000-of-00004")
+    assert not input_pipeline.is_remote("/data/faces-train.tfrecord-00000-of-00004")
