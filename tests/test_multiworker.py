@@ -3,8 +3,8 @@
 Two tests of a few runs each (about a minute a run on two cores: both processes trace
 the same graph). One: weights identical on both workers, only the chief writes model_dir,
 and a rerun with more epochs resumes from the chief's checkpoint. Two: a worker killed
-with SIGKILL (first the other worker, then the chief) makes the survivor stop at once
-with a one-line error, and restarting both resumes and finishes. Sharding of files
+with SIGKILL makes the survivor stop at once with a one-line error, and restarting both
+resumes and finishes. Sharding of files
 across workers is tested at the pipeline level in test_input_pipeline.py.
 """
 
@@ -193,28 +193,23 @@ def test_a_killed_worker_stops_the_other_with_a_one_line_error_and_a_restart_res
     tmp_dirs = [tmp_path / "tmp0", tmp_path / "tmp1"]
     for d in tmp_dirs:
         d.mkdir()
-    args = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY, "--epochs=3"]
+    args = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY, "--epochs=2"]
 
-    # Worker 1 dies in epoch 2: the chief stops, naming the peer and the fix.
+    # Worker 1 dies in epoch 2: the chief stops, naming the peer and the fix. (A dead chief
+    # is the same path on the other worker; its message is checked below, without paying
+    # for a third pair of processes on CI's two cores.)
     error, _ = kill_one_and_check_the_survivor(args, tmp_dirs, "Epoch 2/", victim=1)
     assert "Restart every worker with the same command" in error and checkpoints in error, error
     saved = tf.train.latest_checkpoint(checkpoints)
     assert os.path.basename(saved) == "ckpt-2"
 
-    # Restarted, both resume from the chief's last checkpoint; now the chief dies in epoch 3.
-    error, outputs = kill_one_and_check_the_survivor(args, tmp_dirs, "Epoch 3/", victim=0)
-    assert f"Resumed from {saved} at epoch 1, step 0" in outputs[0], outputs[0][-3000:]
-    assert "Restart every worker with the same command" in error
-    saved = tf.train.latest_checkpoint(checkpoints)
-    assert os.path.basename(saved) == "ckpt-4"
-
-    # Restarted again, the job resumes from what the killed chief saved and finishes.
+    # Restarted, both resume from the chief's last checkpoint and finish.
     results = run_workers(args, tmp_dirs)
     for rc, out in results:
         assert rc == 0, out[-3000:]
-    assert f"Resumed from {saved} at epoch 2, step 0" in results[0][1], results[0][1][-3000:]
-    assert os.path.basename(tf.train.latest_checkpoint(checkpoints)) == "ckpt-6"
-    assert json.load(open(model_dir / "history.json"))["epoch"] == [1, 2, 3]
+    assert f"Resumed from {saved} at epoch 1, step 0" in results[0][1], results[0][1][-3000:]
+    assert os.path.basename(tf.train.latest_checkpoint(checkpoints)) == "ckpt-4"
+    assert json.load(open(model_dir / "history.json"))["epoch"] == [1, 2]
 
 
 # What the survivors actually raised on loopback: a killed peer, a stopped one (caught by the
