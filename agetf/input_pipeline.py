@@ -227,11 +227,11 @@ def _read_records(config, files, input_context, *, training, repeat):
     # Local files read in the interleave's own thread at 1.6x the records/s of parallel
     # reader threads on 2 cores (where reading competes with decoding for the CPU); remote
     # object stores need the parallel readers to hide their latency.
-    return files_ds.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=None if training else _EVAL_CYCLE_LENGTH,
-        num_parallel_calls=tf.data.AUTOTUNE if is_remote(files[0]) else None,
-        deterministic=not training)
+    cycle_length = None if training else _EVAL_CYCLE_LENGTH
+    if not is_remote(files[0]):
+        return files_ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle_length)
+    return files_ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle_length,
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
 
 
 def is_remote(path):
