@@ -241,6 +241,32 @@ def test_corrupt_shard_raises_unless_skipped(tiny_dir, tmp_path, training):
     assert 0 < len(set(names)) < SINGLE_FILE_RECORDS
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_an_undecodable_image_in_a_readable_record_raises_unless_skipped(tmp_path, training):
+    directory = str(tmp_path / "bad_jpeg")
+    os.makedirs(directory)
+    path = os.path.join(directory, schema.shard_name("tiny", "test", 0, 1))
+    with tf.io.TFRecordWriter(path) as writer:
+        for index in range(12):
+            jpeg = b"not a jpeg" if index == 5 else _tiny_jpeg(index)
+            writer.write(schema.make_example(
+                jpeg=jpeg, age=30, gender=0, race=0, filename=f"face_{index:03d}.jpg",
+                height=24, width=24))
+    batches = 12 if training else None
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _filenames(input_pipeline.build_dataset(_config(directory), "test", 4,
+                                                training=training, include_metadata=True),
+                   num_batches=batches)
+    names = _filenames(input_pipeline.build_dataset(
+        _config(directory, skip_corrupt_records=True), "test", 4, training=training,
+        include_metadata=True), num_batches=batches)
+    assert "face_005.jpg" not in names
+    if training:  # a batch decodes in one call: the bad image takes its batch with it
+        assert len(set(names)) >= 8 and len(names) == 4 * batches
+    else:  # evaluation decodes one image per call and loses only that one
+        assert sorted(names) == [f"face_{i:03d}.jpg" for i in range(12) if i != 5]
+
+
 def test_remote_paths_are_told_from_local_ones():
     # Remote shards get parallel readers to hide latency; local ones read in one thread.
     assert input_pipeline.is_remote("gs://bucket/faces-train.tfrecord-00000-of-00004")
