@@ -62,6 +62,7 @@ def export_saved_model(model, export_dir: str, *, img_dim: int) -> None:
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
+    _remove_leftovers(export_dir)
     staging = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(export_dir) + ".tmp-")
     try:
         module = _ServingModule(model, img_dim)
@@ -73,6 +74,14 @@ def export_saved_model(model, export_dir: str, *, img_dim: int) -> None:
         _replace_dir(staging, export_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_leftovers(export_dir):
+    """Removes what an export killed before its rename left beside export_dir."""
+    name = os.path.basename(export_dir)
+    for entry in os.listdir(os.path.dirname(export_dir)):
+        if entry.startswith((name + ".tmp-", name + ".old-")):
+            shutil.rmtree(os.path.join(os.path.dirname(export_dir), entry), ignore_errors=True)
 
 
 def _replace_dir(source, target):

@@ -97,3 +97,67 @@ def test_kill_9_during_conversion_then_the_same_command_converts_everything(face
         files = input_pipeline.list_shards(str(out), split)
         assert sum(1 for _ in tf.data.TFRecordDataset(files)) == report["counts"][split]
     assert not (out / ".incomplete").exists()
+
+
+# Runs agetf.train with a SIGKILL planted at one moment: inside the save of one checkpoint
+# (its files written, the index not yet pointing at them) or inside the export (the SavedModel
+# written to its staging folder, not yet renamed into place).
+_KILL_AT = """
+import os, runpy, signal, sys
+import tensorflow as tf
+from tensorflow.python.checkpoint import checkpoint_management
+moment = sys.argv.pop(1)
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if moment.startswith("checkpoint"):
+    record, doomed = checkpoint_management.CheckpointManager._record_state, moment.split("=")[1]
+    def record_or_die(self):
+        if self._latest_checkpoint.endswith(doomed):
+            die()
+        record(self)
+    checkpoint_management.CheckpointManager._record_state = record_or_die
+elif moment == "export":
+    save = tf.saved_model.save
+    tf.saved_model.save = lambda *args, **kwargs: (save(*args, **kwargs), die())
+sys.argv[0] = "agetf.train"
+runpy.run_module("agetf.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_kill_9_inside_a_checkpoint_save_and_inside_the_export_then_the_command_completes(
+        data_dir, tmp_path):
+    model_dir = str(tmp_path / "run")
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    flags = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--img_dim=32", "--alpha=0.35",
+             "--batch_size=8", "--steps_per_epoch=4", "--epochs=2", "--steps_per_loop=1",
+             "--checkpoint_every_steps=1", "--summary_images=0", "--batchnorm_momentum=0.9",
+             "--mixed_precision=float32", "--strategy=default", "--heads=age_histogram",
+             "--print_predictions=0"]
+
+    def run(*args):
+        return subprocess.run([sys.executable, *args], env=ENV, cwd=REPO, text=True,
+                              capture_output=True, timeout=TIMEOUT_S)
+
+    # Killed inside the save of step 3: its files are on disk, the index still names step 2.
+    killed = run("-c", _KILL_AT, "checkpoint=ckpt-3", *flags)
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    assert latest_step(model_dir) == 2
+    assert any(name.startswith("ckpt-3.") for name in os.listdir(checkpoints))
+
+    # The same command resumes from step 2, finishes training, and dies inside the export.
+    killed = run("-c", _KILL_AT, "export", *flags)
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    assert f"Resumed from {model_dir}/checkpoints/ckpt-2" in killed.stdout
+    assert latest_step(model_dir) == 8
+    assert not os.path.exists(os.path.join(model_dir, "saved_model"))  # never half there
+    assert [e for e in os.listdir(model_dir) if e.startswith("saved_model.tmp-")]
+
+    # Once more: nothing left to train; it evaluates, exports, and clears the leftover.
+    result = run("-m", "agetf.train", *flags)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert json.load(open(os.path.join(model_dir, "history.json")))["epoch"] == [1, 2]
+    loaded = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
+    assert "serving_default" in loaded.signatures
+    assert not [e for e in os.listdir(model_dir) if e.startswith("saved_model.")]
