@@ -1,9 +1,9 @@
 """Training-time augmentation of whole batches on the accelerator: crop, flip, resize, colour, blur.
 
 The input pipeline hands the training step uint8 images decoded at a fixed size (the
-"canvas", see `plan_canvas`), and nothing else: on two cores a bilinear resize to
-128 px costs a quarter of a JPEG decode and a per-image flip as much again, so doing
-them on the CPU caps the pipeline far below the decode rate. Here every image of the
+"canvas", see `image_ops.plan_canvas`), and nothing else: on two cores a per-image
+bilinear resize to 128 px costs a quarter of a JPEG decode and a per-image flip nearly a
+whole one, so doing them on the CPU caps the pipeline far below the decode rate. Here every image of the
 batch gets its own random crop, flip, resize and occasional light blur in two batched
 matrix products (a separable, antialiased bilinear filter as interpolation matrices:
 XLA- and TPU-friendly, unlike CropAndResize), then colour jitter.
