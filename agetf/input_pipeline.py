@@ -28,7 +28,8 @@ from agetf.augment import AugmentConfig
 __all__ = ["AugmentConfig", "InputConfig", "build_dataset", "num_examples", "list_shards"]
 
 REPORT_FILE = "conversion_report.json"
-_SHARD_SUFFIX = re.compile(r"\.tfrecord-\d{5}-of-\d{5}$")
+# A complete shard's name ends like this; the groups are its index and the shard count.
+SHARD_SUFFIX = re.compile(r"\.tfrecord-(\d{5})-of-(\d{5})$")
 # Deterministic interleave order for evaluation: this many files are read at once.
 _EVAL_CYCLE_LENGTH = 4
 
@@ -53,15 +54,25 @@ class CorruptDataError(ValueError):
     """A shard file cannot be read; the message names it and the fix."""
 
 
+def read_shard(path):
+    """(records the TFRecord reader yields from `path`, the first line of the error it stopped
+    at, or None when the file reads to its end). No decoding: about the cost of reading it."""
+    count = 0
+    try:
+        for _ in tf.data.TFRecordDataset(path):
+            count += 1
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        return count, error.message.splitlines()[0]
+    return count, None
+
+
 def find_corrupt_shards(files):
     """The files among `files` whose TFRecord framing or checksums are broken, each with its error."""
     bad = []
     for path in files:
-        try:
-            for _ in tf.data.TFRecordDataset(path):
-                pass
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-            bad.append((path, error.message.splitlines()[0]))
+        _, error = read_shard(path)
+        if error is not None:
+            bad.append((path, error))
     return bad
 
 
@@ -107,7 +118,7 @@ def list_shards(data_dir, split):
                          "with scripts/make_tfrecords")
     # The converter writes shards under a temporary name first; only complete ones match.
     files = sorted(f for f in glob.glob(schema.shard_pattern(data_dir, split))
-                   if _SHARD_SUFFIX.search(f))
+                   if SHARD_SUFFIX.search(f))
     if not files:
         raise ValueError(f"no {split} shards (*-{split}.tfrecord-NNNNN-of-NNNNN) in {data_dir}; "
                          "convert a dataset into it with scripts/make_tfrecords")
@@ -123,8 +134,8 @@ def num_examples(data_dir, split):
     return sum(1 for _ in tf.data.TFRecordDataset(files))
 
 
-def _report(data_dir):
-    """The converter's report as a dict; {} when it is missing or unreadable."""
+def read_report(data_dir):
+    """The converter's report (conversion_report.json) as a dict; {} when missing or unreadable."""
     try:
         with open(os.path.join(data_dir, REPORT_FILE)) as f:
             report = json.load(f)
@@ -134,7 +145,7 @@ def _report(data_dir):
 
 
 def _count_from_report(data_dir, split):
-    value = _report(data_dir).get("counts", {}).get(split)
+    value = read_report(data_dir).get("counts", {}).get(split)
     return value if isinstance(value, int) else None
 
 
@@ -253,7 +264,7 @@ def _parse(serialized):
 
 def training_canvas(config, split="train"):
     """The size training images are decoded to (see image_ops.plan_canvas), from the report."""
-    sizes = _report(config.data_dir).get("image_sizes", {}).get(split, {})
+    sizes = read_report(config.data_dir).get("image_sizes", {}).get(split, {})
     source_sizes = []
     for key in sizes:
         height, _, width = key.partition("x")

@@ -9,15 +9,8 @@ converter only writes images it could decode); tf.data logs each of those itself
 """
 
 import dataclasses
-import os
-import re
 
-import tensorflow as tf
-
-from agetf import input_pipeline, run_files
-
-_SHARD_INDEX = re.compile(r"\.tfrecord-(\d{5})-of-(\d{5})$")
-
+from agetf import input_pipeline
 
 @dataclasses.dataclass(frozen=True)
 class SplitAudit:
@@ -46,26 +39,14 @@ class SplitAudit:
                 f"{self.split} ({files})")
 
 
-def count_readable(path):
-    """(records the TFRecord reader yields from `path`, whether it stopped at an error)."""
-    count = 0
-    try:
-        for _ in tf.data.TFRecordDataset(path):
-            count += 1
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
-        return count, True
-    return count, False
-
-
 def _shard_lengths(data_dir, split, files):
     """{path: records written}, from the conversion report; {} when it has no usable list."""
-    report = run_files.read_json(os.path.join(data_dir, input_pipeline.REPORT_FILE)) or {}
-    lengths = report.get("settings", {}).get("shard_lengths", {}).get(split)
+    lengths = input_pipeline.read_report(data_dir).get("settings", {}).get("shard_lengths", {}).get(split)
     if not isinstance(lengths, list):
         return {}
     known = {}
     for path in files:
-        match = _SHARD_INDEX.search(path)
+        match = input_pipeline.SHARD_SUFFIX.search(path)
         if match and int(match.group(2)) == len(lengths):
             known[path] = lengths[int(match.group(1))]
     return known
@@ -77,11 +58,11 @@ def audit_split(data_dir, split):
     written = _shard_lengths(data_dir, split, files)
     readable, lost = 0, {}
     for path in files:
-        count, broken = count_readable(path)
+        count, error = input_pipeline.read_shard(path)
         readable += count
         if path in written and written[path] > count:
             lost[path] = written[path] - count
-        elif broken:
+        elif error is not None:
             lost[path] = None
     expected = sum(written.values()) if len(written) == len(files) else None
     return SplitAudit(split=split, readable=readable, expected=expected, lost=lost)
