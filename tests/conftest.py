@@ -4,6 +4,7 @@ TensorFlow's import and graph tracing dominate test time on a 2-core CI machine,
 every test that needs data reuses these fixtures instead of making its own.
 """
 
+import collections
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,6 +21,7 @@ tf.config.set_logical_device_configuration(
 
 NUM_FACES = 200
 FACES_SEED = 7
+EXPORT_IMG_DIM = 32
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +59,24 @@ def parse_train_flags():
     flags.FLAGS.unparse_flags()
     for name, value in saved.items():
         flags.FLAGS[name].value = value
+
+
+TinyExport = collections.namedtuple("TinyExport", "model saved_model")
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """A tiny MobileNetV2 with every head, BatchNorm calibrated, and its SavedModel (32 px)."""
+    import numpy as np
+
+    from agetf import export, model as model_lib
+    from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
+
+    dim = EXPORT_IMG_DIM
+    model = model_lib.build_model(backbone="MobileNetV2", img_dim=dim, heads=model_lib.HEADS,
+                                  alpha=0.35)
+    calibrate_batchnorm(model, np.random.default_rng(1).uniform(0, 255, (8, dim, dim, 3))
+                        .astype("float32"))
+    saved_model = str(tmp_path_factory.mktemp("tiny_export") / "saved_model")
+    export.export_saved_model(model, saved_model, img_dim=dim)
+    return TinyExport(model, saved_model)

@@ -12,9 +12,10 @@ from agetf import export, heads
 from agetf import image_ops
 from agetf import labels
 from agetf import model as model_lib
+from conftest import EXPORT_IMG_DIM
 from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
-IMG_DIM = 32
+IMG_DIM = EXPORT_IMG_DIM
 VENV_BIN = os.path.dirname(sys.executable)
 
 # Runs in a fresh interpreter where keras and agetf cannot be imported (a None entry in
@@ -58,19 +59,13 @@ def expected_serving_outputs(model, images):
 
 
 @pytest.fixture(scope="module")
-def all_heads():
-    model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=model_lib.HEADS,
-                                  alpha=0.35)
-    calibrate_batchnorm(model, np.random.default_rng(1).uniform(0, 255, (8, IMG_DIM, IMG_DIM, 3))
-                        .astype("float32"))
-    return model
+def all_heads(tiny_export):
+    return tiny_export.model
 
 
 @pytest.fixture(scope="module")
-def exported(all_heads, tmp_path_factory):
-    export_dir = str(tmp_path_factory.mktemp("export") / "saved_model")
-    export.export_saved_model(all_heads, export_dir, img_dim=IMG_DIM)
-    return export_dir
+def exported(tiny_export):
+    return tiny_export.saved_model
 
 
 def test_tensorflow_only_process_predicts_what_the_model_predicts(all_heads, exported, tmp_path):

@@ -10,12 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from agetf import export
-from agetf import model as model_lib
 from agetf import predict
-from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
-
-IMG_DIM = 32
 
 
 def write_image(path, seed, image_format="JPEG", mode="RGB", size=(48, 40)):
@@ -152,14 +147,8 @@ def test_a_folder_that_is_not_a_saved_model_is_a_one_line_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=model_lib.HEADS,
-                                  alpha=0.35)
-    calibrate_batchnorm(model, np.random.default_rng(1).uniform(0, 255, (8, IMG_DIM, IMG_DIM, 3))
-                        .astype("float32"))
-    export_dir = str(tmp_path_factory.mktemp("predict_export") / "saved_model")
-    export.export_saved_model(model, export_dir, img_dim=IMG_DIM)
-    return export_dir
+def saved_model(tiny_export):
+    return tiny_export.saved_model
 
 
 def test_run_with_a_real_export_prints_every_image_and_a_summary(saved_model, images_dir):

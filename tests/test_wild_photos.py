@@ -10,15 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agetf import export
 from agetf import face_detection
-from agetf import model as model_lib
 from agetf import predict
 from agetf import synthetic
 from agetf import tflite_export
-from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
-
-IMG_DIM = 32
+from conftest import EXPORT_IMG_DIM
 # The astronaut's face in scikit-image's 512x512 photo (checked by eye on a drawn box):
 # forehead to chin about y 66-160, ear to ear about x 180-270.
 ASTRONAUT_FACE_CENTRE = (225, 113)
@@ -110,17 +106,11 @@ def test_a_non_positive_margin_is_refused():
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A tiny calibrated model as a SavedModel and a float32 TFLite file."""
-    model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=model_lib.HEADS,
-                                  alpha=0.35)
-    calibrate_batchnorm(model, np.random.default_rng(1).uniform(0, 255, (8, IMG_DIM, IMG_DIM, 3))
-                        .astype("float32"))
-    out = tmp_path_factory.mktemp("wild")
-    export.export_saved_model(model, str(out / "saved_model"), img_dim=IMG_DIM)
-    tflite = tflite_export.export_tflite(model, str(out / "tflite"), img_dim=IMG_DIM,
-                                         variants=["float32"])["float32"]
-    return str(out / "saved_model"), tflite
+def models(tiny_export, tmp_path_factory):
+    """The shared tiny SavedModel and a float32 TFLite file of the same model."""
+    tflite = tflite_export.export_tflite(tiny_export.model, str(tmp_path_factory.mktemp("wild")),
+                                         img_dim=EXPORT_IMG_DIM, variants=["float32"])["float32"]
+    return tiny_export.saved_model, tflite
 
 
 @pytest.fixture(scope="module")
