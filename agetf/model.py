@@ -87,6 +87,40 @@ def build_model(*, backbone: str, img_dim: int, heads: Sequence[str], alpha: flo
     return keras.Model(image, outputs, name=f"agetf_{backbone.lower()}")
 
 
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The model computing in float32: itself if it does, else a rebuilt copy with its weights.
+
+    A model trained under mixed_float16 or mixed_bfloat16 keeps that policy when saved;
+    TFLite has no builtin kernels for its float16 casts and multiplies, so on-device
+    export freezes a float32 copy (the weights are float32 variables either way).
+    """
+    if all(layer.compute_dtype == "float32" for layer in _all_layers(model)):
+        return model
+    config = _with_float32_policies(model.get_config())
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def _with_float32_policies(config):
+    """The config with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if (config.get("class_name") == "DTypePolicy"
+                and config["config"]["name"].startswith("mixed_")):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _with_float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_with_float32_policies(value) for value in config]
+    return config
+
+
 def backbone_layers(model) -> list:
     """The backbone's own layers, in order (its input layer excluded)."""
     backbone = model.get_layer("backbone")

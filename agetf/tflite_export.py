@@ -19,6 +19,7 @@ from tensorflow.python.framework import convert_to_constants
 
 from agetf import export
 from agetf import image_ops
+from agetf import model as model_lib
 
 VARIANTS = ("float32", "float16", "dynamic_int8")
 INPUT_NAME = "images"
@@ -55,7 +56,7 @@ def convert(model, img_dim: int, variant: str = "float32") -> bytes:
     """The model as a TFLite flatbuffer of one variant (see VARIANTS)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown TFLite variant {variant!r}; use one of {', '.join(VARIANTS)}")
-    module = frozen_serving_module(model, img_dim)
+    module = frozen_serving_module(model_lib.float32_copy(model), img_dim)
     # Passing the module as the trackable object gives the model a signature with named outputs.
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [module.serve.get_concrete_function()], module)

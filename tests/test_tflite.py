@@ -32,14 +32,29 @@ def faces(count, seed):
                                            size=IMG_DIM) for i in range(count)])
 
 
+def build(policy="float32"):
+    """The MobileNetV2 x0.35 of these tests, with every head, built under a dtype policy."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM,
+                                     heads=model_lib.HEADS, alpha=0.35)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A calibrated 64px MobileNetV2 x0.35 with every head, as a SavedModel and all TFLite variants."""
+def calibrated():
+    """A calibrated 64px model: untrained BatchNorm in inference mode gives ~0 outputs."""
     keras.utils.set_random_seed(MODEL_SEED)
-    model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=model_lib.HEADS,
-                                  alpha=0.35)
-    # Untrained BatchNorm in inference mode gives ~0 outputs; 32 faces make it well conditioned.
-    calibrate_batchnorm(model, faces(32, seed=1).astype("float32"))
+    model = build()
+    calibrate_batchnorm(model, faces(32, seed=1).astype("float32"))  # 32 faces: well conditioned
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(calibrated, tmp_path_factory):
+    """The calibrated model as a SavedModel and all TFLite variants."""
+    model = calibrated
     out = tmp_path_factory.mktemp("tflite")
     export.export_saved_model(model, str(out / "saved_model"), img_dim=IMG_DIM)
     paths = tflite_export.export_tflite(model, str(out / "tflite"), img_dim=IMG_DIM)
@@ -76,6 +91,21 @@ def test_float32_matches_the_saved_model(exported, reference):
     np.testing.assert_allclose(got["age"], expected["age"], rtol=0, atol=FLOAT32_TOLERANCE_YEARS)
     for name in ("age_histogram", "age_range", "female_probability"):
         np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_a_mixed_precision_model_exports_the_float32_arithmetic(calibrated, reference, policy,
+                                                                 tmp_path):
+    """A GPU (float16) or TPU (bfloat16) run's model converts, and predicts like float32."""
+    images, expected = reference
+    mixed = build(policy)
+    mixed.set_weights(calibrated.get_weights())
+    assert mixed.get_layer("pool").compute_dtype != "float32"
+    path = tmp_path / "mixed.tflite"
+    path.write_bytes(tflite_export.convert(mixed, IMG_DIM, "float32"))
+    got = tflite_export.TFLiteModel(str(path)).predict_resized(images)
+    np.testing.assert_allclose(got["age"], expected["age"], rtol=0, atol=FLOAT32_TOLERANCE_YEARS)
+    assert mixed.get_layer("pool").compute_dtype != "float32", "the trained model is left as it was"
 
 
 @pytest.mark.parametrize("variant", sorted(SMALL_TOLERANCE_YEARS))
