@@ -561,8 +561,10 @@ def convert(config):
     start = time.monotonic()
     workers = config.workers or _available_cores()
     split_map = read_split_file(config.split_file) if config.split_file else None
-    candidates, skipped = collect_candidates(list_files(config.input_dirs), config.split_ratios,
-                                             split_map)
+    paths = list_files(config.input_dirs)
+    # A partial copy of the dataset silently gives another split: name what is missing.
+    missing = sorted(set(split_map) - {os.path.basename(p) for p in paths}) if split_map else []
+    candidates, skipped = collect_candidates(paths, config.split_ratios, split_map)
     candidates = _order_for_writing(candidates)
     num_candidates, num_shards = _plan_shards(candidates, config)
     age_entries = label_entries([c.labels.age for c in candidates], config.age_deviation)
@@ -604,12 +606,13 @@ def convert(config):
     if config.write_split_file:
         write_split_file(os.path.join(config.output_dir, SPLIT_FILE), kept_names)
     image_sizes = {split: dict(sorted(sizes.items())) for split, sizes in image_sizes.items()}
-    report = _write_report(config, shard_lengths, skipped, start, split_map, image_sizes)
+    report = _write_report(config, shard_lengths, skipped, start, split_map, image_sizes, missing)
     os.rmdir(incomplete)  # last: its absence marks a finished run
     return report
 
 
-def _write_report(config, shard_lengths, skipped, start, split_map=None, image_sizes=None):
+def _write_report(config, shard_lengths, skipped, start, split_map=None, image_sizes=None,
+                  missing_from_split_file=()):
     """Writes conversion_report.json and returns its contents."""
     from agetf import labels, schema
 
@@ -636,6 +639,7 @@ def _write_report(config, shard_lengths, skipped, start, split_map=None, image_s
             "split_ratios": dict(zip(SPLITS, config.split_ratios)),
             "split_file": os.path.abspath(config.split_file) if config.split_file else None,
             "split_file_rows": len(split_map) if split_map else None,
+            "split_file_missing": list(missing_from_split_file),
             "shards": {split: len(shard_lengths[split]) for split in SPLITS},
             "shard_lengths": shard_lengths,
         },
@@ -654,4 +658,9 @@ def summarize(report):
     lines += [f"  {split:<10} {report['counts'][split]:>7} images in {report['settings']['shards'][split]} shards"
               for split in SPLITS]
     lines += [f"  skipped: {count} x {reason}" for reason, count in report["skipped_by_reason"].items()]
+    missing = report["settings"].get("split_file_missing")
+    if missing:
+        lines.append(f"  warning: {len(missing)} files of the split file are not in the input "
+                     f"(e.g. {missing[0]}); the split differs from the published one unless "
+                     "they were left out on purpose")
     return "\n".join(lines)

@@ -63,7 +63,8 @@ def _age_metrics(predicted, true):
     return {"mae": float(error.mean()), "cs5": float((error <= heads.CS_THRESHOLD_YEARS).mean())}
 
 
-def _breakdown(groups, predicted_age, true_age, gender_hit):
+def _breakdown(groups, predicted_age, true_age, gender_hit, baseline_age, baseline_gender_hit):
+    """Per-group rows: the model's numbers and, beside them, the constant predictor's."""
     rows = []
     for name, mask in groups:
         if not mask.any():
@@ -71,8 +72,10 @@ def _breakdown(groups, predicted_age, true_age, gender_hit):
         row = {"group": name, "count": int(mask.sum())}
         if predicted_age is not None:
             row.update(_age_metrics(predicted_age[mask], true_age[mask]))
+            row["constant_mae"] = float(np.abs(baseline_age - true_age[mask]).mean())
         if gender_hit is not None:
             row["gender_accuracy"] = float(gender_hit[mask].mean())
+            row["constant_gender_accuracy"] = float(baseline_gender_hit[mask].mean())
         rows.append(row)
     return rows
 
@@ -104,19 +107,21 @@ def summarize(outputs, batch_labels, train_ages, train_genders):
     majority_gender = int(np.mean(train_genders) > 0.5)
     baseline = {"constant_age": median_age, "constant_gender": labels.GENDER_NAMES[majority_gender]}
     baseline.update(_age_metrics(np.full_like(true_age, median_age), true_age))
-    baseline["gender_accuracy"] = float(((batch_labels["gender"] > 0.5) == majority_gender).mean())
+    baseline_gender_hit = (batch_labels["gender"] > 0.5) == majority_gender
+    baseline["gender_accuracy"] = float(baseline_gender_hit.mean())
 
     decades = [(f"{d}-{d + 9}", (true_age >= d) & (true_age < d + 10)) for d in range(0, 80, 10)]
     decades.append(("80+", true_age >= 80))
     genders = [(name, (batch_labels["gender"] > 0.5) == bool(i)) for i, name in enumerate(labels.GENDER_NAMES)]
     races = [(RACE_NAMES.get(r, str(r)), batch_labels["race"] == r) for r in sorted(RACE_NAMES)]
+    by_group = (predicted_age, true_age, gender_hit, median_age, baseline_gender_hit)
     return {
         "num_images": int(true_age.size),
         "metrics": metrics,
         "constant_baseline": baseline,
-        "by_age_decade": _breakdown(decades, predicted_age, true_age, gender_hit),
-        "by_gender": _breakdown(genders, predicted_age, true_age, gender_hit),
-        "by_race": _breakdown(races, predicted_age, true_age, gender_hit),
+        "by_age_decade": _breakdown(decades, *by_group),
+        "by_gender": _breakdown(genders, *by_group),
+        "by_race": _breakdown(races, *by_group),
     }
 
 
@@ -158,9 +163,10 @@ def format_report(report):
         for row in rows:
             parts = [f"{row['group']:<10}", f"n={row['count']:<5}"]
             if "mae" in row:
-                parts.append(f"MAE {row['mae']:6.2f}")
+                parts.append(f"MAE {row['mae']:6.2f} (constant {row['constant_mae']:6.2f})")
             if "gender_accuracy" in row:
-                parts.append(f"gender acc {row['gender_accuracy']:.3f}")
+                parts.append(f"gender acc {row['gender_accuracy']:.3f} "
+                             f"(constant {row['constant_gender_accuracy']:.3f})")
             lines.append("  " + "  ".join(parts))
     return "\n".join(lines)
 

@@ -47,3 +47,18 @@ def save_model(model, path):
     tmp = f"{path}.tmp-{os.getpid()}.keras"
     model.save(tmp)
     os.replace(tmp, path)
+
+
+class NoTrainedModelError(ValueError):
+    """A model_dir holds neither best.keras nor final.keras."""
+
+
+def trained_model_path(model_dir):
+    """best.keras if the run saved one, else final.keras; a one-line error when neither exists."""
+    for name in ("best.keras", "final.keras"):
+        path = os.path.join(model_dir, name)
+        if os.path.exists(path):
+            return path
+    raise NoTrainedModelError(f"no trained model (best.keras or final.keras) in "
+                              f"--model_dir={model_dir}; train first, or point --model_dir at a "
+                              "finished run")

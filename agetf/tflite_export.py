@@ -11,7 +11,6 @@ float, about a quarter of the size).
 
 import os
 import tempfile
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -129,20 +128,3 @@ class TFLiteModel:
             inputs = list(images)
         batch = np.stack([self.to_input(image) for image in inputs])
         return {name: tf.constant(value) for name, value in self.predict_resized(batch).items()}
-
-
-def measure(paths: dict, img_dim: int, runs: int = 50, num_threads: int = 1, seed: int = 0) -> list:
-    """Size and median single-image CPU latency of each TFLite file; a benchmark, not a test."""
-    image = np.random.default_rng(seed).integers(0, 256, (1, img_dim, img_dim, 3), dtype=np.uint8)
-    rows = []
-    for variant, path in paths.items():
-        model = TFLiteModel(path, num_threads=num_threads)
-        model.predict_resized(image)  # first call allocates
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            model.predict_resized(image)
-            times.append(time.perf_counter() - start)
-        rows.append({"variant": variant, "bytes": os.path.getsize(path),
-                     "latency_ms": 1000 * float(np.median(times))})
-    return rows

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from agetf import converter, labels, names, schema
+from agetf import converter, labels, names, schema, synthetic
 from conftest import NUM_FACES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -302,6 +302,23 @@ def test_script_fails_in_one_line_on_a_missing_input_dir_or_bad_flag(tmp_path):
     result = _run_script("--input_dir", str(tmp_path / "in"), "--output_dir", str(out), "--split_ratios", "0.9,0.2")
     assert result.returncode != 0 and "--split_ratios" in result.stderr.strip().splitlines()[-1]
     assert not out.exists()
+
+
+def test_script_writes_a_split_file_and_reads_it_back(tmp_path):
+    faces = tmp_path / "faces"
+    synthetic.write_synthetic_faces(str(faces), count=12, seed=5, size=40)
+    first = _run_script("--input_dir", str(faces), "--output_dir", str(tmp_path / "a"),
+                        "--write_split_file", "--workers=1", "--noprogress")
+    assert first.returncode == 0, first.stderr
+    written = (tmp_path / "a" / "splits.csv").read_text()
+    # Another ratio would move files; the split file keeps every one where it was.
+    again = _run_script("--input_dir", str(faces), "--output_dir", str(tmp_path / "b"),
+                        "--split_file", str(tmp_path / "a" / "splits.csv"),
+                        "--split_ratios=0.34,0.33,0.33", "--write_split_file", "--workers=1",
+                        "--noprogress")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "b" / "splits.csv").read_text() == written
+    assert len(written.splitlines()) == 13
 
 
 @pytest.mark.parametrize("age, race, file_name", [(0, schema.UNKNOWN_RACE, "0_1_7.jpg"),

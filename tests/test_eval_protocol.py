@@ -53,17 +53,26 @@ def test_breakdowns_by_decade_gender_and_race_with_unknown_race_and_the_baseline
     assert {g: r["count"] for g, r in by_decade.items()} == {"20-29": 2, "30-39": 1, "70-79": 1,
                                                              "80+": 1}
     assert by_decade["70-79"]["mae"] == pytest.approx(10, abs=0.05)
+    # The constant predictor (age 30, male) beside the model in every group.
+    assert by_decade["20-29"]["constant_mae"] == pytest.approx((5 + 3) / 2)
+    assert by_decade["80+"]["constant_mae"] == pytest.approx(55)
+    assert by_decade["20-29"]["constant_gender_accuracy"] == pytest.approx(0.5)
     by_race = {row["group"]: row for row in report["by_race"]}
     assert {g: r["count"] for g, r in by_race.items()} == {"unknown": 2, "white": 2, "asian": 1}
     assert by_race["unknown"]["mae"] == pytest.approx(1.5, abs=0.05)
     assert by_race["unknown"]["gender_accuracy"] == pytest.approx(0.5)
-    by_gender = {row["group"]: row["count"] for row in report["by_gender"]}
-    assert by_gender == {"male": 2, "female": 3}
+    assert by_race["unknown"]["constant_mae"] == pytest.approx((3 + 3) / 2)
+    assert by_race["unknown"]["constant_gender_accuracy"] == 0.0
+    by_gender = {row["group"]: row for row in report["by_gender"]}
+    assert {g: r["count"] for g, r in by_gender.items()} == {"male": 2, "female": 3}
+    assert by_gender["male"]["constant_gender_accuracy"] == 1.0
+    assert by_gender["female"]["constant_gender_accuracy"] == 0.0
     json.dumps(report)  # evaluation.json must be plain JSON
 
     text = evaluation.format_report({**report, "protocol": "ages_21_60"})
     assert "protocol ages_21_60: test images aged 21 to 60 only" in text
     assert "unknown" in text and "by race:" in text and "constant" in text
+    assert "80+" in text and "MAE   0.00 (constant  55.00)" in text
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +150,14 @@ def test_a_published_split_is_used_exactly_and_unlisted_files_are_skipped(small_
     published.write_text("".join(
         [f"UTKFace/{name},train\n" for name in names[:20]]
         + [f"{name},validation\n" for name in names[20:23]]
-        + [f"{name},test\n" for name in names[23:27]]))
+        + [f"{name},test\n" for name in names[23:27]] + ["ghost.jpg,test\n"]))
     report = convert(small_faces, tmp_path / "out", split_file=str(published),
                      write_split_file=True)
     assert report["counts"] == {"train": 20, "validation": 3, "test": 4}
     skipped = {os.path.basename(item["path"]): item["reason"] for item in report["skipped"]}
     assert skipped == {name: "not in the split file" for name in names[27:]}
+    assert report["settings"]["split_file_missing"] == ["ghost.jpg"]
+    assert "1 files of the split file are not in the input (e.g. ghost.jpg)" in converter.summarize(report)
     written = dict(read_rows(tmp_path / "out" / "splits.csv")[1:])
     assert written == {**{n: "train" for n in names[:20]}, **{n: "validation" for n in names[20:23]},
                        **{n: "test" for n in names[23:27]}}
