@@ -17,7 +17,7 @@ setuptools.setup(
         "absl-py",
         "tensorboard>=2.21,<2.22",
         "matplotlib",
-        "pillow",
+        "pillow>=10.1",  # ImageFont.load_default(size=...) for the annotated photos
         # 5.x wheels no longer ship the Haar cascades that agetf.face_detection uses.
         "opencv-python-headless>=4.8,<5",
     ],
