@@ -28,16 +28,20 @@ def astronaut():
     return data.astronaut()
 
 
-def pasted_face_scene():
-    """A 120px synthetic face pasted at (150, 90) into a plain 400x300 scene (a seed Haar finds)."""
+def pasted_face_scene(lefts=(150,), width=400):
+    """A 120px synthetic face pasted at (left, 90) for each left into a plain scene, 300 px
+    high (a seed Haar finds); returns (scene, the pasted box, or a list of them for several)."""
     rng = np.random.default_rng(0)
     age, gender, race = (int(rng.integers(20, 60)), int(rng.integers(0, 2)),
                          int(rng.integers(0, 5)))
     face = synthetic.render_face(age, gender, race, rng, size=120)
-    scene = np.empty((300, 400, 3), np.uint8)
+    scene = np.empty((300, width, 3), np.uint8)
     scene[:] = rng.integers(60, 200, 3)
-    scene[90:210, 150:270] = face
-    return scene, face_detection.Box(150, 90, 120, 120)
+    boxes = []
+    for left in lefts:
+        scene[90:210, left:left + 120] = face
+        boxes.append(face_detection.Box(left, 90, 120, 120))
+    return scene, boxes[0] if len(boxes) == 1 else boxes
 
 
 def overlap(a, b):
@@ -72,6 +76,14 @@ def test_a_synthetic_face_pasted_into_a_scene_is_found_where_it_was_pasted(detec
     # ... and the training-style crop around it recovers the pasted crop's framing.
     square = face_detection.crop_box(boxes[0], *scene.shape[:2])
     assert overlap(square, pasted) > 0.8, square
+
+
+def test_two_faces_in_one_photo_give_two_boxes_each_where_its_face_is(detector):
+    scene, pasted = pasted_face_scene(lefts=(40, 340), width=500)
+    boxes = face_detection.detect_faces(scene, detector)
+    assert len(boxes) == 2, boxes
+    for box, where in zip(sorted(boxes, key=lambda b: b.left), pasted):
+        assert overlap(box, where) > 0.5, (box, where)
 
 
 def test_a_scene_without_a_face_gives_no_box(detector):
