@@ -2,12 +2,10 @@
 
 Labels and model outputs share head names. Labels always carry the true age in
 years under `age`; the regression head's output `age` is age / 100.
+
+The names and checks at the top need no TensorFlow, which the functions below import
+when called: `agetf.train` checks its flags with them before TensorFlow starts.
 """
-
-import keras
-import tensorflow as tf
-
-from agetf import labels
 
 HEADS = ("age_histogram", "age_range", "age", "gender")
 AGE_HEADS = ("age_histogram", "age_range", "age")  # heads an age in years can be read from
@@ -35,12 +33,25 @@ def validate_heads(heads):
     """Raises ValueError unless `heads` is a non-empty subset of HEADS without repeats."""
     unknown = [h for h in heads if h not in HEADS]
     if unknown or not heads or len(set(heads)) != len(heads):
-        raise ValueError(f"heads must be a non-empty list of distinct names from {', '.join(HEADS)}; "
-                         f"got {list(heads)}")
+        raise ValueError(f"--heads must be a non-empty list of distinct names from "
+                         f"{', '.join(HEADS)}; got {list(heads)}")
+
+
+def in_canonical_order(heads):
+    """`heads` in HEADS order (names not in HEADS last, as given): the order the model's
+    outputs are built in, so two lists of the same heads define the same model."""
+    return tuple(sorted(heads, key=lambda h: HEADS.index(h) if h in HEADS else len(HEADS)))
+
+
+def has_age_head(heads):
+    """Whether an age in years can be read from `heads` (the exports need one)."""
+    return any(h in AGE_HEADS for h in heads)
 
 
 def emd_loss(histogram_true, histogram_pred, r=2.0):
     """Per-example earth mover's distance between histograms (NIMA, on cumulative sums)."""
+    import tensorflow as tf
+
     cdf_true = tf.cumsum(histogram_true, axis=-1)
     cdf_pred = tf.cumsum(histogram_pred, axis=-1)
     return tf.reduce_mean(tf.abs(cdf_true - cdf_pred) ** r, axis=-1) ** (1.0 / r)
@@ -48,6 +59,11 @@ def emd_loss(histogram_true, histogram_pred, r=2.0):
 
 def per_example_losses(batch_labels, outputs, regression_loss="mse"):
     """Returns {head: float32 [B] loss} for every head present in `outputs`."""
+    import keras
+    import tensorflow as tf
+
+    from agetf import labels
+
     losses = {}
     if "age_histogram" in outputs:
         losses["age_histogram"] = emd_loss(batch_labels["age_histogram"], outputs["age_histogram"])
@@ -71,12 +87,16 @@ def per_example_losses(batch_labels, outputs, regression_loss="mse"):
 
 def total_loss(per_head, loss_weights=None):
     """Weighted sum of per-example head losses (weight 1 for heads not in `loss_weights`)."""
+    import tensorflow as tf
+
     loss_weights = loss_weights or {}
     return tf.add_n([loss_weights.get(head, 1.0) * loss for head, loss in per_head.items()])
 
 
 def age_years_by_head(outputs):
     """Predicted age in years from each age head present: {head: float32 [B]}."""
+    from agetf import labels
+
     years = {}
     if "age_histogram" in outputs:
         years["age_histogram"] = labels.histogram_expectation(outputs["age_histogram"])
@@ -124,11 +144,15 @@ class MetricSet:
     """
 
     def __init__(self, heads, prefix=""):
+        import keras
+
         self.heads = tuple(heads)
         self._means = {name: keras.metrics.Mean(name=prefix + name) for name in metric_names(heads)}
 
     def update(self, batch_labels, outputs, per_head, loss_weights=None):
         """Adds one (per-replica) batch to every metric."""
+        import tensorflow as tf
+
         self._means["loss"].update_state(total_loss(per_head, loss_weights))
         for head, loss in per_head.items():
             self._means[f"{head}_loss"].update_state(loss)

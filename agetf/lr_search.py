@@ -5,6 +5,7 @@ exponentially growing learning rate, then puts the weights and optimizer back.
 """
 
 import dataclasses
+import math
 import os
 
 import keras
@@ -72,6 +73,16 @@ def write_results(test, model_dir, chief=True):
             tf.summary.scalar("lr_find/loss", loss, step=step)
             tf.summary.scalar("lr_find/smoothed_loss", smoothed, step=step)
     writer.close()
+
+
+def saved_suggestion(model_dir):
+    """The suggestion in model_dir/lr_find.json, or None when it is missing, unreadable or empty."""
+    try:
+        found = run_files.read_json(os.path.join(model_dir, "lr_find.json"))
+        suggestion = float(found["suggestion"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return suggestion if math.isfinite(suggestion) and suggestion > 0 else None
 
 
 def run_lr_finder(config, *, min_lr=1e-10, max_lr=10.0, epochs=3.0, steps=0, strategy=None):

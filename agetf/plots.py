@@ -15,6 +15,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 _DPI = 100
+# Each panel of the training plot, in inches, and the room around its axes for tick labels,
+# axis labels and the title (left, right, top, bottom).
+_PANEL_SIZE = (5.0, 3.6)
+_PANEL_MARGINS = (0.95, 0.2, 0.35, 0.55)
 _MAX_COLUMNS = 3
 _LR_KEYS = ("lr", "learning_rate")
 _X_AXIS_KEYS = ("epoch",)  # the x axis itself, not a metric
@@ -141,13 +145,20 @@ def plot_training(history, path):
         return
     columns = min(_MAX_COLUMNS, len(families))
     rows = math.ceil(len(families) / columns)
-    figure = _new_figure(5 * columns, 3.6 * rows)
-    grid = figure.subplots(rows, columns, squeeze=False)
+    width, height = _PANEL_SIZE
+    figure = _new_figure(width * columns, height * rows)
+    # Fixed margins in inches around each panel: a tight_layout here took most of the time
+    # of a plot, and the monitor draws one after every epoch.
+    (left, right, top, bottom) = _PANEL_MARGINS
+    axes_width, axes_height = width - left - right, height - top - bottom
+    grid = figure.subplots(rows, columns, squeeze=False, gridspec_kw=dict(
+        left=left / (width * columns), right=1 - right / (width * columns),
+        bottom=bottom / (height * rows), top=1 - top / (height * rows),
+        wspace=(left + right) / axes_width, hspace=(top + bottom) / axes_height))
     for axes, (family, train, val) in zip(grid.flat, families):
         _plot_family(axes, family, train, val)
     for axes in list(grid.flat)[len(families):]:
         axes.set_visible(False)
-    figure.tight_layout()
     _save_figure(figure, path)
 
 

@@ -18,6 +18,46 @@ from agetf import heads, labels, plots, run_files
 _PROGRESS_METRICS = ("loss", "mae", "cs5", "age_range_accuracy", "gender_accuracy")
 
 
+def epochs_since_best(values, minimize):
+    """(epochs since the best finite value, that value): (len(values), None) when none is finite.
+
+    Only a strict improvement counts, and a non-finite value never does.
+    """
+    best, since = None, 0
+    for value in values:
+        if np.isfinite(value) and (best is None or (value < best if minimize else value > best)):
+            best, since = value, 0
+        else:
+            since += 1
+    return since, best
+
+
+def epoch_logs(train_results, val_results, *, lr, images_per_sec, seconds):
+    """One epoch's row of the history: train and val_ metrics, lr, images/s, seconds."""
+    logs = dict(train_results)
+    logs.update({("val_" + k if not k.startswith("val_") else k): v for k, v in val_results.items()})
+    logs["lr"] = lr
+    logs["images_per_sec"] = images_per_sec
+    logs["epoch_seconds"] = seconds
+    return logs
+
+
+def append_epoch(history, epoch, logs):
+    """Appends epoch `epoch` (0-based) of `logs` to `history`; a key new this epoch gets NaNs before."""
+    for key, value in logs.items():
+        history.setdefault(key, [np.nan] * epoch).append(float(value))
+    history.setdefault("epoch", [])
+    if len(history["epoch"]) < len(history["loss"]):
+        history["epoch"].append(epoch + 1)
+
+
+def write_history_files(model_dir, history):
+    """history.json, history.csv and plots/training.png of `history`, each written atomically."""
+    run_files.write_json(os.path.join(model_dir, "history.json"), history)
+    run_files.write_history_csv(os.path.join(model_dir, "history.csv"), history)
+    plots.plot_training(history, os.path.join(model_dir, "plots", "training.png"))
+
+
 class RunMonitor:
     """Called by `Trainer.fit` at step and epoch ends; owns every file the loop writes."""
 
@@ -36,9 +76,8 @@ class RunMonitor:
         saved = run_files.read_json(self._path("history.json")) or {}
         # A kill between writing history and saving the checkpoint would duplicate an epoch.
         self.history = {key: values[:done] for key, values in saved.items()}
-        best_values = self.history.get(self.best_metric, [])
-        self.best = (min if self.minimize else max)(best_values) if best_values else None
-        self.epochs_since_best = self._epochs_since_best(best_values)
+        # The best value so far (for best.keras); early stopping counts within the stage.
+        self.best = epochs_since_best(self.history.get(self.best_metric, []), self.minimize)[1]
         if self.chief:
             logs = self._path("logs")
             self.train_writer = tf.summary.create_file_writer(os.path.join(logs, "train"))
@@ -54,12 +93,6 @@ class RunMonitor:
 
     def _path(self, *parts):
         return os.path.join(self.model_dir, *parts)
-
-    def _epochs_since_best(self, values):
-        if not values:
-            return 0
-        best_index = int(np.argmin(values) if self.minimize else np.argmax(values))
-        return len(values) - 1 - best_index
 
     def _log(self, message):
         self.trainer._log(message)
@@ -108,7 +141,7 @@ class RunMonitor:
         trainer = self.trainer
         self._epoch_start = time.perf_counter()
         self._epoch_images = 0
-        self._log(f"Epoch {epoch + 1}/{trainer.config.total_epochs}")
+        self._log(f"Epoch {epoch + 1}/{trainer.total_epochs}")
         # Stateful: the loop passes running means, which the bar must show as they are.
         self.progbar = keras.utils.Progbar(trainer.steps_per_epoch,
                                            verbose=1 if self.chief and trainer.config.verbose else 0,
@@ -139,46 +172,53 @@ class RunMonitor:
         """Records the epoch; returns True when training should stop (early stopping)."""
         trainer = self.trainer
         seconds = time.perf_counter() - self._epoch_start
-        logs = dict(train_results)
-        logs.update({("val_" + k if not k.startswith("val_") else k): v for k, v in val_results.items()})
-        logs["lr"] = trainer.learning_rate()
-        logs["images_per_sec"] = self._epoch_images / max(seconds, 1e-9)
-        logs["epoch_seconds"] = seconds
+        logs = epoch_logs(train_results, val_results, lr=trainer.learning_rate(),
+                          images_per_sec=self._epoch_images / max(seconds, 1e-9), seconds=seconds)
         message = trainer.schedule.on_epoch_end(epoch, logs)
         if message:
             self._log(message)
-        for key, value in logs.items():
-            self.history.setdefault(key, [np.nan] * epoch).append(float(value))
-        self.history.setdefault("epoch", [])
-        if len(self.history["epoch"]) < len(self.history["loss"]):
-            self.history["epoch"].append(epoch + 1)
+        append_epoch(self.history, epoch, logs)
         self._log("  " + "  ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "epoch_seconds")
                   + f"  ({seconds:.1f}s)")
         step = int(trainer.global_step.numpy())
         self._write_epoch_summaries(step, train_results, val_results, logs)
         improved = self._track_best(logs[self.best_metric])
         if self.chief:
-            run_files.write_json(self._path("history.json"), self.history)
-            run_files.write_history_csv(self._path("history.csv"), self.history)
-            plots.plot_training(self.history, self._path("plots", "training.png"))
+            write_history_files(self.model_dir, self.history)
             if improved:
                 run_files.save_model(trainer.model, self._path("best.keras"))
                 self._log(f"  {self.best_metric} improved to {self.best:.4g}; saved best.keras")
-        patience = trainer.config.early_stopping_patience
-        if patience and self.epochs_since_best >= patience:
-            self.stop_reason = (f"Early stopping: {self.best_metric} has not improved for "
-                                f"{patience} epochs (best {self.best:.4g})")
-            self._log(self.stop_reason)
-            return True
-        return False
+        self.stop_reason = self.early_stop_reason()
+        if self.stop_reason:
+            ends = ("stage heads ends; stage fine_tune begins with a fresh patience count"
+                    if trainer.stage == "heads" else "the run ends")
+            self._log(f"{self.stop_reason}: {ends}")
+        return self.stop_reason is not None
+
+    def early_stop_reason(self):
+        """Why early stopping ends the current stage now, or None.
+
+        Counted from the history, so a rerun of a stopped run stays stopped; each stage of
+        --fine_tuning counts afresh from its own first epoch.
+        """
+        patience = self.trainer.config.early_stopping_patience
+        if not patience:
+            return None
+        values = self.history.get(self.best_metric, [])[self.trainer.stage_start_epoch():]
+        since, best = epochs_since_best(values, self.minimize)
+        if since < patience:
+            return None
+        where = " in stage heads" if self.trainer.stage == "heads" else (
+            " in stage fine_tune" if self.trainer.stage == "fine_tune" else "")
+        best = "none finite" if best is None else f"{best:.4g}"
+        return (f"Early stopping: {self.best_metric} has not improved for {patience} epochs"
+                f"{where} (best {best})")
 
     def _track_best(self, value):
         better = self.best is None or (value < self.best if self.minimize else value > self.best)
         if better and np.isfinite(value):
             self.best = value
-            self.epochs_since_best = 0
             return True
-        self.epochs_since_best += 1
         return False
 
     def _write_epoch_summaries(self, step, train_results, val_results, logs):

@@ -12,6 +12,8 @@ import sys
 
 from absl import app, flags, logging
 
+from agetf import heads as heads_lib  # no TensorFlow: the flags are checked before it starts
+
 FLAGS = flags.FLAGS
 
 # The older project's flags, same names and meaning.
@@ -131,17 +133,125 @@ def parse_loss_weights(items):
 
 
 def resolve_heads():
-    from agetf import heads as heads_lib
-
+    """The heads the flags ask for, in HEADS order: the order never defines a model."""
     if FLAGS.heads:
-        heads = tuple(FLAGS.heads)
-        heads_lib.validate_heads(heads)
-        return heads
+        heads_lib.validate_heads(FLAGS.heads)
+        return heads_lib.in_canonical_order(FLAGS.heads)
     return heads_lib.select_heads(FLAGS.type, FLAGS.range_mode, FLAGS.predict_gender)
+
+
+# Counts and lengths: the least value that means anything, and what that value means.
+_MINIMUMS = (
+    ("batch_size", 1, ""), ("epochs", 1, ""), ("steps_per_loop", 1, ""),
+    ("shuffle_buffer", 1, " (1: no shuffling)"),
+    ("head_epochs", 0, ""), ("fine_tune_epochs", 0, ""),
+    ("steps_per_epoch", 0, " (0: one pass over the training split)"),
+    ("validation_steps", 0, " (0: the whole validation split)"),
+    ("checkpoint_every_steps", 0, " (0: at epoch ends only)"),
+    ("summary_images", 0, " (0: none)"), ("print_predictions", 0, " (0: none)"),
+    ("early_stopping_patience", 0, " (0: off)"),
+    ("plateau_patience", 0, " epochs"), ("plateau_cooldown", 0, " epochs"),
+    ("plateau_min_lr", 0, ""), ("clr_half_cycle_steps", 0, " (0: use --clr_half_cycle_epochs)"),
+    ("warmup_epochs", 0, ""), ("cosine_min_lr", 0, ""),
+    ("collective_timeout", 0, " seconds (0 waits for ever)"),
+)
+# Rates and lengths that must be above zero (None, where a flag allows it, is not checked).
+_POSITIVE = ("alpha", "fine_tune_lr", "clr_base_lr", "clr_half_cycle_epochs", "lr_find_min",
+             "lr_find_epochs", "age_deviation")
+# Fractions: (flag, lowest, highest, whether each end is allowed, an example).
+_INTERVALS = (
+    ("dropout", 0.0, 1.0, (True, False), "0.2"),
+    ("batchnorm_momentum", 0.0, 1.0, (False, False), "0.9"),
+    ("momentum", 0.0, 1.0, (True, False), "0.9"),
+    ("plateau_factor", 0.0, 1.0, (False, False), "0.2"),
+    ("clr_gamma", 0.0, 1.0, (False, True), "0.99"),
+)
+
+
+def _shown(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_flag_ranges():
+    """Refuses a number outside the range where it means anything; UsageError naming the fix."""
+    for name, minimum, meaning in _MINIMUMS:
+        value = FLAGS[name].value
+        if not value >= minimum:  # `not >=`: NaN fails too
+            raise UsageError(f"--{name}={_shown(value)} must be >= {minimum}{meaning}")
+    for name in _POSITIVE:
+        value = FLAGS[name].value
+        if value is not None and not value > 0:
+            raise UsageError(f"--{name}={_shown(value)} must be > 0")
+    for name, low, high, (low_ok, high_ok), example in _INTERVALS:
+        value = FLAGS[name].value
+        if value is None:
+            continue
+        above = low <= value if low_ok else low < value
+        below = value <= high if high_ok else value < high
+        if not (above and below):
+            interval = f"{'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
+            raise UsageError(f"--{name}={_shown(value)} must be in {interval}, "
+                             f"e.g. --{name}={example}")
+    if FLAGS.fine_tuning and FLAGS.head_epochs + FLAGS.fine_tune_epochs < 1:
+        raise UsageError("--head_epochs=0 and --fine_tune_epochs=0 train nothing; give one of "
+                         "them 1 or more, or drop --fine_tuning")
+    if FLAGS.lr_find_steps != 0 and FLAGS.lr_find_steps < 2:
+        raise UsageError(f"--lr_find_steps={FLAGS.lr_find_steps} must be 0 (use --lr_find_epochs) "
+                         "or >= 2")
+    if not FLAGS.lr_find_max > FLAGS.lr_find_min:
+        raise UsageError(f"--lr_find_max={FLAGS.lr_find_max:g} must be above "
+                         f"--lr_find_min={FLAGS.lr_find_min:g}")
+    if not FLAGS.clr_max_lr >= FLAGS.clr_base_lr:
+        raise UsageError(f"--clr_max_lr={FLAGS.clr_max_lr:g} must be >= "
+                         f"--clr_base_lr={FLAGS.clr_base_lr:g}")
+
+
+def requested_exports():
+    """The flags that make this run export the model: the exports need an age head."""
+    if FLAGS.lr_find:
+        return []  # it stops after the LR range test
+    exports = []
+    if FLAGS.load and FLAGS.export_dir:
+        exports.append("drop --export_dir")
+    elif not FLAGS.load and FLAGS.export:
+        exports.append("pass --noexport")
+    if FLAGS.export_tflite:
+        exports.append("drop --export_tflite")
+    return exports
+
+
+def check_flags():
+    """Checks every flag that needs no TensorFlow, so a bad one costs no TensorFlow start-up."""
+    check_flag_ranges()
+    if FLAGS.lr != "auto":
+        try:
+            lr = float(FLAGS.lr)
+        except ValueError:
+            raise UsageError(f"--lr={FLAGS.lr} is neither a number nor 'auto'") from None
+        if not lr > 0:
+            raise UsageError(f"--lr={FLAGS.lr} must be > 0, or 'auto'")
+    if FLAGS.tpu and FLAGS.strategy != "tpu":
+        raise UsageError(f"--tpu={FLAGS.tpu} applies to --strategy=tpu only; add --strategy=tpu "
+                         "or drop --tpu")
+    heads = resolve_heads()
+    fixes = requested_exports()
+    if not heads_lib.has_age_head(heads) and fixes:
+        raise UsageError(f"--heads={','.join(heads)} has no age head, which the exported model "
+                         f"needs; add one (e.g. --heads=age_histogram,{','.join(heads)}) or "
+                         + " and ".join(fixes))
+    unknown = [head for head in parse_loss_weights(FLAGS.loss_weights) if head not in heads]
+    if unknown:
+        raise UsageError(f"--loss_weights names {', '.join(unknown)}, not among the heads "
+                         f"({', '.join(heads)}); drop it or add the head")
+    allowed = ["val_" + name for name in heads_lib.metric_names(heads)]
+    if FLAGS.best_metric not in allowed:
+        raise UsageError(f"--best_metric={FLAGS.best_metric} is not reported for these heads; "
+                         f"use one of {', '.join(allowed)}")
 
 
 def build_config():
     """Validates the flags and turns them into a TrainConfig; raises UsageError/ValueError."""
+    check_flags()
     from agetf import augment, distribution, input_pipeline, model as model_lib, schedules, trainer
 
     heads = resolve_heads()
@@ -152,25 +262,13 @@ def build_config():
     if FLAGS.img_dim < minimum:
         raise UsageError(f"--img_dim={FLAGS.img_dim} is below {FLAGS.base_model}'s minimum of "
                          f"{minimum}; use --img_dim={minimum} or more")
-    if FLAGS.batch_size < 1:
-        raise UsageError(f"--batch_size={FLAGS.batch_size} must be >= 1")
     if FLAGS.lr_scheduler not in schedules.SCHEDULES:
         raise UsageError(f"--lr_scheduler={FLAGS.lr_scheduler} is unknown; use one of "
                          f"{', '.join(schedules.SCHEDULES)}")
     distribution.resolve_strategy_name(FLAGS.strategy)  # checks the value
-    if FLAGS.collective_timeout < 0:
-        raise UsageError(f"--collective_timeout={FLAGS.collective_timeout:g} must be >= 0 seconds "
-                         "(0 waits for ever)")
     if FLAGS.mixed_precision not in distribution.MIXED_PRECISION:
         raise UsageError(f"--mixed_precision={FLAGS.mixed_precision} is unknown; use one of "
                          f"{', '.join(distribution.MIXED_PRECISION)}")
-    if FLAGS.lr != "auto":
-        try:
-            float(FLAGS.lr)
-        except ValueError:
-            raise UsageError(f"--lr={FLAGS.lr} is neither a number nor 'auto'") from None
-    if FLAGS.steps_per_loop < 1:
-        raise UsageError(f"--steps_per_loop={FLAGS.steps_per_loop} must be >= 1")
     for split in ("train", "validation", "test"):
         input_pipeline.list_shards(FLAGS.data_dir, split)  # one-line error if missing or empty
 
@@ -206,16 +304,6 @@ def build_config():
         summary_images=FLAGS.summary_images)
 
 
-def trained_model_path(model_dir):
-    """best.keras if the run saved one, else final.keras; a one-line error when neither exists."""
-    for name in ("best.keras", "final.keras"):
-        path = os.path.join(model_dir, name)
-        if os.path.exists(path):
-            return path
-    raise UsageError(f"no trained model (best.keras or final.keras) in --model_dir={model_dir}; "
-                     "train first, or point --model_dir at a finished run")
-
-
 def skipped_test_records(input_config):
     """With --skip_corrupt_records: logs how many test records are unreadable; else None."""
     if not input_config.skip_corrupt_records:
@@ -236,7 +324,8 @@ def evaluate_and_export(config, export):
 
     from agetf import evaluation, export as export_lib, run_files
 
-    model = keras.saving.load_model(trained_model_path(config.model_dir), safe_mode=True)
+    model = keras.saving.load_model(run_files.trained_model_path(config.model_dir),
+                                     safe_mode=True)
     audit = skipped_test_records(config.input)
     report, lines = evaluation.evaluate(model, config.input, "test", batch_size=64,
                                         print_predictions=FLAGS.print_predictions,
@@ -272,13 +361,31 @@ def ensure_writable_dir(path):
 
 
 def train(config):
+    import dataclasses
+
+    import tensorflow as tf
+
     from agetf import distribution, lr_search, run_files, trainer as trainer_lib
 
     ensure_writable_dir(config.model_dir)
     trainer_lib.check_run_definition(config.model_dir, config.model)
-    strategy = distribution.make_strategy(config.strategy,
+    # --lr=auto on a resume: the finder ran when the run began; rerunning it on the trained
+    # weights would change the learning rate mid-run (and cost its steps on every rerun).
+    resume_auto = bool(FLAGS.lr == "auto" and not FLAGS.lr_find and tf.train.latest_checkpoint(
+        os.path.join(config.model_dir, "checkpoints")))
+    if resume_auto:
+        found = os.path.join(config.model_dir, "lr_find.json")
+        suggestion = lr_search.saved_suggestion(config.model_dir)
+        if suggestion is None:
+            raise UsageError(f"--lr=auto: {config.model_dir} holds a checkpoint to resume but "
+                             f"{found} is missing or unreadable, so the learning rate the run began "
+                             "with is unknown; resume with --lr=NUMBER, or use a new --model_dir")
+        config = dataclasses.replace(config, lr=suggestion)
+        print(f"Resuming with the learning rate the LR finder suggested when this run began, "
+              f"{suggestion:.3g} (from {found}); the finder is not rerun")
+    strategy = distribution.make_strategy(config.strategy, tpu_address=FLAGS.tpu,
                                           collective_timeout=FLAGS.collective_timeout)
-    if FLAGS.lr_find or FLAGS.lr == "auto":
+    if FLAGS.lr_find or (FLAGS.lr == "auto" and not resume_auto):
         suggestion = lr_search.run_lr_finder(config, min_lr=FLAGS.lr_find_min,
                                              max_lr=FLAGS.lr_find_max, epochs=FLAGS.lr_find_epochs,
                                              steps=FLAGS.lr_find_steps, strategy=strategy)
@@ -287,8 +394,6 @@ def train(config):
         if suggestion is None:
             raise UsageError("the LR finder found no suggestion (the loss never fell); "
                              "pass --lr=NUMBER")
-        import dataclasses
-
         config = dataclasses.replace(config, lr=suggestion)
         print(f"Training with the suggested learning rate {suggestion:.3g}")
     trainer = trainer_lib.Trainer(config, strategy=strategy)
@@ -302,6 +407,10 @@ def train(config):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        check_flags()  # before TensorFlow starts, whose start-up lines would bury the error
+    except ValueError as error:
+        sys.exit(f"agetf.train: error: {error}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
     import tensorflow as tf
@@ -338,5 +447,14 @@ def main(argv):
     return 0
 
 
+def parse_flags(argv):
+    """absl's parsing, but a value it refuses (an enum, a number, a missing flag) gets one line
+    like every other bad value, not absl's FATAL message and a pointer to --helpshort."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        sys.exit(f"agetf.train: error: {' '.join(str(error).split())}")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

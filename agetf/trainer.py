@@ -18,6 +18,9 @@ import tensorflow as tf
 from agetf import (augment, distribution, heads, input_pipeline, model as model_lib, preemption,
                    run_files, run_monitor, schedules)
 
+# Checkpointed epoch at which stage 2 of --fine_tuning begins (newer than the other objects).
+_FINE_TUNE_START = "fine_tune_start_epoch"
+
 # What must match between a model_dir and the command that resumes it.
 RUN_DEFINING_KEYS = ("backbone", "img_dim", "heads", "alpha")
 
@@ -85,8 +88,12 @@ class TrainConfig:
 
 def run_definition(model_config):
     """The part of a configuration that a resumed run must share with the original."""
-    return {key: (list(value) if isinstance(value, tuple) else value)
-            for key, value in dataclasses.asdict(model_config).items() if key in RUN_DEFINING_KEYS}
+    definition = {key: (list(value) if isinstance(value, tuple) else value)
+                  for key, value in dataclasses.asdict(model_config).items()
+                  if key in RUN_DEFINING_KEYS}
+    # The same heads in another order build the same model (outputs are a dict).
+    definition["heads"] = list(heads.in_canonical_order(definition["heads"]))
+    return definition
 
 
 def check_run_definition(model_dir, model_config):
@@ -94,6 +101,8 @@ def check_run_definition(model_dir, model_config):
     saved = run_files.read_json(os.path.join(model_dir, "run.json"))
     if saved is None:
         return
+    if isinstance(saved.get("heads"), list):  # older runs saved the heads in the flags' order
+        saved["heads"] = list(heads.in_canonical_order(saved["heads"]))
     wanted = run_definition(model_config)
     differing = [f"{k}: {saved.get(k)!r} in model_dir, {wanted[k]!r} now" for k in wanted
                  if saved.get(k) != wanted[k]]
@@ -131,6 +140,28 @@ def check_schedules(config, steps_per_epoch):
             raise ValueError(f"--lr_scheduler={config.schedule} in stage {stage} "
                              f"({epochs_flags[stage]}={epochs}, {epochs * steps_per_epoch} steps): "
                              f"{error}") from None
+
+
+def unfreeze_prefix(config):
+    """The layer-name prefix stage 2 unfreezes from: --unfreeze_from, else the backbone's default."""
+    prefix = config.fine_tune.unfreeze_from
+    return model_lib.DEFAULT_UNFREEZE_FROM[config.model.backbone] if prefix is None else prefix
+
+
+def describe_fine_tune_stage(config, schedule):
+    """The log line of stage 2: what it unfreezes and the learning rate it really uses."""
+    prefix = unfreeze_prefix(config)
+    if prefix == "":
+        unfrozen = "unfreezing the whole backbone (--unfreeze_from='')"
+    else:
+        default = " (the default)" if config.fine_tune.unfreeze_from is None else ""
+        unfrozen = f"unfreezing the backbone from its first layer named {prefix}*{default}"
+    if isinstance(schedule, schedules.Cyclic):
+        lr = (f"lr cycling {schedule.base_lr:g}..{schedule.max_lr:g} "
+              "(cyclic_lr ignores --fine_tune_lr)")
+    else:
+        lr = f"lr {config.fine_tune.fine_tune_lr:g} ({config.schedule})"
+    return f"Stage fine_tune: {unfrozen}, BatchNorm layers kept frozen; fresh optimizer; {lr}"
 
 
 def _make_optimizer(name, lr, momentum, policy):
@@ -180,7 +211,13 @@ class Trainer:
         self.restore_dir = os.path.join(config.model_dir, "checkpoints")
         self.checkpoint_dir = distribution.worker_dir(config.model_dir, self.strategy, "checkpoints")
         latest = tf.train.latest_checkpoint(self.restore_dir)
+        saved = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)} if latest else ()
         start_epoch = int(tf.train.load_variable(latest, "epoch/.ATTRIBUTES/VARIABLE_VALUE")) if latest else 0
+        # Where stage 2 begins: after --head_epochs, or earlier when early stopping ended stage 1.
+        fine_tune_start = config.fine_tune.head_epochs
+        if _FINE_TUNE_START in saved:
+            fine_tune_start = int(tf.train.load_variable(
+                latest, f"{_FINE_TUNE_START}/.ATTRIBUTES/VARIABLE_VALUE"))
 
         mc = config.model
         with self.strategy.scope():
@@ -194,6 +231,8 @@ class Trainer:
             self.epoch = tf.Variable(0, name="epoch", **counter)
             self.step_in_epoch = tf.Variable(0, name="step_in_epoch", **counter)
             self.global_step = tf.Variable(0, name="global_step", **counter)
+            self.fine_tune_start_epoch = tf.Variable(fine_tune_start, name=_FINE_TUNE_START,
+                                                     **counter)
             self.train_metrics = heads.MetricSet(mc.heads)
             self.val_metrics = heads.MetricSet(mc.heads, prefix="val_")
         self.train_data = self.strategy.distribute_datasets_from_function(
@@ -202,7 +241,7 @@ class Trainer:
         self._enter_stage(self.stage_for_epoch(start_epoch))
         if latest:
             try:
-                self.checkpoint.restore(latest).assert_existing_objects_matched()
+                self._restoring_checkpoint(saved).restore(latest).assert_existing_objects_matched()
             except (ValueError, AssertionError) as error:
                 raise ValueError(
                     f"the checkpoint {latest} does not fit this run ({str(error).splitlines()[0][:160]}); "
@@ -225,22 +264,35 @@ class Trainer:
 
     def stage_for_epoch(self, epoch):
         """`train` without fine-tuning; else `heads` (frozen backbone) then `fine_tune`."""
-        fine_tune = self.config.fine_tune
-        if not fine_tune.enabled:
+        if not self.config.fine_tune.enabled:
             return "train"
-        return "heads" if epoch < fine_tune.head_epochs else "fine_tune"
+        return "heads" if epoch < int(self.fine_tune_start_epoch.numpy()) else "fine_tune"
+
+    @property
+    def total_epochs(self):
+        """The run's length: --epochs, or stage 1 (as long as it lasted) plus --fine_tune_epochs."""
+        if not self.config.fine_tune.enabled:
+            return self.config.epochs
+        return int(self.fine_tune_start_epoch.numpy()) + self.config.fine_tune.fine_tune_epochs
+
+    def stage_start_epoch(self):
+        """The first epoch (0-based) of the current stage."""
+        return int(self.fine_tune_start_epoch.numpy()) if self.stage == "fine_tune" else 0
+
+    def end_stage_early(self):
+        """Early stopping ends the current stage: stage 1 gives way to stage 2 from the current
+        epoch on (returns True: train on); any other stage ends the run (returns False)."""
+        if self.stage != "heads":
+            return False
+        self.fine_tune_start_epoch.assign(self.epoch)
+        self._enter_due_stage()
+        return True
 
     def _enter_due_stage(self):
         """Enters the stage of the current epoch if the trainer is not in it yet."""
         stage = self.stage_for_epoch(int(self.epoch.numpy()))
-        if stage == self.stage:
-            return
-        fine_tune = self.config.fine_tune
-        if stage == "fine_tune":
-            self._log(f"Stage fine_tune: unfreezing the backbone from "
-                      f"{fine_tune.unfreeze_from or model_lib.DEFAULT_UNFREEZE_FROM[self.config.model.backbone]}"
-                      f", lr {fine_tune.fine_tune_lr}")
-        self._enter_stage(stage)
+        if stage != self.stage:
+            self._enter_stage(stage)
 
     def _enter_stage(self, stage):
         """Sets trainable layers and a fresh optimizer and schedule for a stage, then retraces."""
@@ -266,15 +318,28 @@ class Trainer:
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, name="stage_start_step")
             self.non_finite = tf.Variable(False, trainable=False,
                                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        self.checkpoint = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, schedule=self.schedule, epoch=self.epoch,
-            step_in_epoch=self.step_in_epoch, global_step=self.global_step,
-            stage_start_step=self.stage_start_step)
+        self.checkpoint = tf.train.Checkpoint(**self._checkpoint_objects())
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
                                                   max_to_keep=self.config.keep_checkpoints)
         self._train_loop = self._make_train_loop()
         self._eval_step = self._make_eval_step()
         self.stage = stage
+        if stage == "fine_tune":
+            self._log(describe_fine_tune_stage(config, self.schedule))
+
+    def _checkpoint_objects(self):
+        return dict(model=self.model, optimizer=self.optimizer, schedule=self.schedule,
+                    epoch=self.epoch, step_in_epoch=self.step_in_epoch,
+                    global_step=self.global_step, stage_start_step=self.stage_start_step,
+                    **{_FINE_TUNE_START: self.fine_tune_start_epoch})
+
+    def _restoring_checkpoint(self, saved):
+        """The checkpoint to restore with: without what a checkpoint made before it existed lacks."""
+        if _FINE_TUNE_START in saved:
+            return self.checkpoint
+        objects = self._checkpoint_objects()
+        del objects[_FINE_TUNE_START]
+        return tf.train.Checkpoint(**objects)
 
     # -- compiled steps -----------------------------------------------------------------
 
@@ -360,9 +425,19 @@ class Trainer:
         if bool(self.non_finite.numpy()):
             raise NonFiniteLossError(
                 f"non-finite loss ({loss}) at epoch {int(self.epoch.numpy()) + 1}, step "
-                f"{int(self.step_in_epoch.numpy())}; stopped. The last good checkpoint in "
-                f"{self.restore_dir} and best.keras are intact; lower --lr or check the data")
+                f"{int(self.step_in_epoch.numpy())}; stopped. {self._what_is_kept()}; lower --lr "
+                "or check the data")
         return loss
+
+    def _what_is_kept(self):
+        """What a stop leaves untouched to resume from or use, for its message."""
+        latest = tf.train.latest_checkpoint(self.restore_dir)
+        best = os.path.exists(os.path.join(self.config.model_dir, "best.keras"))
+        if latest and best:
+            return f"The last good checkpoint, {latest}, and best.keras are intact"
+        if latest:
+            return f"The last good checkpoint, {latest}, is intact"
+        return "The run's best.keras is intact" if best else "Nothing was saved yet"
 
     def use_schedule(self, schedule):
         """Replaces the stage's schedule (counting from the current step) and retraces the loop."""
@@ -420,9 +495,20 @@ class Trainer:
         config = self.config
         monitor = run_monitor.RunMonitor(self)
         iterator = iter(self.train_data)
-        while int(self.epoch.numpy()) < config.total_epochs:
+        while int(self.epoch.numpy()) < self.total_epochs:
             epoch = int(self.epoch.numpy())
             self._enter_due_stage()
+            # A rerun of a run that early stopping ended stays stopped (the history says so).
+            stopped = monitor.early_stop_reason()
+            if stopped and self.stage == "heads":
+                self._log(f"{stopped}: stage heads ends after epoch {epoch}")
+                self.end_stage_early()
+                continue
+            if stopped:
+                self._log(f"Nothing to train: early stopping ended this run after epoch {epoch}: "
+                          f"{stopped.removeprefix('Early stopping: ')}. To train on, rerun with "
+                          "a larger --early_stopping_patience, or 0")
+                break
             monitor.epoch_begin(epoch)
             self.train_metrics.reset()
             while int(self.step_in_epoch.numpy()) < self.steps_per_epoch:
@@ -444,12 +530,14 @@ class Trainer:
             self.epoch.assign_add(1)
             self.step_in_epoch.assign(0)
             stop = monitor.epoch_end(epoch, train_results, val_results)
+            # An early stop in stage 1 starts stage 2 now; in the last stage it ends the run.
+            run_ends = stop and not self.end_stage_early()
             # Before the save, so a run killed at the switch resumes with stage 2's optimizer.
             self._enter_due_stage()
             self.save_checkpoint()
             if watcher.requested():
                 self._stop_for_termination(save=False)
-            if stop:
+            if run_ends:
                 break
         monitor.train_end()
         return monitor.history

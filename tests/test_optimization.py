@@ -15,10 +15,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 from agetf import distribution, heads as heads_lib, lr_finder, lr_search
 from agetf import schedules, train as train_cli, trainer as trainer_lib
-from test_training import tiny_config
+from test_training import _scalars, sha1, tiny_config
 
 
 class Killed(Exception):
@@ -272,6 +273,79 @@ def test_fine_tuning_under_mirrored_with_a_cosine_schedule_per_stage(data_dir, t
     assert_monitor_files(config.model_dir, config.model.heads, epochs=2)
 
 
+def fake_training(trainer):
+    """Makes `trainer.train_steps` only count steps: the loop's stage and stop logic runs without
+    a model step traced (validation is faked by constant_validation). Returns the calls."""
+    calls = []
+
+    def count_steps(iterator, num_steps):
+        calls.append(trainer.stage)
+        trainer.global_step.assign_add(num_steps)
+        trainer.step_in_epoch.assign_add(num_steps)
+        return 1.0
+
+    trainer.train_steps = count_steps
+    constant_validation(trainer)
+    return calls
+
+
+def test_early_stopping_ends_each_stage_and_a_stopped_run_stays_stopped(data_dir, tmp_path,
+                                                                        capsys):
+    fine_tune = trainer_lib.FineTuneConfig(enabled=True, head_epochs=4, fine_tune_epochs=3,
+                                           unfreeze_from="")
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age",), fine_tune=fine_tune,
+                         early_stopping_patience=1, steps_per_epoch=2, summary_images=0,
+                         verbose=True)
+    first = trainer_lib.Trainer(config)
+    calls = fake_training(first)
+    capsys.readouterr()
+    history = first.fit()
+    out = capsys.readouterr().out
+    # Validation never improves after a stage's first epoch, and the patience is 1 epoch:
+    # stage 1 stops after epoch 2 of 4, stage 2 starts at once and counts afresh (a count
+    # carried over would stop it after epoch 3), then stops the run after its own epoch 2.
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert calls == ["heads", "heads", "fine_tune", "fine_tune"]
+    assert int(first.fine_tune_start_epoch.numpy()) == 2 and first.total_epochs == 5
+    assert ("Early stopping: val_loss has not improved for 1 epochs in stage heads (best 1): "
+            "stage heads ends; stage fine_tune begins with a fresh patience count") in out
+    assert ("Stage fine_tune: unfreezing the whole backbone (--unfreeze_from=''), BatchNorm "
+            "layers kept frozen") in out
+    assert "in stage fine_tune (best 1): the run ends" in out
+    assert {"Conv1/kernel", "Conv_1/kernel"} <= paths(first.model.trainable_variables)
+
+    # The same command again: stage 2 restored from the checkpoint, and nothing trained.
+    second = trainer_lib.Trainer(config)
+    calls = fake_training(second)
+    assert second.stage == "fine_tune" and int(second.fine_tune_start_epoch.numpy()) == 2
+    capsys.readouterr()
+    history = second.fit()
+    assert calls == [] and history["epoch"] == [1, 2, 3, 4]
+    assert int(second.global_step.numpy()) == 8
+    assert ("Nothing to train: early stopping ended this run after epoch 4: val_loss has not "
+            "improved for 1 epochs in stage fine_tune") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("unfreeze_from, schedule, expected", [
+    (None, schedules.Constant(1e-4),
+     "unfreezing the backbone from its first layer named block_16_* (the default), BatchNorm "
+     "layers kept frozen; fresh optimizer; lr 0.0001 (constant)"),
+    ("Conv_1", schedules.Constant(1e-4), "from its first layer named Conv_1*, BatchNorm"),
+    ("", schedules.Constant(1e-4), "unfreezing the whole backbone (--unfreeze_from='')"),
+    ("", schedules.Cyclic(base_lr=1e-4, max_lr=0.1),
+     "lr cycling 0.0001..0.1 (cyclic_lr ignores --fine_tune_lr)"),
+])
+def test_stage_two_log_says_what_is_unfrozen_and_the_lr(unfreeze_from, schedule, expected):
+    config = trainer_lib.TrainConfig(
+        model_dir="unused", input=None,
+        schedule="cyclic_lr" if isinstance(schedule, schedules.Cyclic) else "constant",
+        fine_tune=trainer_lib.FineTuneConfig(enabled=True, unfreeze_from=unfreeze_from))
+    line = trainer_lib.describe_fine_tune_stage(config, schedule)
+    assert line.startswith("Stage fine_tune: ") and expected in line
+    if isinstance(schedule, schedules.Cyclic):
+        assert "0.0001 (" not in line  # no --fine_tune_lr where it is not used
+
+
 # -- mixed precision ---------------------------------------------------------------------
 
 
@@ -306,13 +380,14 @@ def test_loss_scale_overflow_skips_a_step_without_stopping(data_dir, tmp_path,
 def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
         data_dir, tmp_path, parse_train_flags, monkeypatch, capsys):
     model_dir = tmp_path / "run"
-    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--img_dim=32",
-                      "--alpha=0.35", "--batch_size=16", "--steps_per_epoch=3", "--epochs=2",
-                      "--steps_per_loop=3", "--batchnorm_momentum=0.9", "--summary_images=0",
-                      "--mixed_precision=float32", "--strategy=default", "--seed=1",
-                      "--heads=age_histogram", "--lr=auto", "--lr_find_min=1e-5",
-                      "--lr_find_max=1", "--lr_find_steps=48",
-                      "--noaugment")  # the step augments: a fixed batch stays fixed only without
+    argv = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--img_dim=32",
+            "--alpha=0.35", "--batch_size=16", "--steps_per_epoch=3", "--epochs=2",
+            "--steps_per_loop=3", "--batchnorm_momentum=0.9", "--summary_images=0",
+            "--mixed_precision=float32", "--strategy=default", "--seed=1",
+            "--heads=age_histogram", "--lr=auto", "--lr_find_min=1e-5",
+            "--lr_find_max=1", "--lr_find_steps=48",
+            "--noaugment"]  # the step augments: a fixed batch stays fixed only without
+    parse_train_flags(*argv)
     restored = []
     real_find_lr = lr_search.find_lr
 
@@ -334,18 +409,51 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
     assert f"suggested learning rate {suggestion:.3g}" in out
     with open(model_dir / "plots" / "lr_find.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert any(name.startswith("events.") for name in os.listdir(model_dir / "logs" / "lr_find"))
+    # lr_find.json's curve is the one TensorBoard shows, finite, one point a step, and what
+    # the settings make of it: a geometric LR ramp and the bias-corrected smoothed loss.
+    events = event_accumulator.EventAccumulator(str(model_dir / "logs" / "lr_find"),
+                                                size_guidance={"tensors": 0})
+    events.Reload()
+    scalars = _scalars(events)
+    for tag, key in (("lr_find/learning_rate", "lrs"), ("lr_find/loss", "losses"),
+                     ("lr_find/smoothed_loss", "smoothed")):
+        assert np.all(np.isfinite(scalars[tag])), tag
+        np.testing.assert_allclose(scalars[tag], found[key], rtol=1e-6, err_msg=tag)
+    settings = found["settings"]
+    ramp = lr_finder.LRRangeTest(settings["min_lr"], settings["max_lr"], settings["num_steps"])
+    np.testing.assert_allclose(found["lrs"], [ramp.lr_at(i) for i in range(len(found["lrs"]))],
+                               rtol=1e-9)
+    np.testing.assert_allclose(found["smoothed"], lr_finder._moving_average(
+        found["losses"], settings["beta"]), rtol=1e-9)
     # The run trains at the suggestion, and at that rate the loss falls: on a fixed batch,
     # since three steps an epoch of fresh batches are too noisy to show it.
     assert trainer.config.lr == suggestion
     history = json.load(open(model_dir / "history.json"))
     np.testing.assert_allclose(history["lr"], [suggestion] * 2, rtol=1e-6)
+    assert_monitor_files(str(model_dir), ("age_histogram",), epochs=2)
     iterator = fixed_batch_iterator(trainer)
     first = trainer.train_steps(iterator, 1)
     trainer.train_steps(iterator, 20)
     last = trainer.train_steps(iterator, 1)
     assert last < 0.7 * first
-    assert_monitor_files(str(model_dir), ("age_histogram",), epochs=2)
+
+    # The same command again resumes the finished run with the same LR: the suggestion in
+    # lr_find.json, the finder not rerun on the trained weights.
+    again = train_cli.train(train_cli.build_config())
+    out = capsys.readouterr().out
+    assert restored == [True]  # no second range test
+    assert (f"Resuming with the learning rate the LR finder suggested when this run began, "
+            f"{suggestion:.3g}") in out and "LR finder:" not in out
+    assert again.resumed and again.config.lr == suggestion
+    np.testing.assert_allclose(again.learning_rate(), suggestion, rtol=1e-6)  # its next step's
+    assert json.load(open(model_dir / "lr_find.json")) == found
+
+    # Without lr_find.json a resume cannot know its LR: one line that says what to do.
+    os.remove(model_dir / "lr_find.json")
+    with pytest.raises(train_cli.UsageError,
+                       match=r"lr_find.json is missing or unreadable.*--lr=NUMBER") as error:
+        train_cli.train(train_cli.build_config())
+    assert "\n" not in str(error.value) and restored == [True]
 
 
 def test_plateau_on_an_accuracy_waits_for_it_to_rise(data_dir, tmp_path, parse_train_flags):
@@ -385,7 +493,18 @@ def test_finder_plateau_early_stop_and_nan_stop_under_mirrored(data_dir, tmp_pat
     assert history["epoch"] == [1, 2, 3]
     assert "ReduceLROnPlateau" in out and "Early stopping" in out
     assert float(trainer.schedule.lr.numpy()) < config.lr
-    # A non-finite loss under two replicas stops the loop with the epoch and step named.
+    # A non-finite loss under two replicas stops the loop with the epoch and step named, and
+    # leaves the last good checkpoint and best.keras as they were.
+    model_dir = tmp_path / "run"
+    best_before = sha1(model_dir / "best.keras")
+    latest_before = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+    assert latest_before.endswith("ckpt-6")  # the end of epoch 3
+    trainer.config = dataclasses.replace(config, early_stopping_patience=0)  # train on
     trainer.schedule.lr.assign(1e30)
-    with pytest.raises(trainer_lib.NonFiniteLossError, match=r"non-finite loss .* at epoch 4, step \d"):
-        trainer.train_steps(iter(trainer.train_data), 4)
+    with pytest.raises(trainer_lib.NonFiniteLossError,
+                       match=r"non-finite loss .* at epoch 4, step \d.*The last good checkpoint, "
+                             r".*ckpt-6, and best.keras are intact"):
+        trainer.fit()
+    assert sha1(model_dir / "best.keras") == best_before
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")) == latest_before
+    assert json.load(open(model_dir / "history.json"))["epoch"] == [1, 2, 3]

@@ -1,5 +1,8 @@
 """PNG plots: valid files for any history shape; face grid shape and content."""
 
+import csv
+import itertools
+import json
 import os
 
 import numpy as np
@@ -124,3 +127,49 @@ def test_face_grid_shows_the_faces():
 def test_face_grid_rejects_bad_input(images, captions, match):
     with pytest.raises(ValueError, match=match):
         plots.face_grid(images, captions)
+
+
+# What the monitor must show of each head, written out here rather than taken from the code.
+HEAD_FAMILIES = {
+    "age_histogram": {"age_histogram_loss", "mae", "cs5"},
+    "age_range": {"age_range_loss", "age_range_accuracy", "mae", "cs5"},  # ages read from ranges
+    "age": {"age_loss", "mae", "cs5"},
+    "gender": {"gender_loss", "gender_accuracy"},
+}
+HEAD_COMBINATIONS = [combo for n in range(1, 5)
+                     for combo in itertools.combinations(HEAD_FAMILIES, n)]
+
+
+@pytest.mark.parametrize("heads", HEAD_COMBINATIONS, ids="+".join)
+def test_monitor_files_show_each_heads_metrics(tmp_path, heads):
+    # The monitor's own code from the metric sets' keys to the files, with made-up values.
+    from agetf import heads as heads_lib, run_monitor
+
+    assert len(HEAD_COMBINATIONS) == 15
+    train_keys = heads_lib.MetricSet(heads).results()
+    val_keys = heads_lib.MetricSet(heads, prefix="val_").results()
+    history = {}
+    for epoch in range(2):
+        logs = run_monitor.epoch_logs({k: 0.5 - 0.1 * epoch for k in train_keys},
+                                      {k: 0.6 - 0.1 * epoch for k in val_keys}, lr=1e-3,
+                                      images_per_sec=100.0, seconds=2.0)
+        run_monitor.append_epoch(history, epoch, logs)
+    run_monitor.write_history_files(str(tmp_path), history)
+
+    saved = json.load(open(tmp_path / "history.json"))
+    assert saved == history and saved["epoch"] == [1, 2]
+    with open(tmp_path / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and set(rows[0]) == set(history)
+    families = {name: (train, val) for name, train, val in plots.metric_families(saved)}
+    age_heads = [h for h in heads if h != "gender"]
+    wanted = {"loss", "lr"}.union(*(HEAD_FAMILIES[h] for h in heads))
+    wanted |= {f"{h}_mae" for h in age_heads} if len(age_heads) > 1 else set()
+    assert wanted <= set(families), wanted - set(families)
+    for family in wanted - {"lr"}:
+        train, val = families[family]
+        assert train is not None and val is not None, family  # training and validation curves
+    # One panel per family: the figure is 3 panels wide and as many rows high as needed.
+    pixels = read_png(tmp_path / "plots" / "training.png")
+    panels = len(families)
+    assert pixels.shape[:2] == (360 * -(-panels // 3), 500 * min(3, panels))

@@ -1,5 +1,6 @@
 """`python -m agetf.train`: flag validation, and the command line end to end (train, --load)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 
-from agetf import train
+from agetf import input_pipeline, train, trainer as trainer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--img_dim=32", "--alpha=0.35", "--batch_size=16", "--steps_per_epoch=3", "--epochs=2",
@@ -32,13 +33,103 @@ def run_cli(*args, timeout=300):
     ("--loss_weights=gender", "--loss_weights item 'gender' is not HEAD=NUMBER"),
     ("--heads=age,face", "heads must be a non-empty list"),
     ("--batch_size=0", "--batch_size=0 must be >= 1"),
+    # An export needs an age head: refused before training, not after it.
+    ("--heads=gender", "--heads=gender has no age head, which the exported model needs; add one "
+                       "(e.g. --heads=age_histogram,gender) or pass --noexport"),
+    (("--heads=gender", "--noexport", "--export_tflite"), "or drop --export_tflite"),
+    (("--heads=gender", "--load", "--export_dir=/tmp/x"), "or drop --export_dir"),
+    # Numbers outside the range where they mean anything.
+    ("--checkpoint_every_steps=-1",
+     "--checkpoint_every_steps=-1 must be >= 0 (0: at epoch ends only)"),
+    ("--epochs=0", "--epochs=0 must be >= 1"),
+    ("--steps_per_epoch=-1", "--steps_per_epoch=-1 must be >= 0"),
+    ("--validation_steps=-1", "--validation_steps=-1 must be >= 0"),
+    ("--early_stopping_patience=-1", "--early_stopping_patience=-1 must be >= 0 (0: off)"),
+    ("--summary_images=-2", "--summary_images=-2 must be >= 0"),
+    ("--print_predictions=-1", "--print_predictions=-1 must be >= 0"),
+    ("--steps_per_loop=0", "--steps_per_loop=0 must be >= 1"),
+    ("--shuffle_buffer=0", "--shuffle_buffer=0 must be >= 1"),
+    ("--head_epochs=-1", "--head_epochs=-1 must be >= 0"),
+    ("--fine_tune_epochs=-1", "--fine_tune_epochs=-1 must be >= 0"),
+    (("--fine_tuning", "--head_epochs=0", "--fine_tune_epochs=0"), "train nothing"),
+    ("--collective_timeout=-1", "--collective_timeout=-1 must be >= 0 seconds"),
+    ("--plateau_patience=-1", "--plateau_patience=-1 must be >= 0"),
+    ("--plateau_cooldown=-1", "--plateau_cooldown=-1 must be >= 0"),
+    ("--plateau_min_lr=-1e-6", "--plateau_min_lr=-1e-06 must be >= 0"),
+    ("--plateau_factor=1.5", "--plateau_factor=1.5 must be in (0, 1), e.g. --plateau_factor=0.2"),
+    ("--clr_half_cycle_steps=-1", "--clr_half_cycle_steps=-1 must be >= 0"),
+    ("--clr_half_cycle_epochs=0", "--clr_half_cycle_epochs=0 must be > 0"),
+    ("--clr_base_lr=0", "--clr_base_lr=0 must be > 0"),
+    ("--clr_max_lr=1e-5", "--clr_max_lr=1e-05 must be >= --clr_base_lr=0.0001"),
+    ("--clr_gamma=0", "--clr_gamma=0 must be in (0, 1]"),
+    ("--warmup_epochs=-1", "--warmup_epochs=-1 must be >= 0"),
+    ("--cosine_min_lr=-1", "--cosine_min_lr=-1 must be >= 0"),
+    ("--lr_find_steps=1", "--lr_find_steps=1 must be 0 (use --lr_find_epochs) or >= 2"),
+    ("--lr_find_steps=-5", "--lr_find_steps=-5 must be 0"),
+    ("--lr_find_epochs=0", "--lr_find_epochs=0 must be > 0"),
+    ("--lr_find_min=0", "--lr_find_min=0 must be > 0"),
+    ("--lr_find_max=1e-12", "--lr_find_max=1e-12 must be above --lr_find_min=1e-10"),
+    ("--lr=0", "--lr=0 must be > 0, or 'auto'"),
+    ("--lr=nan", "--lr=nan must be > 0"),
+    ("--fine_tune_lr=-1e-4", "--fine_tune_lr=-0.0001 must be > 0"),
+    ("--momentum=1", "--momentum=1 must be in [0, 1)"),
+    ("--dropout=1", "--dropout=1 must be in [0, 1)"),
+    ("--batchnorm_momentum=0", "--batchnorm_momentum=0 must be in (0, 1)"),
+    ("--alpha=0", "--alpha=0 must be > 0"),
+    ("--age_deviation=0", "--age_deviation=0 must be > 0"),
+    # Names that must match the heads or the strategy.
+    ("--best_metric=val_gender_accuracy", "--best_metric=val_gender_accuracy is not reported for "
+                                          "these heads; use one of val_loss"),
+    ("--loss_weights=gender=2", "--loss_weights names gender, not among the heads (age_histogram)"),
+    ("--tpu=grpc://10.0.0.2:8470", "--tpu=grpc://10.0.0.2:8470 applies to --strategy=tpu only"),
 ])
 def test_bad_flag_values_are_refused_with_the_fix(parse_train_flags, data_dir, tmp_path, bad_flag, message):
-    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", bad_flag)
+    bad_flags = (bad_flag,) if isinstance(bad_flag, str) else bad_flag
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", *bad_flags)
     with pytest.raises(ValueError) as error:
         train.build_config()
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_value_absl_refuses_is_one_line_too(parse_train_flags, capsys):
+    # parse_train_flags only puts the global flags back afterwards; parse_flags changes them.
+    with pytest.raises(SystemExit) as exit_:
+        train.parse_flags(["agetf.train", "--data_dir=d", "--model_dir=m", "--type=ordinal"])
+    assert exit_.value.code == ("agetf.train: error: flag --type=ordinal: value should be one of "
+                                "<classification|regression>")
+    assert capsys.readouterr().err == ""  # not absl's FATAL message and --helpshort hint
+
+
+def test_gender_only_is_accepted_when_nothing_is_exported(parse_train_flags, data_dir, tmp_path):
+    for extra in (["--noexport"], ["--load"], ["--lr_find"]):
+        parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--heads=gender",
+                          "--best_metric=val_gender_accuracy", *extra)
+        assert train.build_config().model.heads == ("gender",)
+
+
+def test_heads_in_another_order_are_the_same_model(parse_train_flags, data_dir, tmp_path):
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}",
+                      "--heads=gender,age_histogram")
+    reordered = train.build_config().model
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--predict_gender")
+    assert reordered.heads == train.build_config().model.heads == ("age_histogram", "gender")
+    # A model_dir written before the heads were put in order still matches.
+    definition = dict(trainer_lib.run_definition(reordered), heads=["gender", "age_histogram"])
+    (tmp_path / "run.json").write_text(json.dumps(definition))
+    trainer_lib.check_run_definition(str(tmp_path), reordered)
+    with pytest.raises(ValueError, match="different model"):
+        trainer_lib.check_run_definition(str(tmp_path),
+                                         dataclasses.replace(reordered, heads=("age",)))
+
+
+@pytest.mark.parametrize("recipe", sorted(os.listdir(os.path.join(REPO, "flags"))))
+def test_every_recipe_passes_validation(parse_train_flags, monkeypatch, recipe):
+    # The recipes point at data that is not here (tfrecords/utkface); everything else is checked.
+    monkeypatch.setattr(input_pipeline, "list_shards", lambda data_dir, split: [])
+    parse_train_flags(f"--flagfile={os.path.join(REPO, 'flags', recipe)}")
+    config = train.build_config()
+    assert config.model_dir == f"runs/{recipe.removesuffix('.flags')}"
 
 
 def test_missing_or_empty_data_dir_is_refused(parse_train_flags, tmp_path):
@@ -64,10 +155,10 @@ def test_older_project_flags_map_to_heads(parse_train_flags, data_dir, tmp_path)
 
 
 def test_command_line_reports_one_line_and_exits_non_zero(data_dir, tmp_path):
-    result = run_cli(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--base_model=VGG16")
+    result = run_cli(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--epochs=0")
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == (
-        "agetf.train: error: --base_model=VGG16 is unknown; use one of MobileNetV2, ResNet50")
+    # Checked before TensorFlow starts: its start-up lines do not bury the one line.
+    assert result.stderr.strip().splitlines() == ["agetf.train: error: --epochs=0 must be >= 1"]
     assert not os.listdir(tmp_path)  # nothing written
 
 
@@ -85,12 +176,41 @@ def test_train_then_load_on_the_command_line(data_dir, tmp_path):
     assert report["split"] == "test" and report["num_images"] > 0
     assert {"mae", "cs5", "gender_accuracy"} <= set(report["metrics"])
     assert report["by_age_decade"] and report["constant_baseline"]["mae"] > 0
+    assert "Epoch 2/2" in result.stdout and "img/s:" in result.stdout  # the progress bar
+    saved_model_time = (model_dir / "saved_model" / "saved_model.pb").stat().st_mtime_ns
 
-    # --load evaluates the saved model again without training; same numbers.
+    # --load evaluates the saved model again without training, here under the ages 21-60
+    # protocol, and exports to a chosen folder, with the TFLite models too.
+    exported = tmp_path / "exported"
     loaded = run_cli(f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY, "--load",
-                     "--print_predictions=3")
+                     "--print_predictions=3", "--eval_protocol=ages_21_60",
+                     f"--export_dir={exported}", "--export_tflite")
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.count("Predicting for image") == 3
-    again = json.loads((model_dir / "evaluation.json").read_text())
-    assert again["metrics"] == pytest.approx(report["metrics"])
     assert "Epoch" not in loaded.stdout
+    again = json.loads((model_dir / "evaluation.json").read_text())
+    assert again["protocol"] == "ages_21_60" and 0 < again["num_images"] < report["num_images"]
+    # Decades wholly inside 21-60 hold the same images, so the same model gives the same numbers.
+    # (The constant predictor's columns differ: its median is of training ages 21-60.)
+    inside = {"30-39", "40-49", "50-59"}
+    model_columns = ("count", "mae", "cs5", "gender_accuracy")
+    rows = {r["group"]: [r[k] for k in model_columns] for r in report["by_age_decade"]
+            if r["group"] in inside}
+    assert rows
+    for row in again["by_age_decade"]:
+        if row["group"] in inside:
+            assert [row[k] for k in model_columns] == pytest.approx(rows.pop(row["group"]))
+    assert not rows, f"decades missing under ages_21_60: {rows}"
+    # The printed summary table is the report's.
+    table = {line.split()[0]: line.split()[1:] for line in loaded.stdout.splitlines()
+             if len(line.split()) == 3 and line.split()[0] in ("mae", "cs5")}
+    assert float(table["mae"][0]) == pytest.approx(again["metrics"]["mae"], abs=5e-4)
+    assert float(table["mae"][1]) == pytest.approx(again["constant_baseline"]["mae"], abs=5e-4)
+    assert float(table["cs5"][0]) == pytest.approx(again["metrics"]["cs5"], abs=5e-4)
+    assert f"Exported SavedModel to {exported}" in loaded.stdout
+    assert saved_model_time == (model_dir / "saved_model" / "saved_model.pb").stat().st_mtime_ns
+    assert {r["group"] for r in again["by_age_decade"]} <= {"20-29", *inside, "60-69"}
+    assert (exported / "saved_model.pb").exists()
+    assert not (model_dir / "saved_model.tmp").exists()
+    assert sorted(os.listdir(model_dir / "tflite")) == [
+        "model_dynamic_int8.tflite", "model_float16.tflite", "model_float32.tflite"]
