@@ -107,6 +107,9 @@ def summarize(outputs, batch_labels, train_ages, train_genders):
     majority_gender = int(np.mean(train_genders) > 0.5)
     baseline = {"constant_age": median_age, "constant_gender": labels.GENDER_NAMES[majority_gender]}
     baseline.update(_age_metrics(np.full_like(true_age, median_age), true_age))
+    if "age_range" in outputs:
+        constant_range = labels.age_range(np.array([median_age]))[0]
+        baseline["age_range_accuracy"] = float((batch_labels["age_range"] == constant_range).mean())
     baseline_gender_hit = (batch_labels["gender"] > 0.5) == majority_gender
     baseline["gender_accuracy"] = float(baseline_gender_hit.mean())
 

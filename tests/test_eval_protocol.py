@@ -68,11 +68,52 @@ def test_breakdowns_by_decade_gender_and_race_with_unknown_race_and_the_baseline
     assert by_gender["male"]["constant_gender_accuracy"] == 1.0
     assert by_gender["female"]["constant_gender_accuracy"] == 0.0
     json.dumps(report)  # evaluation.json must be plain JSON
+    # With a range head, the constant predictor's range is the median's, [30, 35): 1 of 5.
+    with_range = {**outputs, "age_range": np.eye(labels.NUM_AGE_RANGES)[labels.age_range(true_age)]}
+    ranged = evaluation.summarize(with_range, batch_labels, train_ages=np.array([20, 30, 40]),
+                                  train_genders=np.array([0, 0, 1]))
+    assert ranged["metrics"]["age_range_accuracy"] == 1.0
+    assert ranged["constant_baseline"]["age_range_accuracy"] == pytest.approx(1 / 5)
 
     text = evaluation.format_report({**report, "protocol": "ages_21_60"})
     assert "protocol ages_21_60: test images aged 21 to 60 only" in text
     assert "unknown" in text and "by race:" in text and "constant" in text
     assert "80+" in text and "MAE   0.00 (constant  55.00)" in text
+    # The summary rows, worked out by hand: model errors 2, 0, 3, 10, 0 (MAE 3, 4 of 5 within
+    # 5 years); constant 30 errs by 5, 3, 3, 40, 55 (MAE 21.2, 3 of 5 within 5 years).
+    rows = text.splitlines()
+    assert rows[1].split() == ["metric", "model", "constant"]
+    assert rows[2:5] == [f"{'mae':<22}{'3.000':>10}{'21.200':>10}",
+                         f"{'cs5':<22}{'0.800':>10}{'0.600':>10}",
+                         f"{'gender_accuracy':<22}{'0.800':>10}{'0.400':>10}"]
+
+
+def test_prediction_lines_with_a_range_head():
+    # Range 30-35 at 0.7 and 35-40 at 0.3: 0.7 * 32.5 + 0.3 * 37.5 = 34.0 years; 80+ reads 85.
+    probabilities = np.zeros((2, labels.NUM_AGE_RANGES), np.float32)
+    probabilities[0, [6, 7]] = [0.7, 0.3]
+    probabilities[1, 16] = 1.0
+    true_age = np.array([33, 79])
+    outputs = {"age_range": probabilities, "gender": np.array([0.8, 0.3], np.float32)}
+    batch_labels = {"age": true_age, "age_range": labels.age_range(true_age),
+                    "gender": np.array([1.0, 1.0]),
+                    "filename": np.array([b"33_1_0_a.jpg.chip.jpg", b"79_1_0_b.jpg.chip.jpg"])}
+    lines = evaluation.prediction_lines(outputs, batch_labels, count=5)
+    assert lines == [
+        "Predicting for image 33_1_0_a.jpg.chip.jpg",
+        "Predicted age: 34.0, true age: 33",
+        "Predicted range: 30-35, true range: 30-35",
+        "Predicted gender: female, true gender: female",
+        "Predicting for image 79_1_0_b.jpg.chip.jpg",
+        "Predicted age: 85.0, true age: 79",
+        "Predicted range: 80+, true range: 75-80",
+        "Predicted gender: male, true gender: female",
+    ]
+    assert evaluation.prediction_lines(outputs, batch_labels, count=1) == lines[:4]
+    report = evaluation.summarize(outputs, {**batch_labels, "race": np.array([0, 0])},
+                                  train_ages=np.array([30]), train_genders=np.array([1]))
+    assert report["metrics"]["age_range_accuracy"] == 0.5
+    assert report["metrics"]["mae"] == pytest.approx((1 + 6) / 2, abs=1e-4)
 
 
 @pytest.fixture(scope="module")

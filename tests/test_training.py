@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 
 import keras
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from agetf import augment, distribution, evaluation, input_pipeline, trainer as trainer_lib
+from agetf import augment, distribution, evaluation, input_pipeline, labels, trainer as trainer_lib
 
 ALL_HEADS = ("age_histogram", "age_range", "age", "gender")
 
@@ -113,10 +115,62 @@ def test_tensorboard_logs_losses_metrics_lr_speed_and_faces(trained_run):
                 "epoch/age_range_accuracy"):
         assert tag in train_scalars and train_scalars[tag], tag
         assert np.all(np.isfinite(train_scalars[tag])), tag
-    for tag in ("epoch/loss", "epoch/mae", "epoch/gender_accuracy"):
+    history = trained_run[2]
+    per_head_losses = [f"epoch/{head}_loss" for head in config.model.heads]
+    for tag in ["epoch/loss", "epoch/mae", "epoch/cs5", "epoch/gender_accuracy",
+                "epoch/age_range_accuracy"] + per_head_losses:
         assert len(val_scalars[tag]) == 2 and np.all(np.isfinite(val_scalars[tag])), tag
+        # The same numbers as history.json's val_ columns (float32 in the event file).
+        np.testing.assert_allclose(val_scalars[tag], history["val_" + tag.removeprefix("epoch/")],
+                                   rtol=1e-6, err_msg=tag)
+    for tag in per_head_losses:
+        assert len(train_scalars[tag]) == 2, tag
+        np.testing.assert_allclose(train_scalars[tag], history[tag.removeprefix("epoch/")],
+                                   rtol=1e-6, err_msg=tag)
+    for tag in ("epoch/cs5", "epoch/age_range_accuracy", "epoch/gender_accuracy"):
+        assert all(0.0 <= v <= 1.0 for v in val_scalars[tag]), tag
+
+    # One grid of validation faces per epoch, at each epoch's last step.
     assert val_acc.SummaryMetadata("faces").plugin_data.plugin_name == "images"
-    assert train_acc.PluginTagToContent("hparams")  # the run's hyperparameters
+    faces = val_acc.Tensors("faces")
+    assert [event.step for event in faces] == [config.steps_per_epoch, 2 * config.steps_per_epoch]
+
+    # The run's actual hyperparameters, not just some hparams data.
+    (content,) = train_acc.PluginTagToContent("hparams").values()
+    session = hparams_metadata.parse_session_start_info_plugin_data(content)
+    hparams = {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+               for name, value in session.hparams.items()}
+    assert hparams["backbone"] == "MobileNetV2"
+    assert hparams["heads"] == ",".join(config.model.heads)
+    assert hparams["lr"] == pytest.approx(config.lr)
+    assert hparams["img_dim"] == config.model.img_dim
+    assert hparams["batch_size"] == config.batch_size
+    assert hparams["alpha"] == pytest.approx(0.35)
+    assert hparams["epochs"] == 2
+
+
+def assert_best_keras_is_the_best_epoch(model_dir, history, best_model, metric="val_loss"):
+    """best.keras (loaded as `best_model`) holds the weights of the epoch with the best
+    `metric` in history, and of no other epoch; each epoch's checkpoint has that epoch's.
+    Restores the checkpoints into `best_model`, so call it last."""
+    best_epoch = int(np.nanargmin(history[metric])) + 1
+    best_weights = [w.numpy() for w in best_model.weights]
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+    by_epoch = {int(tf.train.load_variable(path, "epoch/.ATTRIBUTES/VARIABLE_VALUE")): path
+                for path in state.all_model_checkpoint_paths}
+    assert sorted(by_epoch) == history["epoch"]
+    for epoch, path in by_epoch.items():
+        tf.train.Checkpoint(model=best_model).restore(path).expect_partial() \
+            .assert_existing_objects_matched()
+        same = all(np.array_equal(a, b.numpy()) for a, b in zip(best_weights, best_model.weights))
+        assert same == (epoch == best_epoch), (epoch, best_epoch, history[metric])
+
+
+def test_best_keras_holds_the_weights_of_the_best_validation_epoch(trained_run):
+    config, _, history = trained_run
+    assert config.best_metric == "val_loss"
+    best = keras.saving.load_model(os.path.join(config.model_dir, "best.keras"), safe_mode=True)
+    assert_best_keras_is_the_best_epoch(config.model_dir, history, best)
 
 
 def test_rerun_with_more_epochs_resumes(trained_run, tmp_path):
@@ -173,7 +227,50 @@ def test_each_head_combination_trains_resumes_and_evaluates(data_dir, tmp_path, 
     assert report["num_images"] == input_pipeline.num_examples(data_dir, "test")
     wanted = {"gender": "gender_accuracy", "age": "mae", "age_range": "age_range_accuracy"}
     assert {wanted[h] for h in heads} <= set(report["metrics"])
-    assert lines[0].startswith("Predicting for image ")
+    assert_prediction_lines(lines, heads)
+    assert_summary_table(report, heads)
+    # Across the resume too; for gender alone the first epoch's val_loss was the lower one.
+    assert_best_keras_is_the_best_epoch(config.model_dir, history, model)
+
+
+def assert_prediction_lines(lines, heads):
+    """The older project's lines for one image: name, age, range (range mode), gender."""
+    has_age = any(h in heads for h in ("age_histogram", "age_range", "age"))
+    assert len(lines) == 1 + has_age + ("age_range" in heads) + ("gender" in heads), lines
+    assert re.fullmatch(r"Predicting for image \S+\.jpg", lines[0]), lines[0]
+    file_labels = os.path.basename(lines[0].split()[-1]).split("_")  # UTKFace: age_gender_...
+    rest = lines[1:]
+    if has_age:
+        match = re.fullmatch(r"Predicted age: (\d+\.\d), true age: (\d+)", rest.pop(0))
+        assert match, lines
+        true_age = int(match.group(2))
+        assert true_age == int(file_labels[0])
+    if "age_range" in heads:
+        names = "|".join(re.escape(name) for name in labels.AGE_RANGE_NAMES)
+        match = re.fullmatch(rf"Predicted range: ({names}), true range: ({names})", rest.pop(0))
+        assert match, lines
+        assert match.group(2) == labels.AGE_RANGE_NAMES[int(labels.age_range(true_age))]
+    if "gender" in heads:
+        match = re.fullmatch(r"Predicted gender: (male|female), true gender: (male|female)",
+                             rest.pop(0))
+        assert match, lines
+        assert match.group(2) == labels.GENDER_NAMES[int(file_labels[1])]
+
+
+def assert_summary_table(report, heads):
+    """The printed table's rows carry the report's numbers: metric, model, constant predictor."""
+    rows = {line.split()[0]: line.split()[1:] for line in
+            evaluation.format_report(report).splitlines()[2:] if len(line.split()) == 3}
+    names = (["mae", "cs5"] if any(h != "gender" for h in heads) else []) + [
+        {"age_range": "age_range_accuracy", "gender": "gender_accuracy"}[h]
+        for h in heads if h in ("age_range", "gender")]
+    assert [name for name in rows if name in names] == names, rows
+    for name in names:
+        model, constant = map(float, rows[name])
+        assert model == pytest.approx(report["metrics"][name], abs=5e-4), name
+        assert constant == pytest.approx(report["constant_baseline"][name], abs=5e-4), name
+    if "mae" not in names:
+        assert "mae" not in rows and "cs5" not in rows
 
 
 def test_xla_compiled_steps_train(data_dir, tmp_path):
@@ -188,11 +285,15 @@ def test_xla_compiled_steps_train(data_dir, tmp_path):
     assert any(not np.array_equal(b, a) for b, a in zip(before, after))
 
 
-def test_mirrored_on_two_cpus_keeps_replicas_identical(data_dir, tmp_path):
+def test_mirrored_on_two_cpus_keeps_replicas_identical_and_resumes_a_cycle(data_dir, tmp_path):
+    from agetf import schedules
+
     strategy = distribution.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2
     config = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram", "gender"), epochs=1,
-                         summary_images=2)
+                         summary_images=2, schedule="cyclic_lr",
+                         schedule_params=dict(clr_base_lr=1e-4, clr_max_lr=1e-2,
+                                              clr_half_cycle_steps=2))
     trainer, history = train(config, strategy=strategy)
     assert np.isfinite(history["loss"][0]) and np.isfinite(history["val_loss"][0])
     for variable in trainer.model.trainable_variables:
@@ -200,6 +301,15 @@ def test_mirrored_on_two_cpus_keeps_replicas_identical(data_dir, tmp_path):
         values = [v.numpy() for v in strategy.experimental_local_results(mirrored)]
         assert len(values) == 2
         np.testing.assert_array_equal(values[0], values[1])
+    # The cycle's position is in the checkpoint: resumed on two replicas after 3 steps, the
+    # next step's LR is the cycle's at step 3 (half-way down), not its start.
+    cycle = schedules.Cyclic(base_lr=1e-4, max_lr=1e-2, step_size=2)
+    at_step_3 = float(cycle.learning_rate(3))
+    np.testing.assert_allclose([at_step_3, float(cycle.learning_rate(0))], [5.05e-3, 1e-4])
+    np.testing.assert_allclose(history["lr"], [at_step_3], rtol=1e-6)
+    resumed = trainer_lib.Trainer(config, strategy=strategy)
+    assert resumed.resumed and int(resumed.global_step.numpy()) == 3
+    np.testing.assert_allclose(resumed.learning_rate(), at_step_3, rtol=1e-6)
 
 
 def test_batch_that_does_not_divide_across_replicas_is_refused(data_dir, tmp_path):
