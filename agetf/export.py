@@ -16,14 +16,17 @@ BYTES_SIGNATURE = "serving_default"
 IMAGES_SIGNATURE = "serving_images"
 BYTES_INPUT = "images_bytes"
 IMAGES_INPUT = "images"
-# Serving output name of each head's probabilities; `age` (years) is always present.
+# Serving output name of each head's probabilities; `age` (years) comes from any age head.
 _SERVING_NAMES = {"age_histogram": "age_histogram", "age_range": "age_range",
                   "gender": "female_probability"}
 
 
 def serving_outputs(outputs: dict) -> dict:
-    """Maps model outputs to the export's named float32 outputs."""
-    named = {"age": heads.predicted_age_years(outputs)}
+    """Maps model outputs to the export's named float32 outputs: `age` in years wherever an
+    age head was trained (a gender-only model gives female_probability alone)."""
+    named = {}
+    if any(head in outputs for head in heads.AGE_HEADS):
+        named["age"] = heads.predicted_age_years(outputs)
     for head, name in _SERVING_NAMES.items():
         if head in outputs:
             named[name] = outputs[head]

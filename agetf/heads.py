@@ -43,11 +43,6 @@ def in_canonical_order(heads):
     return tuple(sorted(heads, key=lambda h: HEADS.index(h) if h in HEADS else len(HEADS)))
 
 
-def has_age_head(heads):
-    """Whether an age in years can be read from `heads` (the exports need one)."""
-    return any(h in AGE_HEADS for h in heads)
-
-
 def emd_loss(histogram_true, histogram_pred, r=2.0):
     """Per-example earth mover's distance between histograms (NIMA, on cumulative sums)."""
     import tensorflow as tf

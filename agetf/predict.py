@@ -184,7 +184,8 @@ def _fill(prediction, outputs, index, predictor, jpeg):
         except tf.errors.InvalidArgumentError as error:
             prediction.error = f"cannot decode {prediction.path} ({error.message.splitlines()[0]})"
             return
-    prediction.age = float(outputs["age"][index])
+    if "age" in outputs:  # not from a gender-only model
+        prediction.age = float(outputs["age"][index])
     if "age_range" in outputs:
         prediction.age_range = int(outputs["age_range"][index].argmax())
     if "female_probability" in outputs:
@@ -196,10 +197,11 @@ def format_prediction(prediction: Prediction) -> list:
     lines = [f"Predicting for image {prediction.path}"]
     if prediction.error:
         return lines + [f"Error: {prediction.error}"]
-    line = f"Predicted age: {prediction.age:.1f}"
-    if prediction.true_age is not None:
-        line += f", true age: {prediction.true_age}"
-    lines.append(line)
+    if prediction.age is not None:
+        line = f"Predicted age: {prediction.age:.1f}"
+        if prediction.true_age is not None:
+            line += f", true age: {prediction.true_age}"
+        lines.append(line)
     if prediction.age_range is not None:
         line = f"Predicted range: {labels.AGE_RANGE_NAMES[prediction.age_range]}"
         if prediction.true_age is not None:
@@ -222,9 +224,10 @@ def _predicted_gender(prediction):
 def summarize(predictions: Sequence[Prediction]) -> dict:
     """Metrics over the predictions whose names carry labels: MAE, CS@5, accuracies, counts."""
     done = [p for p in predictions if p.error is None]
-    aged = [p for p in done if p.true_age is not None]
+    labelled = [p for p in done if p.true_age is not None]
+    aged = [p for p in labelled if p.age is not None]
     summary = {"images": len(predictions), "errors": len(predictions) - len(done),
-               "labelled": len(aged)}
+               "labelled": len(labelled)}
     if aged:
         errors = [abs(p.age - p.true_age) for p in aged]
         summary["mae"] = sum(errors) / len(errors)
@@ -278,7 +281,7 @@ class FacePrediction:
 
     box: object  # face_detection.Box
     crop_box: object
-    age: float
+    age: Optional[float]  # None from a gender-only model
     age_range: Optional[int] = None
     female_probability: Optional[float] = None
 
@@ -336,7 +339,8 @@ def predict_photo(image_predictor, path: str, image, detector, margin: float,
         pixels = face_detection.crop(image, square)
         outputs = image_predictor(images=tf.constant(pixels[None]))
         outputs = {name: value.numpy()[0] for name, value in outputs.items()}
-        face = FacePrediction(box=box, crop_box=square, age=float(outputs["age"]))
+        face = FacePrediction(box=box, crop_box=square,
+                              age=float(outputs["age"]) if "age" in outputs else None)
         if "age_range" in outputs:
             face.age_range = int(outputs["age_range"].argmax())
         if "female_probability" in outputs:
@@ -347,10 +351,10 @@ def predict_photo(image_predictor, path: str, image, detector, margin: float,
 
 def face_caption(face: FacePrediction) -> str:
     """Short label for a face: age, and gender where predicted."""
-    caption = f"{face.age:.0f}"
+    parts = [] if face.age is None else [f"{face.age:.0f}"]
     if face.female_probability is not None:
-        caption += f" {labels.GENDER_NAMES[int(face.female_probability >= 0.5)]}"
-    return caption
+        parts.append(labels.GENDER_NAMES[int(face.female_probability >= 0.5)])
+    return " ".join(parts)
 
 
 def format_photo(photo: PhotoPrediction) -> list:
@@ -362,14 +366,14 @@ def format_photo(photo: PhotoPrediction) -> list:
         return lines + ["No face found"]
     for index, face in enumerate(photo.faces, start=1):
         box = face.box
-        line = (f"Face {index} at x={box.left} y={box.top} w={box.width} h={box.height}: "
-                f"predicted age {face.age:.1f}")
+        parts = [] if face.age is None else [f"predicted age {face.age:.1f}"]
         if face.age_range is not None:
-            line += f", range {labels.AGE_RANGE_NAMES[face.age_range]}"
+            parts.append(f"range {labels.AGE_RANGE_NAMES[face.age_range]}")
         if face.female_probability is not None:
             gender = labels.GENDER_NAMES[int(face.female_probability >= 0.5)]
-            line += f", gender {gender} (p_female={face.female_probability:.2f})"
-        lines.append(line)
+            parts.append(f"gender {gender} (p_female={face.female_probability:.2f})")
+        lines.append(f"Face {index} at x={box.left} y={box.top} w={box.width} h={box.height}: "
+                     + ", ".join(parts))
     return lines
 
 

@@ -206,20 +206,6 @@ def check_flag_ranges():
                          f"--clr_base_lr={FLAGS.clr_base_lr:g}")
 
 
-def requested_exports():
-    """The flags that make this run export the model: the exports need an age head."""
-    if FLAGS.lr_find:
-        return []  # it stops after the LR range test
-    exports = []
-    if FLAGS.load and FLAGS.export_dir:
-        exports.append("drop --export_dir")
-    elif not FLAGS.load and FLAGS.export:
-        exports.append("pass --noexport")
-    if FLAGS.export_tflite:
-        exports.append("drop --export_tflite")
-    return exports
-
-
 def check_flags():
     """Checks every flag that needs no TensorFlow, so a bad one costs no TensorFlow start-up."""
     check_flag_ranges()
@@ -234,11 +220,6 @@ def check_flags():
         raise UsageError(f"--tpu={FLAGS.tpu} applies to --strategy=tpu only; add --strategy=tpu "
                          "or drop --tpu")
     heads = resolve_heads()
-    fixes = requested_exports()
-    if not heads_lib.has_age_head(heads) and fixes:
-        raise UsageError(f"--heads={','.join(heads)} has no age head, which the exported model "
-                         f"needs; add one (e.g. --heads=age_histogram,{','.join(heads)}) or "
-                         + " and ".join(fixes))
     unknown = [head for head in parse_loss_weights(FLAGS.loss_weights) if head not in heads]
     if unknown:
         raise UsageError(f"--loss_weights names {', '.join(unknown)}, not among the heads "

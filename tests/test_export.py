@@ -125,6 +125,7 @@ def test_loaded_signatures_have_the_declared_inputs(exported):
     (["age_histogram"], {"age", "age_histogram"}),
     (["age"], {"age"}),
     (["age", "gender"], {"age", "female_probability"}),
+    (["gender"], {"female_probability"}),
 ])
 def test_output_keys_follow_the_heads(heads, keys):
     model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=heads, alpha=0.35)
@@ -164,12 +165,37 @@ def test_range_and_gender_export_loads_and_gives_years(tmp_path):
     assert np.ptp(expected["age"]) > 0.1, "ages must differ between images to prove anything"
 
 
-def test_gender_only_model_cannot_be_exported(tmp_path):
+def test_gender_only_model_exports_and_predicts_gender_alone(tmp_path):
+    from agetf import predict, tflite_export
+
     model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=["gender"],
                                   alpha=0.35)
-    with pytest.raises(ValueError, match="no age head"):
-        export.export_saved_model(model, str(tmp_path / "saved_model"), img_dim=IMG_DIM)
-    assert os.listdir(tmp_path) == [], "a failed export must leave nothing behind"
+    calibrate_batchnorm(model, np.random.default_rng(1).uniform(0, 255, (8, IMG_DIM, IMG_DIM, 3))
+                        .astype("float32"))
+    export_dir = str(tmp_path / "saved_model")
+    export.export_saved_model(model, export_dir, img_dim=IMG_DIM)
+    images = np.random.default_rng(6).integers(0, 256, (4, 40, 52, 3), dtype=np.uint8)
+    got = tf.saved_model.load(export_dir).signatures["serving_images"](images=tf.constant(images))
+    assert set(got) == {"female_probability"}
+    expected = tf.function(lambda x: model(x, training=False))(image_ops.resize(images, IMG_DIM))
+    np.testing.assert_allclose(got["female_probability"], expected["gender"], rtol=0, atol=1e-4)
+    assert np.ptp(expected["gender"]) > 1e-3, "probabilities must differ to prove anything"
+
+    # agetf.predict prints and scores gender only; the TFLite model has the same one output.
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(str(tmp_path / f"{30 + i}_{i % 2}_0_20170101000000000.jpg"))
+        tf.io.write_file(paths[-1], tf.io.encode_jpeg(image, quality=95))
+    predictions = list(predict.predict_files(predict.load_predictor(export_dir), paths))
+    lines = predict.format_prediction(predictions[0])
+    assert lines[1].startswith("Predicted gender: ") and len(lines) == 2, lines
+    summary = predict.summarize(predictions)
+    assert "gender_accuracy" in summary and "mae" not in summary and summary["labelled"] == 4
+    tflite = tmp_path / "gender.tflite"
+    tflite.write_bytes(tflite_export.convert(model, IMG_DIM, "float32"))
+    by_tflite = tflite_export.TFLiteModel(str(tflite)).predict_resized(
+        np.round(image_ops.resize(images, IMG_DIM).numpy()).astype(np.uint8))
+    assert set(by_tflite) == {"female_probability"}
 
 
 def test_predict_years_prefers_histogram_then_range_then_regression():
