@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from agetf import augment, distribution, evaluation, input_pipeline, labels, trainer as trainer_lib
+from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 ALL_HEADS = ("age_histogram", "age_range", "age", "gender")
 
@@ -310,6 +311,51 @@ def test_mirrored_on_two_cpus_keeps_replicas_identical_and_resumes_a_cycle(data_
     resumed = trainer_lib.Trainer(config, strategy=strategy)
     assert resumed.resumed and int(resumed.global_step.numpy()) == 3
     np.testing.assert_allclose(resumed.learning_rate(), at_step_3, rtol=1e-6)
+
+
+def test_one_device_and_two_replicas_take_the_same_step_on_the_same_global_batch(data_dir,
+                                                                                  tmp_path):
+    """The loss is averaged over the global batch, not each replica's half: in stage 1 of
+    fine-tuning (BatchNorm in inference mode), without dropout or augmentation, the step is
+    the same function of the batch on one device and on two, so loss and update agree. SGD,
+    since Adam's first step hardly depends on the gradient's scale."""
+    batch = None
+    results = {}
+    for name in ("default", "mirrored"):
+        config = tiny_config(data_dir, tmp_path / name, heads=("age_histogram", "gender"),
+                             optimizer="sgd", lr=0.5, momentum=0.0,
+                             fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=1,
+                                                                  fine_tune_epochs=1))
+        config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, dropout=0.0),
+            input=dataclasses.replace(config.input, augment=augment.NO_AUGMENTATION))
+        strategy = distribution.make_strategy(name)
+        trainer = trainer_lib.Trainer(config, strategy=strategy)
+        assert trainer.stage == "heads"
+        if batch is None:
+            batch = next(iter(input_pipeline.build_dataset(config.input, "train",
+                                                           config.batch_size, training=True)))
+            # Untrained BatchNorm in inference mode gives ~0 features, so no kernel gradient;
+            # a frozen BatchNorm ignores training=True, so it is unfrozen to calibrate it.
+            backbone = trainer.model.get_layer("backbone")
+            backbone.trainable = True
+            calibrate_batchnorm(trainer.model, np.random.default_rng(2).uniform(
+                0, 255, (16, 32, 32, 3)).astype("float32"))
+            backbone.trainable = False
+            initial = trainer.model.get_weights()
+        else:
+            trainer.model.set_weights(initial)
+        before = [v.numpy() for v in trainer.model.trainable_variables]
+        data = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat())
+        loss = trainer.train_steps(iter(data), 1)
+        after = [v.numpy() for v in trainer.model.trainable_variables]
+        results[name] = loss, [a - b for a, b in zip(after, before)]
+    (loss_one, step_one), (loss_two, step_two) = results["default"], results["mirrored"]
+    assert loss_two == pytest.approx(loss_one, rel=1e-5)
+    assert len(step_one) == len(step_two) == 4  # the two heads' kernels and biases
+    assert min(float(np.abs(d).max()) for d in step_one) > 1e-4, "the step must move each head"
+    for one, two in zip(step_one, step_two):
+        np.testing.assert_allclose(two, one, rtol=1e-3, atol=1e-6)
 
 
 def test_batch_that_does_not_divide_across_replicas_is_refused(data_dir, tmp_path):
