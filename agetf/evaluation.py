@@ -82,10 +82,8 @@ def _breakdown(groups, predicted_age, true_age, gender_hit, baseline_age, baseli
 
 def predicted_ages(outputs):
     """Predicted age in years (float64 numpy) from numpy model outputs; None without an age head."""
-    if not any(h in outputs for h in heads.AGE_HEADS):
-        return None
     years = heads.predicted_age_years({k: tf.constant(v) for k, v in outputs.items()})
-    return np.asarray(years).astype(np.float64)
+    return None if years is None else np.asarray(years).astype(np.float64)
 
 
 def summarize(outputs, batch_labels, train_ages, train_genders):

@@ -24,9 +24,8 @@ _SERVING_NAMES = {"age_histogram": "age_histogram", "age_range": "age_range",
 def serving_outputs(outputs: dict) -> dict:
     """Maps model outputs to the export's named float32 outputs: `age` in years wherever an
     age head was trained (a gender-only model gives female_probability alone)."""
-    named = {}
-    if any(head in outputs for head in heads.AGE_HEADS):
-        named["age"] = heads.predicted_age_years(outputs)
+    years = heads.predicted_age_years(outputs)
+    named = {} if years is None else {"age": years}
     for head, name in _SERVING_NAMES.items():
         if head in outputs:
             named[name] = outputs[head]

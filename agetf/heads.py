@@ -103,12 +103,13 @@ def age_years_by_head(outputs):
 
 
 def predicted_age_years(outputs):
-    """The model's age in years: histogram expectation, else range expectation, else regression."""
-    years = age_years_by_head(outputs)
-    for head in AGE_HEADS:
-        if head in years:
-            return years[head]
-    raise ValueError("the model has no age head (age_histogram, age_range or age)")
+    """The model's age in years: histogram expectation, else range expectation, else
+    regression; None for a model without an age head (gender only)."""
+    return _preferred_age(age_years_by_head(outputs))
+
+
+def _preferred_age(years_by_head):
+    return next((years_by_head[head] for head in AGE_HEADS if head in years_by_head), None)
 
 
 def metric_names(heads):
@@ -154,7 +155,7 @@ class MetricSet:
         true_age = tf.cast(batch_labels["age"], tf.float32)
         years = age_years_by_head(outputs)
         if years:
-            error = tf.abs(predicted_age_years(outputs) - true_age)
+            error = tf.abs(_preferred_age(years) - true_age)
             self._means["mae"].update_state(error)
             self._means["cs5"].update_state(tf.cast(error <= CS_THRESHOLD_YEARS, tf.float32))
             if len(years) > 1:

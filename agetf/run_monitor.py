@@ -239,8 +239,8 @@ class RunMonitor:
         images, batch_labels = self._sample
         outputs = self.trainer.model(images, training=False)
         captions = []
-        ages = (heads.predicted_age_years(outputs).numpy()
-                if any(h in outputs for h in heads.AGE_HEADS) else None)
+        ages = heads.predicted_age_years(outputs)
+        ages = None if ages is None else ages.numpy()
         for i in range(images.shape[0]):
             caption = f"true {int(batch_labels['age'][i])} {'F' if batch_labels['gender'][i] > 0.5 else 'M'}"
             predicted = []
