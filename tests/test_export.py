@@ -62,6 +62,16 @@ def expected_serving_outputs(model, images, traced=False):
     return expected
 
 
+def export_calibrated(model, tmp_path):
+    """Calibrates the model's BatchNorm on 8 random images (untrained statistics give ~0
+    outputs, which would make comparisons pass trivially) and exports it; returns the folder."""
+    calibrate_batchnorm(model, np.random.default_rng(1).uniform(0, 255, (8, IMG_DIM, IMG_DIM, 3))
+                        .astype("float32"))
+    export_dir = str(tmp_path / "saved_model")
+    export.export_saved_model(model, export_dir, img_dim=IMG_DIM)
+    return export_dir
+
+
 @pytest.fixture(scope="module")
 def all_heads(tiny_export):
     return tiny_export.model
@@ -140,10 +150,7 @@ def test_range_and_gender_export_loads_and_gives_years(tmp_path):
     # regression head's x100 is saved and loaded by the mixed-precision test's age+gender).
     model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM,
                                   heads=["age_range", "gender"], alpha=0.35)
-    calibrate_batchnorm(model, np.random.default_rng(1).uniform(0, 255, (8, IMG_DIM, IMG_DIM, 3))
-                        .astype("float32"))
-    export_dir = str(tmp_path / "saved_model")
-    export.export_saved_model(model, export_dir, img_dim=IMG_DIM)
+    export_dir = export_calibrated(model, tmp_path)
     loaded = tf.saved_model.load(export_dir)
     images = np.random.default_rng(5).integers(0, 256, (4, 40, 52, 3), dtype=np.uint8)
     by_images = loaded.signatures["serving_images"](images=tf.constant(images))
@@ -170,10 +177,7 @@ def test_gender_only_model_exports_and_predicts_gender_alone(tmp_path):
 
     model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=["gender"],
                                   alpha=0.35)
-    calibrate_batchnorm(model, np.random.default_rng(1).uniform(0, 255, (8, IMG_DIM, IMG_DIM, 3))
-                        .astype("float32"))
-    export_dir = str(tmp_path / "saved_model")
-    export.export_saved_model(model, export_dir, img_dim=IMG_DIM)
+    export_dir = export_calibrated(model, tmp_path)
     images = np.random.default_rng(6).integers(0, 256, (4, 40, 52, 3), dtype=np.uint8)
     got = tf.saved_model.load(export_dir).signatures["serving_images"](images=tf.constant(images))
     assert set(got) == {"female_probability"}
@@ -253,10 +257,7 @@ def test_model_built_under_mirrored_strategy_and_mixed_precision_exports(tmp_pat
                                           heads=["age", "gender"], alpha=0.35)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    calibrate_batchnorm(model, np.random.default_rng(1).uniform(0, 255, (8, IMG_DIM, IMG_DIM, 3))
-                        .astype("float32"))
-    export_dir = str(tmp_path / "saved_model")
-    export.export_saved_model(model, export_dir, img_dim=IMG_DIM)
+    export_dir = export_calibrated(model, tmp_path)
     images = np.random.default_rng(4).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
     got = tf.saved_model.load(export_dir).signatures["serving_images"](images=tf.constant(images))
     expected = expected_serving_outputs(model, image_ops.resize(images, IMG_DIM))
