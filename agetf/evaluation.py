@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from agetf import heads, input_pipeline, labels, schema
+from agetf import model as model_lib
 
 RACE_NAMES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "other", -1: "unknown"}
 # Which test images count. ages_21_60 is the protocol of the ordinal-regression papers
@@ -43,13 +44,14 @@ def split_ages_and_genders(data_dir, split, skip_corrupt_records=False):
     return np.concatenate(ages), np.concatenate(genders)
 
 
-def predict_split(model, input_config, split, batch_size=64):
-    """Runs `model` over one pass of a split; returns (outputs, labels) as numpy arrays."""
+def predict_split(model, input_config, split, batch_size=64, flip_average=False):
+    """Runs `model` over one pass of a split (with flip_average, averaged with the mirrored
+    images); returns (outputs, labels) as numpy arrays."""
     data = input_pipeline.build_dataset(input_config, split, batch_size, training=False,
                                         include_metadata=True)
     outputs, collected = {}, {}
     for images, batch_labels in data:
-        result = model(images, training=False)
+        result = model_lib.predict_outputs(model, images, flip_average=flip_average)
         for key, value in result.items():
             outputs.setdefault(key, []).append(np.asarray(value))
         for key, value in batch_labels.items():
@@ -173,10 +175,11 @@ def format_report(report):
 
 
 def evaluate(model, input_config, split="test", batch_size=64, print_predictions=0,
-             protocol="random"):
-    """Evaluates `model` on `split` under an evaluation protocol; returns (report, lines to print)."""
+             protocol="random", flip_average=False):
+    """Evaluates `model` on `split` under an evaluation protocol (with flip_average, on the mean
+    of each image's and its mirror image's outputs); returns (report, lines to print)."""
     protocol_mask([], protocol)  # an unknown protocol fails before the model runs
-    outputs, batch_labels = predict_split(model, input_config, split, batch_size)
+    outputs, batch_labels = predict_split(model, input_config, split, batch_size, flip_average)
     keep = protocol_mask(batch_labels["age"], protocol)
     if not keep.any():
         raise ValueError(f"no {split} image fits protocol {protocol} ({PROTOCOLS[protocol]}); "
@@ -193,5 +196,6 @@ def evaluate(model, input_config, split="test", batch_size=64, print_predictions
     report["split"] = split
     report["protocol"] = protocol
     report["protocol_description"] = PROTOCOLS[protocol]
+    report["test_time_flip"] = bool(flip_average)
     lines = prediction_lines(outputs, batch_labels, print_predictions)
     return report, lines

@@ -11,6 +11,7 @@ import tempfile
 import tensorflow as tf
 
 from agetf import heads, image_ops
+from agetf import model as model_lib
 
 BYTES_SIGNATURE = "serving_default"
 IMAGES_SIGNATURE = "serving_images"
@@ -35,10 +36,11 @@ def serving_outputs(outputs: dict) -> dict:
 class _ServingModule(tf.Module):
     """Holds the model (and so its variables) and the two serving functions."""
 
-    def __init__(self, model, img_dim):
+    def __init__(self, model, img_dim, flip_average=False):
         super().__init__(name="agetf_serving")
         self.model = model
         self.img_dim = img_dim
+        self.flip_average = flip_average
         self.serve_bytes = tf.function(
             self._serve_bytes,
             input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
@@ -56,18 +58,20 @@ class _ServingModule(tf.Module):
         return self._predict(image_ops.resize(images, self.img_dim))
 
     def _predict(self, images):
-        return serving_outputs(self.model(images, training=False))
+        return serving_outputs(model_lib.predict_outputs(self.model, images,
+                                                         flip_average=self.flip_average))
 
 
-def export_saved_model(model, export_dir: str, *, img_dim: int) -> None:
-    """Writes the serving SavedModel to export_dir, replacing an old one only once complete."""
+def export_saved_model(model, export_dir: str, *, img_dim: int, flip_average: bool = False) -> None:
+    """Writes the serving SavedModel to export_dir, replacing an old one only once complete;
+    with flip_average its signatures average each image's and its mirror image's outputs."""
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
     _remove_leftovers(export_dir)
     staging = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(export_dir) + ".tmp-")
     try:
-        module = _ServingModule(model, img_dim)
+        module = _ServingModule(model, img_dim, flip_average)
         signatures = {
             BYTES_SIGNATURE: module.serve_bytes.get_concrete_function(),
             IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),

@@ -87,6 +87,20 @@ def build_model(*, backbone: str, img_dim: int, heads: Sequence[str], alpha: flo
     return keras.Model(image, outputs, name=f"agetf_{backbone.lower()}")
 
 
+def predict_outputs(model, images, *, flip_average: bool = False) -> dict:
+    """The model's outputs for images [n, h, w, 3] (inference mode); with flip_average, each
+    output is the mean of the outputs for the images and their mirror images (test-time flip).
+
+    Every output is a probability vector or a linear age, so the mean is again one, and the
+    age read from a mean histogram is the mean of the two ages (the expectation is linear).
+    """
+    outputs = model(images, training=False)
+    if not flip_average:
+        return outputs
+    mirrored = model(keras.ops.flip(images, axis=2), training=False)
+    return {name: (outputs[name] + mirrored[name]) / 2 for name in outputs}
+
+
 def float32_copy(model: keras.Model) -> keras.Model:
     """The model computing in float32: itself if it does, else a rebuilt copy with its weights.
 

@@ -33,14 +33,15 @@ def _input_spec(img_dim):
     return tf.TensorSpec([1, img_dim, img_dim, 3], tf.uint8, name=INPUT_NAME)
 
 
-def frozen_serving_module(model, img_dim: int) -> tf.Module:
+def frozen_serving_module(model, img_dim: int, flip_average: bool = False) -> tf.Module:
     """A module whose `serve` maps a uint8 image to named outputs, with the weights as constants.
 
     The converter left Keras 3 variables as TFLite resource variables that nothing
     initializes (every output NaN), so they are folded into constants first.
     """
     serve = tf.function(
-        lambda images: export.serving_outputs(model(tf.cast(images, tf.float32), training=False)),
+        lambda images: export.serving_outputs(model_lib.predict_outputs(
+            model, tf.cast(images, tf.float32), flip_average=flip_average)),
         input_signature=[_input_spec(img_dim)]).get_concrete_function()
     frozen = convert_to_constants.convert_variables_to_constants_v2(serve)
     module = tf.Module(name="agetf_tflite")
@@ -51,11 +52,12 @@ def frozen_serving_module(model, img_dim: int) -> tf.Module:
     return module
 
 
-def convert(model, img_dim: int, variant: str = "float32") -> bytes:
-    """The model as a TFLite flatbuffer of one variant (see VARIANTS)."""
+def convert(model, img_dim: int, variant: str = "float32", flip_average: bool = False) -> bytes:
+    """The model as a TFLite flatbuffer of one variant (see VARIANTS); with flip_average it
+    averages the outputs for the image and its mirror image, as the SavedModel does."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown TFLite variant {variant!r}; use one of {', '.join(VARIANTS)}")
-    module = frozen_serving_module(model_lib.float32_copy(model), img_dim)
+    module = frozen_serving_module(model_lib.float32_copy(model), img_dim, flip_average)
     # Passing the module as the trackable object gives the model a signature with named outputs.
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [module.serve.get_concrete_function()], module)
@@ -67,12 +69,13 @@ def convert(model, img_dim: int, variant: str = "float32") -> bytes:
     return converter.convert()
 
 
-def export_tflite(model, output_dir: str, *, img_dim: int, variants=VARIANTS) -> dict:
+def export_tflite(model, output_dir: str, *, img_dim: int, variants=VARIANTS,
+                  flip_average: bool = False) -> dict:
     """Writes model_{variant}.tflite for each variant into output_dir; returns {variant: path}."""
     os.makedirs(output_dir, exist_ok=True)
     paths = {}
     for variant in variants:
-        flatbuffer = convert(model, img_dim, variant)
+        flatbuffer = convert(model, img_dim, variant, flip_average)
         path = os.path.join(output_dir, tflite_file_name(variant))
         # Written under a temporary name and renamed: a reader never sees half a model.
         handle, temporary = tempfile.mkstemp(dir=output_dir, prefix=".tmp-", suffix=".tflite")

@@ -47,6 +47,8 @@ flags.DEFINE_boolean("export_tflite", False, "Also write TFLite models (float32,
 flags.DEFINE_enum("eval_protocol", "random", ["random", "ages_21_60"],
                   "Test images to evaluate: random (the whole test split) or ages_21_60 (the "
                   "ordinal-regression papers' UTKFace protocol).")
+flags.DEFINE_boolean("test_time_flip", False, "Evaluate and export the mean of each face's and its "
+                     "mirror image's outputs (test-time flip; twice the inference cost).")
 flags.DEFINE_integer("print_predictions", 10, "Per-image lines to print when evaluating.")
 flags.DEFINE_boolean("cache", False, "Cache decoded images in memory (when the set fits).")
 flags.DEFINE_integer("shuffle_buffer", 2048, "Record shuffle buffer.")
@@ -310,7 +312,8 @@ def evaluate_and_export(config, export):
     audit = skipped_test_records(config.input)
     report, lines = evaluation.evaluate(model, config.input, "test", batch_size=64,
                                         print_predictions=FLAGS.print_predictions,
-                                        protocol=FLAGS.eval_protocol)
+                                        protocol=FLAGS.eval_protocol,
+                                        flip_average=FLAGS.test_time_flip)
     if audit is not None:
         report["skipped_records"] = audit.skipped
     for line in lines:
@@ -319,13 +322,15 @@ def evaluate_and_export(config, export):
     run_files.write_json(os.path.join(config.model_dir, "evaluation.json"), report)
     if export:
         export_dir = FLAGS.export_dir or os.path.join(config.model_dir, "saved_model")
-        export_lib.export_saved_model(model, export_dir, img_dim=config.model.img_dim)
+        export_lib.export_saved_model(model, export_dir, img_dim=config.model.img_dim,
+                                      flip_average=FLAGS.test_time_flip)
         print(f"Exported SavedModel to {export_dir}")
     if FLAGS.export_tflite:
         from agetf import tflite_export
 
         paths = tflite_export.export_tflite(model, os.path.join(config.model_dir, "tflite"),
-                                            img_dim=config.model.img_dim)
+                                            img_dim=config.model.img_dim,
+                                            flip_average=FLAGS.test_time_flip)
         print(f"Exported TFLite models to {os.path.dirname(paths['float32'])}")
     return report
 

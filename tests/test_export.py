@@ -265,3 +265,41 @@ def test_model_built_under_mirrored_strategy_and_mixed_precision_exports(tmp_pat
     for name, value in expected.items():
         assert got[name].dtype == tf.float32
         np.testing.assert_allclose(got[name].numpy(), value, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_test_time_flip_export_averages_the_image_and_its_mirror(all_heads, tmp_path):
+    """--test_time_flip: each exported output is the mean over the image and its mirror image,
+    and the age is the mean of the two ages. The tiny model is not mirror-symmetric, so the
+    plain and flipped exports must differ (else the test could not tell them apart)."""
+    images = np.random.default_rng(3).integers(0, 256, (4, IMG_DIM, IMG_DIM, 3), dtype=np.uint8)
+    export_dir = str(tmp_path / "flip_model")
+    export.export_saved_model(all_heads, export_dir, img_dim=IMG_DIM, flip_average=True)
+    served = tf.saved_model.load(export_dir).signatures["serving_images"](images=tf.constant(images))
+    plain = expected_serving_outputs(all_heads, tf.constant(images, tf.float32), traced=True)
+    mirror = expected_serving_outputs(all_heads, tf.constant(images[:, :, ::-1], tf.float32),
+                                      traced=True)
+    assert np.abs(plain["age"] - mirror["age"]).max() > 1e-3
+    for name in ("age", "age_histogram", "age_range", "female_probability"):
+        np.testing.assert_allclose(served[name].numpy(), (plain[name] + mirror[name]) / 2,
+                                   atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(served["age_histogram"].numpy().sum(-1), 1.0, atol=1e-5)
+
+
+def test_test_time_flip_evaluation_scores_the_averaged_outputs(all_heads, data_dir):
+    """Evaluation with flip_average scores the mean of the two passes, inside tf.data's batches."""
+    from agetf import evaluation, input_pipeline
+
+    config = input_pipeline.InputConfig(data_dir=data_dir, img_dim=IMG_DIM)
+    plain, batch_labels = evaluation.predict_split(all_heads, config, "test")
+    flipped, _ = evaluation.predict_split(all_heads, config, "test", flip_average=True)
+    images = np.concatenate([x.numpy() for x, _ in input_pipeline.build_dataset(
+        config, "test", 64, training=False)])
+    mirror = all_heads(images[:, :, ::-1], training=False)
+    for name in ("age_histogram", "gender"):
+        np.testing.assert_allclose(flipped[name], (plain[name] + np.asarray(mirror[name])) / 2,
+                                   atol=1e-5, err_msg=name)
+    report, _ = evaluation.evaluate(all_heads, config, "test", flip_average=True)
+    assert report["test_time_flip"] is True
+    ages = evaluation.predicted_ages(flipped)
+    assert report["metrics"]["mae"] == pytest.approx(
+        np.abs(ages - batch_labels["age"]).mean(), abs=1e-6)
