@@ -1,0 +1,40 @@
+"""scripts/results_table: the docs' result tables come from evaluation.json, not by hand."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from agetf import evaluation
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                      "results_table")
+
+
+def test_tables_carry_the_report_numbers(tmp_path):
+    ages = np.array([3, 25, 27, 41, 85], np.float64)
+    histogram = np.zeros((5, 101), np.float32)
+    histogram[np.arange(5), [5, 25, 30, 40, 70]] = 1.0  # predicted ages 5, 25, 30, 40, 70
+    outputs = {"age_histogram": histogram, "gender": np.array([0.9, 0.2, 0.7, 0.1, 0.6])}
+    labels = {"age": ages, "gender": np.array([1, 0, 0, 0, 1]), "race": np.zeros(5, int)}
+    report = evaluation.summarize(outputs, labels, train_ages=np.array([20, 30, 40]),
+                                  train_genders=np.array([0, 0, 1]))
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps(report))
+    out = subprocess.run([sys.executable, SCRIPT, str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    # MAE = (2 + 0 + 3 + 1 + 15) / 5 = 4.2; within 5 years: 4 of 5; gender right: 4 of 5.
+    assert "| age MAE (years) | 4.20 | " in out
+    assert "| CS@5 (share within 5 years) | 0.800 | " in out
+    assert "| gender accuracy | 0.800 | " in out
+    assert "| 80+ | 1 | 15.00 | 55.00 | 0.000 | 1.000 |" in out  # constant age 30
+
+
+def test_unreadable_report_is_one_line(tmp_path):
+    bad = tmp_path / "evaluation.json"
+    bad.write_text("{not json")
+    result = subprocess.run([sys.executable, SCRIPT, str(bad)], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and "cannot read" in result.stderr
