@@ -90,6 +90,7 @@ class RunMonitor:
             self.train_writer = self.val_writer = tf.summary.create_noop_writer()
         self._sample = self._take_sample_faces(config)
         self.stop_reason = None
+        self._improved = False  # set by epoch_end, acted on by epoch_saved
 
     def _path(self, *parts):
         return os.path.join(self.model_dir, *parts)
@@ -182,18 +183,28 @@ class RunMonitor:
                   + f"  ({seconds:.1f}s)")
         step = int(trainer.global_step.numpy())
         self._write_epoch_summaries(step, train_results, val_results, logs)
-        improved = self._track_best(logs[self.best_metric])
+        self._improved = self._track_best(logs[self.best_metric])
         if self.chief:
+            # Before the checkpoint, so a kill in between leaves rows the resume drops
+            # (history is cut to the checkpoint's epoch), never a checkpoint without its row.
             write_history_files(self.model_dir, self.history)
-            if improved:
-                run_files.save_model(trainer.model, self._path("best.keras"))
-                self._log(f"  {self.best_metric} improved to {self.best:.4g}; saved best.keras")
         self.stop_reason = self.early_stop_reason()
         if self.stop_reason:
             ends = ("stage heads ends; stage fine_tune begins with a fresh patience count"
                     if trainer.stage == "heads" else "the run ends")
             self._log(f"{self.stop_reason}: {ends}")
         return self.stop_reason is not None
+
+    def epoch_saved(self):
+        """After the epoch's checkpoint is saved: best.keras, if the epoch improved on the best.
+
+        Not before the save, or a failed save (a full disk) would leave a best.keras of an
+        epoch that no checkpoint holds, which the resume then trains again differently.
+        """
+        if self.chief and self._improved:
+            run_files.save_model(self.trainer.model, self._path("best.keras"))
+            self._log(f"  {self.best_metric} improved to {self.best:.4g}; saved best.keras")
+        self._improved = False
 
     def early_stop_reason(self):
         """Why early stopping ends the current stage now, or None.

@@ -9,6 +9,7 @@ so a rerun of the same command resumes where the last one stopped.
 import dataclasses
 import json
 import os
+import sys
 import time
 
 import keras
@@ -27,6 +28,63 @@ RUN_DEFINING_KEYS = ("backbone", "img_dim", "heads", "alpha")
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
+
+
+class CheckpointDamagedError(ValueError):
+    """No checkpoint of a model_dir can be read; the message names the damaged files and the fix."""
+
+
+def one_line(error, limit=200):
+    """An exception's first line, shortened, for one-line messages."""
+    text = str(error).strip()
+    text = text.splitlines()[0] if text else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def checkpoint_damage(path):
+    """Why checkpoint `path` cannot be read, naming the damaged file, or None when it reads.
+
+    Reads every tensor: the reader checks each one's CRC, so a truncated or bit-flipped file is
+    found here, before anything is built from the checkpoint.
+    """
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except Exception as error:  # noqa: BLE001 - any failure to open the index is damage
+        return f"{os.path.basename(path)}.index: {one_line(error)}"
+    data = ", ".join(sorted(os.path.basename(p) for p in tf.io.gfile.glob(path + ".data-*")))
+    try:
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as error:  # noqa: BLE001 - DataLossError, IndexError (a short read), ...
+        return f"{data or os.path.basename(path) + '.data-*'}: {one_line(error)}"
+    return None
+
+
+def restorable_checkpoint(checkpoint_dir, warn=print):
+    """The newest checkpoint in `checkpoint_dir` that reads whole, or None when there is none.
+
+    A damaged newer one is skipped with one `warn` line naming its file and why; when every
+    checkpoint is damaged, a CheckpointDamagedError naming them and the fix.
+    """
+    state = tf.train.get_checkpoint_state(checkpoint_dir)
+    if state is None or not state.model_checkpoint_path:
+        return None
+    paths = list(state.all_model_checkpoint_paths)
+    if state.model_checkpoint_path not in paths:
+        paths.append(state.model_checkpoint_path)
+    damaged = []
+    for path in reversed(paths):
+        why = checkpoint_damage(path)
+        if why is None:
+            for skipped, reason in damaged:
+                warn(f"skipping the damaged checkpoint {skipped} ({reason}); resuming from "
+                     f"{os.path.basename(path)}, the newest one that reads")
+            return path
+        damaged.append((path, why))
+    raise CheckpointDamagedError(
+        f"no checkpoint in {checkpoint_dir} can be read: " + "; ".join(
+            f"{os.path.basename(p)} ({why})" for p, why in damaged)
+        + f"; delete {checkpoint_dir} to start the run over (or restore it from a copy)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +268,7 @@ class Trainer:
 
         self.restore_dir = os.path.join(config.model_dir, "checkpoints")
         self.checkpoint_dir = distribution.worker_dir(config.model_dir, self.strategy, "checkpoints")
-        latest = tf.train.latest_checkpoint(self.restore_dir)
+        latest = restorable_checkpoint(self.restore_dir, warn=self._warn)
         saved = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)} if latest else ()
         start_epoch = int(tf.train.load_variable(latest, "epoch/.ATTRIBUTES/VARIABLE_VALUE")) if latest else 0
         # Where stage 2 begins: after --head_epochs, or earlier when early stopping ended stage 1.
@@ -242,6 +300,11 @@ class Trainer:
         if latest:
             try:
                 self._restoring_checkpoint(saved).restore(latest).assert_existing_objects_matched()
+            except (tf.errors.DataLossError, IndexError) as error:  # damaged after the check
+                raise CheckpointDamagedError(
+                    f"the checkpoint {latest} is damaged ({one_line(error)}); delete it (its "
+                    f"{os.path.basename(latest)}.* files) to resume from the one before, or "
+                    f"delete {self.restore_dir} to start the run over") from error
             except (ValueError, AssertionError) as error:
                 raise ValueError(
                     f"the checkpoint {latest} does not fit this run ({str(error).splitlines()[0][:160]}); "
@@ -256,6 +319,11 @@ class Trainer:
     def _log(self, message):
         if self.config.verbose and self.chief:
             print(message, flush=True)
+
+    def _warn(self, message):
+        """A warning line on stderr (the chief's only), verbose or not."""
+        if self.chief:
+            print(f"Warning: {message}", file=sys.stderr, flush=True)
 
     def _dataset(self, split, input_context, training):
         batch = input_context.get_per_replica_batch_size(self.config.batch_size)
@@ -472,8 +540,19 @@ class Trainer:
             offset += size
 
     def save_checkpoint(self):
-        """Saves on every worker (the save is collective); only the chief's lands in model_dir."""
-        return self.manager.save(checkpoint_number=self.global_step)
+        """Saves on every worker (the save is collective); only the chief's lands in model_dir.
+
+        A full disk is a one-line run_files.DiskFullError naming the folder, not TensorFlow's
+        traceback (ENOSPC and EDQUOT reach Python as ResourceExhaustedError).
+        """
+        try:
+            return self.manager.save(checkpoint_number=self.global_step)
+        except (tf.errors.ResourceExhaustedError, OSError) as error:
+            if isinstance(error, OSError) and not run_files.is_disk_full(error):
+                raise
+            raise run_files.disk_full_error(
+                self.checkpoint_dir, f"checkpoint ckpt-{int(self.global_step.numpy())}",
+                detail=one_line(error)) from error
 
     def fit(self):
         """Trains from the current state to `total_epochs`; returns the history dict.
@@ -535,6 +614,8 @@ class Trainer:
             # Before the save, so a run killed at the switch resumes with stage 2's optimizer.
             self._enter_due_stage()
             self.save_checkpoint()
+            # After the checkpoint: a failed save leaves no best.keras of an unsaved epoch.
+            monitor.epoch_saved()
             if watcher.requested():
                 self._stop_for_termination(save=False)
             if run_ends:
