@@ -303,12 +303,10 @@ def skipped_test_records(input_config):
 
 def evaluate_and_export(config, export):
     """Evaluates the trained model on the test split; writes evaluation.json; exports it."""
-    import keras
-
     from agetf import evaluation, export as export_lib, run_files
 
-    model = keras.saving.load_model(run_files.trained_model_path(config.model_dir),
-                                     safe_mode=True)
+    # best.keras, else final.keras: a damaged one is skipped with a warning line.
+    model = run_files.load_trained_model(config.model_dir)
     audit = skipped_test_records(config.input)
     report, lines = evaluation.evaluate(model, config.input, "test", batch_size=64,
                                         print_predictions=FLAGS.print_predictions,
@@ -346,6 +344,32 @@ def ensure_writable_dir(path):
         raise UsageError(f"--model_dir={path} is not writable; choose a folder you can write")
 
 
+def lock_model_dir(model_dir, purpose, strategy=None):
+    """Takes --model_dir's run lock for this process (run_lock.RunLockedError if another live
+    process holds it), or None where this process does not write model_dir: a non-chief worker
+    under MultiWorkerMirroredStrategy (it writes to a temporary folder), or --load on a
+    model_dir that does not exist (the evaluation then says there is nothing to evaluate).
+
+    --load takes the same exclusive lock as training: it writes evaluation.json (and with
+    --export_tflite, tflite/) into model_dir, and a running training replaces best.keras under
+    it, so it is refused while a training runs, and a training while it evaluates.
+    """
+    from agetf import distribution, run_lock
+
+    if strategy is not None and not distribution.is_chief(strategy):
+        return None
+    if purpose != "training" and not os.path.isdir(model_dir):
+        return None
+    try:
+        return run_lock.acquire(model_dir, purpose)
+    except OSError as error:  # a read-only model_dir: the lock file cannot be created
+        if purpose == "training":
+            raise UsageError(f"--model_dir={model_dir}: cannot create its lock file "
+                             f"{run_lock.LOCK_FILE} ({error.strerror}); choose a folder you can "
+                             "write") from None
+        return None  # evaluating a run nobody can write to: no training can start there either
+
+
 def train(config):
     import dataclasses
 
@@ -371,6 +395,8 @@ def train(config):
               f"{suggestion:.3g} (from {found}); the finder is not rerun")
     strategy = distribution.make_strategy(config.strategy, tpu_address=FLAGS.tpu,
                                           collective_timeout=FLAGS.collective_timeout)
+    # Held until this process ends (evaluation and export included); the kernel frees it then.
+    lock = lock_model_dir(config.model_dir, "training", strategy)
     if FLAGS.lr_find or (FLAGS.lr == "auto" and not resume_auto):
         suggestion = lr_search.run_lr_finder(config, min_lr=FLAGS.lr_find_min,
                                              max_lr=FLAGS.lr_find_max, epochs=FLAGS.lr_find_epochs,
@@ -383,6 +409,7 @@ def train(config):
         config = dataclasses.replace(config, lr=suggestion)
         print(f"Training with the suggested learning rate {suggestion:.3g}")
     trainer = trainer_lib.Trainer(config, strategy=strategy)
+    trainer.run_lock = lock
     if trainer.chief:
         run_files.write_text(os.path.join(config.model_dir, "flags.txt"), FLAGS.flags_into_string())
         trainer_lib.write_run_definition(config.model_dir, config.model)
@@ -401,12 +428,13 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
     import tensorflow as tf
 
-    from agetf import (distribution, input_pipeline, model as model_lib, preemption,
+    from agetf import (distribution, input_pipeline, model as model_lib, preemption, run_files,
                        trainer as trainer_lib, worker_failure)
 
     try:
         config = build_config()
         if FLAGS.load:
+            lock = lock_model_dir(config.model_dir, "evaluation (--load)")  # noqa: F841 - held
             evaluate_and_export(config, export=bool(FLAGS.export_dir))
             return 0
         trainer = train(config)
@@ -420,7 +448,20 @@ def main(argv):
     except preemption.Preempted as error:
         print(f"agetf.train: {error}", file=sys.stderr, flush=True)
         return preemption.EXIT_CODE
-    except tf.errors.DataLossError:
+    except run_files.DiskFullError as error:
+        sys.exit(f"agetf.train: error: {error}")
+    except tf.errors.ResourceExhaustedError as error:
+        if not run_files.is_disk_full(error):
+            raise
+        sys.exit("agetf.train: error: " + str(run_files.disk_full_error(
+            FLAGS.model_dir, detail=trainer_lib.one_line(error))))
+    except tf.errors.DataLossError as error:
+        # A checkpoint's read error is the checkpoint's, not the TFRecords' (the trainer checks
+        # checkpoints before restoring; this catches one that reads damaged from elsewhere).
+        if os.path.abspath(FLAGS.model_dir) in str(error) or "ckpt-" in str(error):
+            sys.exit(f"agetf.train: error: a file in --model_dir={FLAGS.model_dir} is damaged "
+                     f"({trainer_lib.one_line(error)}); delete it, or the model_dir's checkpoints "
+                     "folder to start the run over")
         sys.exit(f"agetf.train: error: {input_pipeline.corrupt_data_error(FLAGS.data_dir)}")
     except (ValueError, model_lib.WeightsUnavailableError) as error:
         sys.exit(f"agetf.train: error: {error}")
