@@ -106,6 +106,9 @@ flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu.")
 flags.DEFINE_float("collective_timeout", 600, "Multi-worker: seconds a collective may wait for "
                    "another worker before the run stops with an error (a worker alive but "
                    "stuck); 0 = wait for ever. A dead worker is noticed within seconds anyway.")
+flags.DEFINE_float("worker_startup_timeout", 300, "Multi-worker: seconds to wait at start-up for "
+                   "every worker of TF_CONFIG to join before the run stops with an error naming "
+                   "the missing ones (a pod never scheduled); 0 = wait for ever.")
 flags.DEFINE_string("mixed_precision", "auto", "auto, float32, mixed_float16 or mixed_bfloat16.")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the forward and backward pass.")
 flags.DEFINE_integer("steps_per_loop", 10, "Training steps per host call.")
@@ -156,6 +159,7 @@ _MINIMUMS = (
     ("plateau_min_lr", 0, ""), ("clr_half_cycle_steps", 0, " (0: use --clr_half_cycle_epochs)"),
     ("warmup_epochs", 0, ""), ("cosine_min_lr", 0, ""),
     ("collective_timeout", 0, " seconds (0 waits for ever)"),
+    ("worker_startup_timeout", 0, " seconds (0 waits for ever)"),
 )
 # Rates and lengths that must be above zero (None, where a flag allows it, is not checked).
 _POSITIVE = ("alpha", "fine_tune_lr", "clr_base_lr", "clr_half_cycle_epochs", "lr_find_min",
@@ -394,7 +398,8 @@ def train(config):
         print(f"Resuming with the learning rate the LR finder suggested when this run began, "
               f"{suggestion:.3g} (from {found}); the finder is not rerun")
     strategy = distribution.make_strategy(config.strategy, tpu_address=FLAGS.tpu,
-                                          collective_timeout=FLAGS.collective_timeout)
+                                          collective_timeout=FLAGS.collective_timeout,
+                                          startup_timeout=FLAGS.worker_startup_timeout)
     # Held until this process ends (evaluation and export included); the kernel frees it then.
     lock = lock_model_dir(config.model_dir, "training", strategy)
     if FLAGS.lr_find or (FLAGS.lr == "auto" and not resume_auto):
@@ -430,6 +435,8 @@ def main(argv):
 
     from agetf import (distribution, input_pipeline, model as model_lib, preemption, run_files,
                        trainer as trainer_lib, worker_failure)
+
+    preemption.exit_on_sigterm()  # SIGTERM stops the run even while TensorFlow blocks in C++
 
     try:
         config = build_config()

@@ -44,3 +44,13 @@ def lost_worker_message(error, model_dir, collective_timeout):
     return (f"lost contact with another worker ({reason}); the job cannot go on without it. "
             f"Restart every worker with the same command to resume from the last checkpoint in "
             f"{model_dir.rstrip('/')}/checkpoints")
+
+
+def workers_never_came_message(missing, timeout):
+    """One line for a worker that waited `timeout` seconds at start-up for other workers;
+    `missing`: [(task, address)] of those whose address still accepts no connection."""
+    named = ", ".join(f"{task} at {address}" for task, address in missing)
+    return (f"{named} never came (nothing listens there) within --worker_startup_timeout="
+            f"{timeout:g}s; the job cannot start without {'it' if len(missing) == 1 else 'them'}. "
+            "Start every worker TF_CONFIG names with the same command (a pod not scheduled? a "
+            "wrong address or port?), or raise --worker_startup_timeout")
