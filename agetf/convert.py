@@ -1,6 +1,7 @@
 """Convert folders of UTKFace-named face crops into sharded TFRecords.
 
     scripts/make_tfrecords --input_dir ~/data/UTKFace --output_dir tfrecords/utkface
+    scripts/make_tfrecords --input_dir ~/data/UTKFace --output_dir tfrecords/utkface_coral --split_file=train=utk_train.csv,test=utk_test.csv
     python -m agetf.convert --input_dir DIR [--input_dir DIR2 ...] --output_dir OUT
 
 An existing non-empty --output_dir is refused unless --overwrite is given; an
@@ -32,9 +33,12 @@ def define_flags():
                          "one writes the shards; default: every core.")
     flags.DEFINE_boolean("overwrite", False, "Replace the dataset already in --output_dir.")
     flags.DEFINE_boolean("progress", True, "Show progress bars on stderr.")
-    flags.DEFINE_string("split_file", None, "CSV of 'file name,split' rows (e.g. a published split or "
-                        "another conversion's splits.csv): files get exactly these splits, unlisted "
-                        "files are skipped; replaces --split_ratios.")
+    flags.DEFINE_string("split_file", None, "A published split replacing the hash split: a CSV of "
+                        "'file name,split' rows (e.g. another conversion's splits.csv), or one CSV "
+                        "per split with a 'file' column, train=TRAIN.csv,test=TEST.csv[,validation="
+                        "VAL.csv] (e.g. the CORAL split's utk_train.csv, utk_test.csv; without "
+                        "validation= it is carved out of train by the hash, at validation/(train+"
+                        "validation) of --split_ratios). Unlisted input files are skipped.")
     flags.DEFINE_boolean("write_split_file", False, "Write OUTPUT_DIR/splits.csv (file name, split) "
                          "of every kept file, so others can reproduce the split with --split_file.")
     flags.mark_flags_as_required(["input_dir", "output_dir"])
@@ -56,7 +60,7 @@ def build_config():
         workers=FLAGS.workers,
         overwrite=FLAGS.overwrite,
         show_progress=FLAGS.progress,
-        split_file=os.path.expanduser(FLAGS.split_file) if FLAGS.split_file else None,
+        split_file=FLAGS.split_file or None,  # the converter parses it and expands each path's ~
         write_split_file=FLAGS.write_split_file,
     )
 

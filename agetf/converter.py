@@ -74,7 +74,9 @@ class ConversionConfig:
     workers: int | None = None  # None: every core
     overwrite: bool = False
     show_progress: bool = True
-    split_file: str | None = None  # a published split (file name, split); replaces the hash split
+    # A published split replacing the hash split: one CSV of `file name,split` rows, or
+    # per-split CSVs with a `file` column, "train=TRAIN.csv,test=TEST.csv" (read_split_files).
+    split_file: str | None = None
     write_split_file: bool = False  # write OUTPUT/splits.csv of every kept file
 
 
@@ -84,6 +86,7 @@ class _Candidate:
     file_name: str
     labels: names.FaceLabels
     split: str
+    notes: tuple = ()  # names.NOTES of an odd but parseable name
 
 
 # --- settings -------------------------------------------------------------------------
@@ -155,21 +158,182 @@ def assign_split(file_name, split_ratios=DEFAULT_SPLIT_RATIOS):
     return next(split for split, ratio in reversed(list(zip(SPLITS, split_ratios))) if ratio > 0)
 
 
-def read_split_file(path):
-    """{file name: split} from a CSV of `file name, split` rows (a header row is allowed)."""
+@dataclasses.dataclass
+class SplitPlan:
+    """Where a split file puts each listed file, and what the report says about how."""
+
+    splits: dict  # {file name: split}
+    listed_in: dict  # {file name: the split file listing it: a split name, or ONE_SPLIT_FILE}
+    files: dict  # {ONE_SPLIT_FILE or split name: absolute path of that CSV}
+    rows: dict  # {same keys: files it lists}
+    method: str  # one sentence for the report
+    validation_share: float | None = None  # of the train file's rows, taken by hash
+    age_check: str | None = None  # what the age column was checked against
+
+
+ONE_SPLIT_FILE = "file"  # SplitPlan key of the single `file name,split` CSV
+CORAL_AGE_OFFSET = 21  # the CORAL split's age column is a class 0-39: age - 21
+_SPLIT_SPEC_HELP = ("pass --split_file=SPLITS.csv (file name,split rows) or one CSV per split, "
+                    "--split_file=train=TRAIN.csv,test=TEST.csv (validation=VAL.csv optional)")
+
+
+def parse_split_file_spec(text):
+    """{ONE_SPLIT_FILE: path} for one CSV, or {split: path} for "train=A.csv,test=B.csv";
+    raises ConversionError. An existing file wins, so a path holding '=' still reads as one."""
+    text = text.strip()
+    head = text.split("=", 1)[0]
+    if os.path.isfile(os.path.expanduser(text)) or "=" not in text or os.sep in head:
+        return {ONE_SPLIT_FILE: os.path.expanduser(text)}
+    files = {}
+    for part in text.split(","):
+        split, equals, path = (item.strip() for item in part.partition("="))
+        if not equals or not split:
+            raise ConversionError(f"--split_file part {part.strip()!r} is not SPLIT=FILE; {_SPLIT_SPEC_HELP}")
+        if split not in SPLITS:
+            raise ConversionError(f"--split_file names unknown split {split!r}; use "
+                                  f"{', '.join(s + '=' for s in SPLITS)} ({_SPLIT_SPEC_HELP})")
+        if split in files:
+            raise ConversionError(f"--split_file names {split}= twice; give one file per split")
+        if not path:
+            raise ConversionError(f"--split_file {split}= has no file name; {_SPLIT_SPEC_HELP}")
+        files[split] = os.path.expanduser(path)
+    if "train" not in files:
+        raise ConversionError(f"--split_file={text} has no train= file; the training files "
+                              f"must come from one ({_SPLIT_SPEC_HELP})")
+    return files
+
+
+def _read_csv_rows(path, option):
+    """The non-blank rows of a CSV; raises a one-line ConversionError when unreadable.
+    option names the file in messages: "--split_file=A.csv" or "--split_file train=A.csv"."""
     try:
         with open(path, newline="") as f:
-            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+            return [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
     except OSError as error:
-        raise ConversionError(f"cannot read --split_file={path} ({error.strerror}); "
-                              "pass a CSV of file name, split rows") from None
+        raise ConversionError(f"cannot read {option} ({error.strerror}); "
+                              f"check the path ({_SPLIT_SPEC_HELP})") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ConversionError(f"{option} is not a readable CSV ({error}); "
+                              f"{_SPLIT_SPEC_HELP}") from None
+
+
+def read_split_table(path, option):
+    """[(row number, file name, age column or None)] of a CSV with a header naming a `file`
+    (or `filename`) column and optionally an `age` column, like the CORAL split's ',file,age'."""
+    rows = _read_csv_rows(path, option)
+    if not rows:
+        raise ConversionError(f"{option} lists no file; {_SPLIT_SPEC_HELP}")
+    header = [cell.strip().lower() for cell in rows[0]]
+    column = next((header.index(name) for name in ("file", "filename") if name in header), None)
+    if column is None:
+        raise ConversionError(f"{option} has no 'file' column (header {rows[0]!r}); "
+                              "a per-split CSV needs a header row naming its file column "
+                              "'file', like the CORAL split's ',file,age'")
+    age_column = header.index("age") if "age" in header else None
+    table = []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) <= column or not row[column].strip():
+            raise ConversionError(f"{option} row {number} {row!r} has no file name")
+        age = None
+        if age_column is not None:
+            cell = row[age_column].strip() if len(row) > age_column else ""
+            try:
+                age = int(cell)
+            except ValueError:
+                raise ConversionError(f"{option} row {number} {row!r}: age {cell!r} "
+                                      "is not a whole number; fix it or remove the age column") from None
+        table.append((number, os.path.basename(row[column].strip()), age))
+    if not table:
+        raise ConversionError(f"{option} lists no file; {_SPLIT_SPEC_HELP}")
+    return table
+
+
+def check_age_column(table, option):
+    """Checks a split file's age column against the ages in its file names: every row must
+    hold the CORAL class (age - 21) or every row the age in years. Returns which, for the
+    report; raises ConversionError naming the disagreeing rows."""
+    pairs = []
+    for number, file_name, age in table:
+        try:
+            pairs.append((number, file_name, age, names.parse_face_name(file_name).age))
+        except names.UnparseableName:
+            pass  # no age to compare; the file itself is skipped with its reason
+    conventions = {"CORAL class (age - 21)": CORAL_AGE_OFFSET, "age in years": 0}
+    wrong = {convention: [pair for pair in pairs if pair[3] - pair[2] != offset]
+             for convention, offset in conventions.items()}
+    convention = min(conventions, key=lambda c: len(wrong[c]))  # CORAL first on a tie
+    if wrong[convention]:
+        number, file_name, age, name_age = wrong[convention][0]
+        raise ConversionError(
+            f"{option}: the age column disagrees with the file names' ages in "
+            f"{len(wrong[convention])} of {len(pairs)} rows read as the {convention}, e.g. row "
+            f"{number}: {file_name} has {age}, its name says {name_age} (class "
+            f"{name_age - CORAL_AGE_OFFSET}); fix the file or remove its age column")
+    return f"{convention} in all {len(pairs)} rows with a parseable name"
+
+
+def read_split_files(text, split_ratios=DEFAULT_SPLIT_RATIOS):
+    """The SplitPlan of a --split_file value; raises ConversionError (one line).
+
+    One CSV of `file name,split` rows gives each file its row's split. Per-split CSVs
+    ("train=A.csv,test=B.csv", each with a `file` column) put their files in that split,
+    except that without a validation= file, validation is carved out of the train file's
+    rows by the hash of the file name: a share validation / (train + validation) of
+    split_ratios. An `age` column is checked against the names (check_age_column).
+    """
+    files = parse_split_file_spec(text)
+    if ONE_SPLIT_FILE in files:
+        path = files[ONE_SPLIT_FILE]
+        splits = read_split_file(path)
+        return SplitPlan(splits=splits, listed_in=dict.fromkeys(splits, ONE_SPLIT_FILE),
+                         files={ONE_SPLIT_FILE: os.path.abspath(path)}, rows={ONE_SPLIT_FILE: len(splits)},
+                         method="split file: each listed file goes to the split its row names")
+    share = None
+    if "validation" not in files:
+        train_share, validation_share = split_ratios[0], split_ratios[1]
+        share = validation_share / (train_share + validation_share)
+    splits, listed_in, rows, checks = {}, {}, {}, []
+    for source in SPLITS:
+        if source not in files:
+            continue
+        option = f"--split_file {source}={files[source]}"
+        table = read_split_table(files[source], option)
+        if any(age is not None for _, _, age in table):
+            checks.append(f"{source}: {check_age_column(table, option)}")
+        rows[source] = len(table)
+        for number, file_name, _ in table:
+            split = source
+            if source == "train" and share is not None:
+                split = assign_split(file_name, (1.0 - share, share, 0.0))
+            if listed_in.setdefault(file_name, source) != source:
+                raise ConversionError(f"--split_file lists {file_name} in both {listed_in[file_name]}= "
+                                      f"and {source}= (row {number}); keep it in one file")
+            splits[file_name] = split
+    parts = ["train= rows go to train"]
+    if share is not None:
+        ratios = ",".join(f"{ratio:g}" for ratio in split_ratios)
+        parts[0] += (f", except validation: the train= rows whose SHA-1 file name hash falls in "
+                     f"the top {share:.4f} (validation/(train+validation) of --split_ratios={ratios}, "
+                     "whose test share is unused)")
+    parts += [f"{source}= rows go to {source}" for source in ("validation", "test") if source in files]
+    method = "per-split files: " + "; ".join(parts) + "; input files named in no split file are left out"
+    return SplitPlan(splits=splits, listed_in=listed_in,
+                     files={source: os.path.abspath(path) for source, path in files.items()},
+                     rows=rows, method=method, validation_share=share,
+                     age_check="; ".join(checks) or None)
+
+
+def read_split_file(path):
+    """{file name: split} from a CSV of `file name, split` rows (a header row is allowed)."""
+    rows = _read_csv_rows(path, f"--split_file={path}")
     if rows and [cell.strip() for cell in rows[0]] == ["filename", "split"]:
         rows = rows[1:]
     splits = {}
     for number, row in enumerate(rows, start=1):
         if len(row) != 2 or row[1].strip() not in SPLITS:
             raise ConversionError(f"--split_file={path} row {number} {row!r} is not "
-                                  f"'file name,split' with split one of {', '.join(SPLITS)}")
+                                  f"'file name,split' with split one of {', '.join(SPLITS)}; "
+                                  "for one CSV per split, pass --split_file=train=TRAIN.csv,test=TEST.csv")
         name, split = os.path.basename(row[0].strip()), row[1].strip()
         if splits.setdefault(name, split) != split:
             raise ConversionError(f"--split_file={path} puts {name} in both {splits[name]} and "
@@ -221,7 +385,7 @@ def collect_candidates(paths, split_ratios, split_map=None):
     for path in paths:
         file_name = os.path.basename(path)
         try:
-            labels = names.parse_face_name(file_name)
+            labels, notes = names.parse_face_name_with_notes(file_name)
         except names.UnparseableName as error:
             skipped.append((path, error.reason))
             continue
@@ -237,7 +401,7 @@ def collect_candidates(paths, split_ratios, split_map=None):
         else:
             skipped.append((path, REASON_NOT_IN_SPLIT_FILE))
             continue
-        candidates.append(_Candidate(path, file_name, labels, split))
+        candidates.append(_Candidate(path, file_name, labels, split, notes))
     return candidates, skipped
 
 
@@ -560,7 +724,8 @@ def convert(config):
     validate_config(config)
     start = time.monotonic()
     workers = config.workers or _available_cores()
-    split_map = read_split_file(config.split_file) if config.split_file else None
+    plan = read_split_files(config.split_file, config.split_ratios) if config.split_file else None
+    split_map = plan.splits if plan else None
     paths = list_files(config.input_dirs)
     # A partial copy of the dataset silently gives another split: name what is missing.
     missing = sorted(set(split_map) - {os.path.basename(p) for p in paths}) if split_map else []
@@ -574,6 +739,7 @@ def convert(config):
     writers = {split: _SplitWriter(incomplete, split, num_candidates[split], num_shards[split])
                for split in SPLITS}
     kept_names = {split: [] for split in SPLITS}
+    noted = {}  # {note: [file names]} of kept files whose odd names still parsed
     image_sizes = {split: {} for split in SPLITS}
     progress = _Progress("converting", len(candidates), config.show_progress)
     with contextlib.closing(encode_all(candidates, age_entries, workers)) as results:
@@ -583,6 +749,8 @@ def convert(config):
                 skipped.append((candidate.path, reason))
             else:
                 kept_names[candidate.split].append(candidate.file_name)
+                for note in candidate.notes:
+                    noted.setdefault(note, []).append(candidate.file_name)
                 sizes = image_sizes[candidate.split]
                 sizes[f"{height}x{width}"] = sizes.get(f"{height}x{width}", 0) + 1
             progress.add(1)
@@ -606,13 +774,35 @@ def convert(config):
     if config.write_split_file:
         write_split_file(os.path.join(config.output_dir, SPLIT_FILE), kept_names)
     image_sizes = {split: dict(sorted(sizes.items())) for split, sizes in image_sizes.items()}
-    report = _write_report(config, shard_lengths, skipped, start, split_map, image_sizes, missing)
+    report = _write_report(config, shard_lengths, skipped, start, plan, image_sizes, missing, noted)
     os.rmdir(incomplete)  # last: its absence marks a finished run
     return report
 
 
-def _write_report(config, shard_lengths, skipped, start, split_map=None, image_sizes=None,
-                  missing_from_split_file=()):
+def _split_settings(config, plan, missing):
+    """The report's settings about how files were split."""
+    ratios = ",".join(f"{ratio:g}" for ratio in config.split_ratios)
+    per_split = plan is not None and ONE_SPLIT_FILE not in plan.files
+    missing_by_file = None
+    if per_split:
+        missing_by_file = {source: 0 for source in plan.files if source in SPLITS}
+        for file_name in missing:
+            missing_by_file[plan.listed_in[file_name]] += 1
+    return {
+        "split_method": plan.method if plan else f"SHA-1 hash of the file name against --split_ratios={ratios}",
+        "split_file": (None if plan is None else plan.files[ONE_SPLIT_FILE] if not per_split
+                       else {source: plan.files[source] for source in SPLITS if source in plan.files}),
+        "split_file_rows": sum(plan.rows.values()) if plan else None,
+        "split_file_rows_by_file": dict(plan.rows) if per_split else None,
+        "split_file_validation_share": plan.validation_share if plan else None,
+        "split_file_age_check": plan.age_check if plan else None,
+        "split_file_missing": list(missing),
+        "split_file_missing_by_file": missing_by_file,
+    }
+
+
+def _write_report(config, shard_lengths, skipped, start, plan=None, image_sizes=None,
+                  missing_from_split_file=(), noted=None):
     """Writes conversion_report.json and returns its contents."""
     from agetf import labels, schema
 
@@ -629,6 +819,9 @@ def _write_report(config, shard_lengths, skipped, start, split_map=None, image_s
         "total_skipped": len(skipped),
         "skipped_by_reason": dict(sorted(by_reason.items())),
         "skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped)],
+        # Kept files whose names are odd but parse unambiguously, e.g. without a race field.
+        "kept_with_notes": {note: {"count": len(noted[note]), "files": sorted(noted[note])}
+                            for note in names.NOTES if note in (noted or {})},
         "image_sizes": image_sizes or {},
         "settings": {
             "input_dirs": list(config.input_dirs),
@@ -637,9 +830,7 @@ def _write_report(config, shard_lengths, skipped, start, split_map=None, image_s
             "num_age_bins": labels.NUM_AGE_BINS,
             "num_age_ranges": labels.NUM_AGE_RANGES,
             "split_ratios": dict(zip(SPLITS, config.split_ratios)),
-            "split_file": os.path.abspath(config.split_file) if config.split_file else None,
-            "split_file_rows": len(split_map) if split_map else None,
-            "split_file_missing": list(missing_from_split_file),
+            **_split_settings(config, plan, missing_from_split_file),
             "shards": {split: len(shard_lengths[split]) for split in SPLITS},
             "shard_lengths": shard_lengths,
         },
@@ -658,9 +849,14 @@ def summarize(report):
     lines += [f"  {split:<10} {report['counts'][split]:>7} images in {report['settings']['shards'][split]} shards"
               for split in SPLITS]
     lines += [f"  skipped: {count} x {reason}" for reason, count in report["skipped_by_reason"].items()]
-    missing = report["settings"].get("split_file_missing")
+    lines += [f"  kept with a note: {item['count']} x {note}"
+              for note, item in report.get("kept_with_notes", {}).items()]
+    settings = report["settings"]
+    missing = settings.get("split_file_missing")
     if missing:
-        lines.append(f"  warning: {len(missing)} files of the split file are not in the input "
-                     f"(e.g. {missing[0]}); the split differs from the published one unless "
-                     "they were left out on purpose")
+        by_file = settings.get("split_file_missing_by_file")
+        where = "".join(f"{source}= {count}, " for source, count in (by_file or {}).items())
+        lines.append(f"  warning: {len(missing)} files of the split file{'s' if by_file else ''} are "
+                     f"not in the input ({where}e.g. {missing[0]}); the split differs from the "
+                     "published one unless they were left out on purpose")
     return "\n".join(lines)

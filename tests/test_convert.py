@@ -77,6 +77,8 @@ def test_report_counts_equal_readable_records_with_right_labels(data_dir):
     assert report["settings"]["age_deviation"] == 5.0
     assert report["settings"]["num_age_bins"] == labels.NUM_AGE_BINS
     assert report["images_per_second"] > 0
+    assert report["kept_with_notes"] == {}  # well-formed names earn no note
+    assert report["settings"]["split_method"].startswith("SHA-1 hash of the file name")
 
 
 def test_splits_are_disjoint_complete_and_near_the_ratios(data_dir, faces_dir):
@@ -176,6 +178,43 @@ def test_bad_inputs_are_skipped_with_reasons_or_repaired(faces_dir, tmp_path, wo
         assert decoded.shape[-1] == 3, name
     cmyk = tf.io.decode_jpeg(records["35_0_3_20170101000000006.jpg.chip.jpg"]["image"]).numpy()
     np.testing.assert_allclose(cmyk.reshape(-1, 3).mean(0), (200, 30, 30), atol=12)
+
+
+# Every odd name of the real UTKFace's aligned set, exactly as spelled there, with its labels.
+REAL_ODD_NAMES = {
+    "39_1_20170116174525125.jpg.chip.jpg": ((39, 1, names.UNKNOWN_RACE), names.NOTE_NO_RACE),
+    "61_1_20170109142408075.jpg.chip.jpg": ((61, 1, names.UNKNOWN_RACE), names.NOTE_NO_RACE),
+    "61_1_20170109150557335.jpg.chip.jpg": ((61, 1, names.UNKNOWN_RACE), names.NOTE_NO_RACE),
+    "55_0_0_20170116232725357jpg.chip.jpg": ((55, 0, 0), names.NOTE_NO_DOT),
+    "24_0_1_20170116220224657 .jpg.chip.jpg": ((24, 0, 1), names.NOTE_SPACE),
+    "14_0_0_2017011022340900.jpg.chip.jpg": ((14, 0, 0), names.NOTE_DATETIME_DIGITS),
+    "28_1_2_201701161846515488.jpg.chip.jpg": ((28, 1, 2), names.NOTE_DATETIME_DIGITS),
+    "38_0_1_201701162330572788.jpg.chip.jpg": ((38, 0, 1), names.NOTE_DATETIME_DIGITS),
+}
+
+
+def test_real_odd_names_are_kept_with_their_labels_and_listed_with_a_note(faces_dir, tmp_path):
+    folder = tmp_path / "in"
+    good = _copy_faces(faces_dir, folder, 0, 2)
+    rng = np.random.default_rng(0)
+    for file_name, ((age, gender, race), _) in REAL_ODD_NAMES.items():
+        pixels = synthetic.render_face(age, gender, max(race, 0), rng, size=40)
+        Image.fromarray(pixels).save(folder / file_name, format="JPEG")
+    report = converter.convert(_config([folder], tmp_path / "out", split_ratios=(1.0, 0.0, 0.0)))
+
+    assert report["total_skipped"] == 0
+    records = _read_split(str(tmp_path / "out"), "train")
+    assert set(records) == set(REAL_ODD_NAMES) | set(good)
+    for file_name, (expected, _) in REAL_ODD_NAMES.items():
+        record = records[file_name]
+        assert (record["age"], record["gender"], record["race"]) == expected, file_name
+    wanted = {}
+    for file_name, (_, note) in sorted(REAL_ODD_NAMES.items()):
+        wanted.setdefault(note, []).append(file_name)
+    assert report["kept_with_notes"] == {
+        note: {"count": len(wanted[note]), "files": wanted[note]} for note in names.NOTES}
+    summary = converter.summarize(report)
+    assert "kept with a note: 3 x race unknown: the name has no race field" in summary
 
 
 def test_a_split_without_records_gets_no_shards_and_tfds_still_loads(faces_dir, tmp_path):
@@ -288,7 +327,7 @@ def test_assign_split_is_stable_and_follows_the_ratios():
 
 def _run_script(*args):
     return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_tfrecords"), *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
 def test_script_fails_in_one_line_on_a_missing_input_dir_or_bad_flag(tmp_path):

@@ -16,6 +16,9 @@ from agetf.names import FaceLabels
     ("61_1_3_20170109150557335.jpgchip.jpg", FaceLabels(61, 1, 3)),
     ("55_0_0_20170116232725357jpg.chip.jpg", FaceLabels(55, 0, 0)),
     ("24_0_1_20170116220224657 .jpg.chip.jpg", FaceLabels(24, 0, 1)),
+    ("61_1_20170109142408075.jpg.chip.jpg", FaceLabels(61, 1, names.UNKNOWN_RACE)),
+    ("14_0_0_2017011022340900.jpg.chip.jpg", FaceLabels(14, 0, 0)),     # a 16-digit datetime
+    ("28_1_2_201701161846515488.jpg.chip.jpg", FaceLabels(28, 1, 2)),   # an 18-digit one
     ("24_0_1_20170116220224657.JPG", FaceLabels(24, 0, 1)),
     ("24_0_1_20170116220224657.JPG.CHIP.JPG", FaceLabels(24, 0, 1)),
     ("24_0_1_20170116220224657.jpeg", FaceLabels(24, 0, 1)),
@@ -26,6 +29,26 @@ from agetf.names import FaceLabels
 ])
 def test_parses(file_name, expected):
     assert names.parse_face_name(file_name) == expected
+
+
+@pytest.mark.parametrize("file_name, notes", [
+    ("25_1_3_20170116174525125.jpg.chip.jpg", ()),
+    ("25_1_3_20170116174525125.JPG", ()),
+    ("1234_35_0.jpg", ()),  # the older project's names never had a race field: nothing odd
+    # Every kind of odd name in the real UTKFace, by its real name.
+    ("39_1_20170116174525125.jpg.chip.jpg", (names.NOTE_NO_RACE,)),
+    ("55_0_0_20170116232725357jpg.chip.jpg", (names.NOTE_NO_DOT,)),
+    ("61_1_3_20170109150557335.jpgchip.jpg", (names.NOTE_NO_DOT,)),
+    ("24_0_1_20170116220224657 .jpg.chip.jpg", (names.NOTE_SPACE,)),
+    ("14_0_0_2017011022340900.jpg.chip.jpg", (names.NOTE_DATETIME_DIGITS,)),
+    ("38_0_1_201701162330572788.jpg.chip.jpg", (names.NOTE_DATETIME_DIGITS,)),
+    ("61_1_2017010914240807 jpg", (names.NOTE_NO_RACE, names.NOTE_NO_DOT, names.NOTE_SPACE,
+                                   names.NOTE_DATETIME_DIGITS)),
+])
+def test_odd_names_that_parse_get_notes(file_name, notes):
+    labels, got = names.parse_face_name_with_notes(file_name)
+    assert labels == names.parse_face_name(file_name)
+    assert got == notes and set(got) <= set(names.NOTES)
 
 
 @pytest.mark.parametrize("file_name, reason", [
