@@ -14,8 +14,8 @@ RACE_NAMES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "other", -1: "
 # Which test images count. ages_21_60 is the protocol of the ordinal-regression papers
 # on UTKFace (OR-CNN, CORAL), which keep ages 21 to 60 only.
 PROTOCOLS = {
-    "random": "every image of the test split (hash-based random split)",
-    "ages_21_60": "test images aged 21 to 60 only (the ordinal-regression papers' UTKFace protocol)",
+    "random": "every image of the split (hash-based random split)",
+    "ages_21_60": "images aged 21 to 60 only (the ordinal-regression papers' UTKFace protocol)",
 }
 
 
@@ -150,7 +150,7 @@ def prediction_lines(outputs, batch_labels, count):
 def format_report(report):
     """A plain-text table of the report, for the terminal."""
     metrics, baseline = report["metrics"], report["constant_baseline"]
-    lines = [f"Evaluated {report['num_images']} images"
+    lines = [f"Evaluated {report['num_images']} {report.get('split', 'test')} images"
              + (f" (protocol {report['protocol']}: {PROTOCOLS[report['protocol']]})"
                 if report.get("protocol") in PROTOCOLS else ""), f"{'metric':<22}{'model':>10}{'constant':>10}"]
     for name in ("mae", "cs5", "age_range_accuracy", "gender_accuracy"):

@@ -44,6 +44,9 @@ flags.DEFINE_string("export_dir", None, "SavedModel destination; default MODEL_D
 flags.DEFINE_boolean("export", True, "Export a SavedModel after training.")
 flags.DEFINE_boolean("export_tflite", False, "Also write TFLite models (float32, float16, dynamic "
                      "int8; uint8 image in) to MODEL_DIR/tflite after the SavedModel export.")
+flags.DEFINE_enum("eval_split", "test", ["test", "validation"],
+                  "Split that --load and the end of training evaluate; validation writes "
+                  "evaluation_validation.json, so settings can be chosen without looking at test.")
 flags.DEFINE_enum("eval_protocol", "random", ["random", "ages_21_60"],
                   "Test images to evaluate: random (the whole test split) or ages_21_60 (the "
                   "ordinal-regression papers' UTKFace protocol).")
@@ -291,13 +294,13 @@ def build_config():
         summary_images=FLAGS.summary_images)
 
 
-def skipped_test_records(input_config):
-    """With --skip_corrupt_records: logs how many test records are unreadable; else None."""
+def skipped_test_records(input_config, split="test"):
+    """With --skip_corrupt_records: logs how many records of the split are unreadable; else None."""
     if not input_config.skip_corrupt_records:
         return None
     from agetf import record_audit
 
-    audit = record_audit.audit_split(input_config.data_dir, "test")
+    audit = record_audit.audit_split(input_config.data_dir, split)
     if audit.lost:
         logging.warning(audit.describe())
     else:
@@ -306,13 +309,14 @@ def skipped_test_records(input_config):
 
 
 def evaluate_and_export(config, export):
-    """Evaluates the trained model on the test split; writes evaluation.json; exports it."""
+    """Evaluates the trained model on --eval_split; writes its report (evaluation.json for test);
+    exports it."""
     from agetf import evaluation, export as export_lib, run_files
 
     # best.keras, else final.keras: a damaged one is skipped with a warning line.
     model = run_files.load_trained_model(config.model_dir)
-    audit = skipped_test_records(config.input)
-    report, lines = evaluation.evaluate(model, config.input, "test", batch_size=64,
+    audit = skipped_test_records(config.input, FLAGS.eval_split)
+    report, lines = evaluation.evaluate(model, config.input, FLAGS.eval_split, batch_size=64,
                                         print_predictions=FLAGS.print_predictions,
                                         protocol=FLAGS.eval_protocol,
                                         flip_average=FLAGS.test_time_flip)
@@ -321,7 +325,9 @@ def evaluate_and_export(config, export):
     for line in lines:
         print(line)
     print(evaluation.format_report(report))
-    run_files.write_json(os.path.join(config.model_dir, "evaluation.json"), report)
+    report_name = ("evaluation.json" if FLAGS.eval_split == "test"
+                   else f"evaluation_{FLAGS.eval_split}.json")
+    run_files.write_json(os.path.join(config.model_dir, report_name), report)
     if export:
         export_dir = FLAGS.export_dir or os.path.join(config.model_dir, "saved_model")
         export_lib.export_saved_model(model, export_dir, img_dim=config.model.img_dim,

@@ -76,7 +76,7 @@ def test_breakdowns_by_decade_gender_and_race_with_unknown_race_and_the_baseline
     assert ranged["constant_baseline"]["age_range_accuracy"] == pytest.approx(1 / 5)
 
     text = evaluation.format_report({**report, "protocol": "ages_21_60"})
-    assert "protocol ages_21_60: test images aged 21 to 60 only" in text
+    assert "protocol ages_21_60: images aged 21 to 60 only" in text
     assert "unknown" in text and "by race:" in text and "constant" in text
     assert "80+" in text and "MAE   0.00 (constant  55.00)" in text
     # The summary rows, worked out by hand: model errors 2, 0, 3, 10, 0 (MAE 3, 4 of 5 within

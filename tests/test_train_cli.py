@@ -208,3 +208,14 @@ def test_train_then_load_on_the_command_line(data_dir, tmp_path):
     assert not (model_dir / "saved_model.tmp").exists()
     assert sorted(os.listdir(model_dir / "tflite")) == [
         "model_dynamic_int8.tflite", "model_float16.tflite", "model_float32.tflite"]
+
+    # --eval_split=validation scores the validation split into its own report (settings such
+    # as the test-time flip are chosen there), leaving the test report alone.
+    test_report = (model_dir / "evaluation.json").read_text()
+    on_validation = run_cli(f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY, "--load",
+                            "--eval_split=validation", "--test_time_flip", "--print_predictions=0")
+    assert on_validation.returncode == 0, on_validation.stderr[-3000:]
+    validation = json.loads((model_dir / "evaluation_validation.json").read_text())
+    assert validation["split"] == "validation" and validation["test_time_flip"] is True
+    assert validation["num_images"] == input_pipeline.num_examples(data_dir, "validation")
+    assert (model_dir / "evaluation.json").read_text() == test_report
