@@ -178,3 +178,116 @@ def test_command_line(saved_model, images_dir, tmp_path):
     assert failed.stderr.strip().splitlines()[-1] == (
         f"agetf.predict: error: {tmp_path} is not a SavedModel; pass the saved_model folder "
         "of a training run (model_dir/saved_model)")
+
+
+@pytest.fixture(scope="module")
+def faces_with_bad_files(faces_dir, tmp_path_factory):
+    """24 synthetic faces, one as a PNG and one greyscale, plus a broken and a truncated JPEG."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("predict_faces")
+    names = sorted(os.listdir(faces_dir))[:24]
+    for name in names[2:]:
+        shutil.copy(os.path.join(faces_dir, name), folder / name)
+    Image.open(os.path.join(faces_dir, names[0])).save(folder / (names[0][:-4] + ".png"))
+    Image.open(os.path.join(faces_dir, names[1])).convert("L").save(folder / names[1])
+    good = (folder / names[5]).read_bytes()
+    (folder / "50_0_0_20170109150557335.jpg.chip.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    return str(folder)
+
+
+def test_reading_ahead_prints_the_same_lines_in_the_same_order_as_the_plain_path(
+        saved_model, faces_with_bad_files):
+    predictor = predict.load_predictor(saved_model)
+    paths = predict.find_images([faces_with_bad_files])
+    for batch_size in (1, 7, 64):
+        plain = list(predict.predict_files(predictor, paths, batch_size, read_threads=0))
+        assert [p.path for p in plain] == paths
+        assert sum(p.error is not None for p in plain) == 2
+        assert all(p.age is not None for p in plain if p.error is None)
+        plain_out = io.StringIO()
+        plain_summary = predict.predict_and_print(predictor, paths, batch_size, plain_out,
+                                                  read_threads=0)
+        for read_threads in (1, 2):
+            ahead = list(predict.predict_files(predictor, iter(paths), batch_size, read_threads))
+            assert ahead == plain  # every field: path, labels, outputs, errors
+            out = io.StringIO()
+            summary = predict.predict_and_print(predictor, paths, batch_size, out, read_threads)
+            assert out.getvalue() == plain_out.getvalue() and summary == plain_summary
+    errors = [line for line in plain_out.getvalue().splitlines() if line.startswith("Error:")]
+    assert len(errors) == 2 and all("cannot read" in line for line in errors)
+
+
+def test_reading_ahead_keeps_finding_what_tensorflow_rejects(images_dir):
+    paths = predict.find_images([images_dir])
+    bad = predict.read_jpeg(paths[3])
+    rejecting = lambda images_bytes: fake_predictor(images_bytes, fail_on=bad)  # noqa: E731
+    plain = list(predict.predict_files(rejecting, paths, batch_size=2, read_threads=0))
+    assert plain[3].error.startswith(f"cannot decode {paths[3]}")
+    for read_threads in (1, 2):
+        assert list(predict.predict_files(rejecting, paths, 2, read_threads)) == plain
+
+
+def test_files_are_read_in_the_read_threads_and_the_model_called_in_order(images_dir,
+                                                                          monkeypatch):
+    import threading
+
+    read_in, called = set(), []
+    reading = predict.read_jpeg
+
+    def recording_read(path):
+        read_in.add(threading.current_thread().name.split("_")[0])
+        return reading(path)
+
+    def recording_predictor(images_bytes):
+        called.append(int(images_bytes.shape[0]))
+        return fake_predictor(images_bytes)
+
+    monkeypatch.setattr(predict, "read_jpeg", recording_read)
+    paths = predict.find_images([images_dir])
+    results = list(predict.predict_files(recording_predictor, paths, 3, read_threads=2))
+    assert [p.path for p in results] == paths
+    assert read_in == {"agetf-read"}
+    assert called == [3, 2]  # the last batch, one truncated file, makes no call
+    with pytest.raises(ValueError, match="read_threads"):
+        list(predict.predict_files(fake_predictor, paths, 3, read_threads=-1))
+
+
+def full_decode_verdict(data):
+    """What read_jpeg said of a file before it decoded RGB JPEGs at 1/8 scale."""
+    try:
+        Image.open(io.BytesIO(data)).load()
+    except Image.UnidentifiedImageError:
+        return "not an image format"
+    except Exception as error:
+        return str(error)
+    return None
+
+
+def test_reduced_scale_check_rejects_what_a_full_decode_rejects_with_the_same_reason(
+        faces_dir, tmp_path):
+    rng = np.random.default_rng(3)
+    names = sorted(os.listdir(faces_dir))[:3]
+    cases = []
+    for name in names:
+        data = open(os.path.join(faces_dir, name), "rb").read()
+        cases += [data[:cut] for cut in range(0, len(data), len(data) // 25)]
+        for _ in range(15):  # bytes overwritten inside the file
+            corrupt = bytearray(data)
+            for position in rng.integers(2, len(data), 4):
+                corrupt[position] = int(rng.integers(0, 256))
+            cases.append(bytes(corrupt))
+    rejected = 0
+    for index, data in enumerate(cases):
+        path = tmp_path / f"case{index}.jpg"
+        path.write_bytes(data)
+        expected = full_decode_verdict(data)
+        try:
+            got = predict.read_jpeg(str(path))
+        except predict.ImageReadError as error:
+            rejected += 1
+            assert str(error) == f"cannot read {path} as an image ({expected})"
+        else:
+            assert expected is None and got == data
+    assert rejected >= 60  # most cuts and some corruptions are caught
