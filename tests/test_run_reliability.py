@@ -65,6 +65,13 @@ def flip_bits(path):
         f.write(bytes(b ^ 0xFF for b in chunk))
 
 
+def error_line(stderr):
+    """The one error line of a command whose stderr also holds TensorFlow's start-up lines."""
+    errors = [line for line in stderr.splitlines() if line.startswith("agetf.train:")]
+    assert len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr[-3000:]
+    return errors[0]
+
+
 def only_line(text):
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) == 1, text
@@ -135,7 +142,7 @@ def test_a_second_run_on_a_model_dir_in_use_is_refused_and_a_killed_run_frees_it
         for extra in (["--epochs=1", "--steps_per_epoch=2"], ["--load"]):
             refused = run_cli(*flags, *extra)
             assert refused.returncode == 1, refused.stderr[-3000:]
-            line = only_line(refused.stderr)
+            line = error_line(refused.stderr)
             assert line.startswith(f"agetf.train: error: --model_dir={model_dir} is in use by "
                                    f"another agetf.train (pid {first.pid} on host "
                                    f"{socket.gethostname()}, training since"), line
