@@ -108,9 +108,9 @@ def start_cli(*args):
                             text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def run_cli(*args):
+def run_cli(*args, timeout=TIMEOUT_S):
     return subprocess.run([sys.executable, "-m", "agetf.train", *args], env=ENV, cwd=REPO,
-                          text=True, capture_output=True, timeout=TIMEOUT_S)
+                          text=True, capture_output=True, timeout=timeout)
 
 
 def lock_holder(model_dir):
@@ -155,7 +155,7 @@ def test_a_second_run_on_a_model_dir_in_use_is_refused_and_a_killed_run_frees_it
         first.communicate(timeout=60)
 
     # The lock dies with its holder: the same command now runs.
-    result = run_cli(*flags, "--epochs=1", "--steps_per_epoch=2")
+    result = run_cli(*flags, "--epochs=1", "--steps_per_epoch=2", timeout=2 * TIMEOUT_S)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Run written to" in result.stdout
 
