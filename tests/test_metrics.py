@@ -200,6 +200,7 @@ def run_fake_epochs(trainer, val_values, metric):
         val_results[metric] = value
         trainer.epoch.assign_add(1)
         monitor.epoch_end(epoch, dict(trainer.train_results), val_results)
+        monitor.epoch_saved()  # the trainer calls it once the epoch's checkpoint is saved
     monitor.train_end()
     return monitor
 
@@ -241,6 +242,7 @@ def test_a_resumed_monitor_remembers_the_best_so_far(tmp_path):
     val_results = {"val_" + name: 1.0 for name in heads.metric_names(MONITOR_HEADS)}
     val_results["val_loss"] = 2.0
     monitor.epoch_end(2, dict(trainer.train_results), val_results)
+    monitor.epoch_saved()
     monitor.train_end()
     assert saved_weight(os.path.join(tmp_path, "best.keras")) == 2
     assert saved_weight(os.path.join(tmp_path, "final.keras")) == 3
