@@ -438,7 +438,9 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
     assert last < 0.7 * first
 
     # The same command again resumes the finished run with the same LR: the suggestion in
-    # lr_find.json, the finder not rerun on the trained weights.
+    # lr_find.json, the finder not rerun on the trained weights. (The first run is over: its
+    # process would have exited and freed model_dir's run lock; here it is released by hand.)
+    trainer.run_lock.release()
     again = train_cli.train(train_cli.build_config())
     out = capsys.readouterr().out
     assert restored == [True]  # no second range test
