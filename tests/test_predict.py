@@ -38,9 +38,12 @@ def images_dir(tmp_path_factory):
 
 
 def fake_predictor(images_bytes, fail_on=None):
-    """A serving_default stand-in whose outputs depend on each image's bytes only."""
+    """A serving_default stand-in that decodes like it (so it rejects what it would reject)
+    and whose outputs depend on each image's bytes only."""
     if fail_on is not None and bool(tf.reduce_any(tf.equal(images_bytes, fail_on))):
         raise tf.errors.InvalidArgumentError(None, None, "Invalid JPEG data\nmore detail")
+    for jpeg in images_bytes:
+        tf.io.decode_jpeg(jpeg, channels=3)
     length = tf.cast(tf.strings.length(images_bytes), tf.float32)
     return {"age": length % 97.0,
             "age_range": tf.one_hot(tf.cast(length, tf.int32) % 17, 17),
@@ -70,6 +73,14 @@ def test_read_jpeg_passes_rgb_jpegs_through_and_reencodes_the_rest(images_dir):
     for name in ("sub/broken.jpg", "sub/truncated.jpg", "notes.txt"):
         with pytest.raises(predict.ImageReadError, match="cannot read"):
             predict.read_jpeg(os.path.join(images_dir, name))
+    # Unchecked, an RGB JPEG's bytes come back undecoded (the model's decode checks them);
+    # what is not one is still decoded and re-encoded, and what is no image still fails.
+    truncated = os.path.join(images_dir, "sub/truncated.jpg")
+    assert predict.read_jpeg(truncated, check=False) == open(truncated, "rb").read()
+    png = os.path.join(images_dir, "62_0_3_20170109150557335.png")
+    assert predict.read_jpeg(png, check=False) == predict.read_jpeg(png)
+    with pytest.raises(predict.ImageReadError, match="not an image format"):
+        predict.read_jpeg(os.path.join(images_dir, "sub/broken.jpg"), check=False)
 
 
 def test_true_labels_come_from_the_file_name():
@@ -197,6 +208,68 @@ def faces_with_bad_files(faces_dir, tmp_path_factory):
     return str(folder)
 
 
+@pytest.fixture(scope="module")
+def faces_with_damaged_files(faces_with_bad_files, tmp_path_factory):
+    """The faces above plus 16 damaged copies: cut short at several points, bytes overwritten
+    (some of which still decode, to garbage), an empty file."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("predict_damaged")
+    shutil.copytree(faces_with_bad_files, folder, dirs_exist_ok=True)
+    rng = np.random.default_rng(11)
+    sources = sorted(p for p in os.listdir(folder) if p.endswith(".jpg.chip.jpg"))[:8]
+    for index, name in enumerate(sources):
+        data = (folder / name).read_bytes()
+        (folder / f"cut{index}_{name}").write_bytes(data[: len(data) * (index + 2) // 11])
+        damaged = bytearray(data)
+        for position in rng.integers(300, len(data), 2 + index):
+            damaged[position] = int(rng.integers(0, 256))
+        (folder / f"hit{index}_{name}").write_bytes(bytes(damaged))
+    (folder / "empty.jpg").write_bytes(b"")
+    return str(folder)
+
+
+def checked_first_lines(predictor, paths, batch_size):
+    """The lines agetf.predict printed when it decoded every file with Pillow (full size)
+    before its batch, and called the model on the files Pillow accepted."""
+    predictions = []
+    for start in range(0, len(paths), batch_size):
+        batch, jpegs = [], []
+        for path in paths[start:start + batch_size]:
+            true_age, true_gender = predict.true_labels(path)
+            prediction = predict.Prediction(path, true_age=true_age, true_gender=true_gender)
+            data = open(path, "rb").read()
+            verdict = full_decode_verdict(data)
+            if verdict is not None:
+                prediction.error = f"cannot read {path} as an image ({verdict})"
+            else:
+                jpegs.append(predict.jpeg_for_model(path, data))
+            batch.append(prediction)
+        try:
+            outputs = predict._run(predictor, jpegs) if jpegs else None
+        except tf.errors.InvalidArgumentError:
+            outputs = None  # then each alone: "cannot decode" where TensorFlow rejects it
+        for index, prediction in enumerate(p for p in batch if p.error is None):
+            predict._fill(prediction, outputs, index, predictor, jpegs[index])
+        predictions += batch
+    lines = [line for p in predictions for line in predict.format_prediction(p)]
+    return lines + predict.format_summary(predict.summarize(predictions))
+
+
+def test_the_lines_are_those_of_decoding_every_file_before_its_batch(
+        saved_model, faces_with_damaged_files):
+    predictor = predict.load_predictor(saved_model)
+    paths = predict.find_images([faces_with_damaged_files])
+    for batch_size in (1, 7):
+        expected = checked_first_lines(predictor, paths, batch_size)
+        out = io.StringIO()
+        predict.predict_and_print(predictor, paths, batch_size, out)
+        assert out.getvalue().splitlines() == expected
+    errors = [line for line in expected if line.startswith("Error:")]
+    assert len(errors) >= 10 and all("cannot read" in line for line in errors)
+    assert sum(line.startswith("Predicted age:") for line in expected) >= 26
+
+
 def test_reading_ahead_prints_the_same_lines_in_the_same_order_as_the_plain_path(
         saved_model, faces_with_bad_files):
     predictor = predict.load_predictor(saved_model)
@@ -236,9 +309,9 @@ def test_files_are_read_in_the_read_threads_and_the_model_called_in_order(images
     read_in, called = set(), []
     reading = predict.read_jpeg
 
-    def recording_read(path):
+    def recording_read(path, check=True):
         read_in.add(threading.current_thread().name.split("_")[0])
-        return reading(path)
+        return reading(path, check)
 
     def recording_predictor(images_bytes):
         called.append(int(images_bytes.shape[0]))
@@ -249,7 +322,7 @@ def test_files_are_read_in_the_read_threads_and_the_model_called_in_order(images
     results = list(predict.predict_files(recording_predictor, paths, 3, read_threads=2))
     assert [p.path for p in results] == paths
     assert read_in == {"agetf-read"}
-    assert called == [3, 2]  # the last batch, one truncated file, makes no call
+    assert called == [3, 2, 1, 1]  # the last batch, a truncated file, fails, and alone again
     with pytest.raises(ValueError, match="read_threads"):
         list(predict.predict_files(fake_predictor, paths, 3, read_threads=-1))
 
