@@ -36,9 +36,12 @@ from agetf import names  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEFAULT_BATCH_SIZE = 32
-# Threads that read and check the next batches' files while the model runs on the current
-# one; each reads one whole batch, so this many batches are read ahead.
-READ_THREADS = 2
+# Threads that read the next batches' files while the model runs on the current one (each
+# reads a whole batch, so this many batches are read ahead). None by default: reading a
+# crop (its bytes and JPEG header) is ~1-2% of a model call, and on a 2-core CPU threads
+# competing with TensorFlow's made a small model ~10% slower and a larger one no faster
+# (scripts/benchmark_predict); they pay off where files are slow to read (network storage).
+READ_THREADS = 0
 # Non-JPEG inputs are re-encoded the way the converter stores them in TFRecords.
 _REENCODE_QUALITY = 95
 
@@ -160,9 +163,11 @@ def predict_files(predictor, paths: Iterable[str], batch_size: int = DEFAULT_BAT
                   read_threads: int = READ_THREADS) -> Iterator[Prediction]:
     """Predicts every path in order, batch_size images per call; unreadable files get an error.
 
-    read_threads threads read and check the next batches' files (Pillow and file reads
-    release the GIL) while the model runs on the current batch; 0 reads each batch just
-    before its call. The batches, and so the predictions and their order, are the same.
+    predictor: serving_default, or anything that takes images_bytes, decodes them and raises
+    tf.errors.InvalidArgumentError on bytes it cannot decode (an RGB JPEG is checked only so).
+    read_threads threads read the next batches' files while the model runs on the current
+    batch; 0 reads each batch just before its call. The batches, and so the predictions and
+    their order, are the same either way.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}; pass --batch_size=32")
