@@ -8,6 +8,8 @@ setuptools.setup(
     description="Face age and gender prediction: TFRecord converter, tf.data pipeline, "
     "distributed Keras 3 trainer, SavedModel export.",
     packages=setuptools.find_packages(include=["agetf", "agetf.*"]),
+    # The face template agetf.face_alignment aligns photos' faces to.
+    package_data={"agetf": ["face_template.json"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.21,<2.22",
@@ -18,8 +20,11 @@ setuptools.setup(
         "tensorboard>=2.21,<2.22",
         "matplotlib",
         "pillow>=10.1",  # ImageFont.load_default(size=...) for the annotated photos
-        # 5.x wheels no longer ship the Haar cascades that agetf.face_detection uses.
+        # Warping and resizing photos' faces (agetf.face_alignment); tested with 4.x.
         "opencv-python-headless>=4.8,<5",
+        # Face detection with five landmarks (agetf.face_detection); its weights ship in
+        # the wheel. 1.x's detect_faces(output_type="numpy") row layout is relied on.
+        "mtcnn>=1.0,<2",
     ],
     extras_require={"test": ["pytest>=8", "scikit-image"]},
 )

@@ -1,5 +1,6 @@
-"""Photos from the wild: faces found with OpenCV's bundled Haar cascade, cropped like the
-training crops, predicted one line per face, and drawn with --annotate."""
+"""Photos from the wild: faces found with MTCNN, aligned by their five landmarks into crops
+framed like the training crops, predicted one line per face, and drawn with --annotate.
+The only real face is scikit-image's astronaut (public domain)."""
 
 import io
 import os
@@ -10,14 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agetf import face_alignment
 from agetf import face_detection
 from agetf import predict
-from agetf import synthetic
 from agetf import tflite_export
 from conftest import EXPORT_IMG_DIM
 # The astronaut's face in scikit-image's 512x512 photo (checked by eye on a drawn box):
 # forehead to chin about y 66-160, ear to ear about x 180-270.
 ASTRONAUT_FACE_CENTRE = (225, 113)
+# A 160 px square around it, pasted into plain scenes as a face whose place is known.
+HEAD = (33, 193, 145, 305)  # top, bottom, left, right
+PASTE_TOP = 70
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +32,23 @@ def astronaut():
     return data.astronaut()
 
 
-def pasted_face_scene(lefts=(150,), width=400):
-    """A 120px synthetic face pasted at (left, 90) for each left into a plain scene, 300 px
-    high (a seed Haar finds); returns (scene, the pasted box, or a list of them for several)."""
-    rng = np.random.default_rng(0)
-    age, gender, race = (int(rng.integers(20, 60)), int(rng.integers(0, 2)),
-                         int(rng.integers(0, 5)))
-    face = synthetic.render_face(age, gender, race, rng, size=120)
+@pytest.fixture(scope="session")
+def mtcnn():
+    """The default detector; every detector shares the process's one MTCNN."""
+    return face_detection.load_detector()
+
+
+def pasted_face_scene(astronaut, lefts=(120,), width=400):
+    """The astronaut's head (160 px) pasted at (left, PASTE_TOP) for each left into a plain
+    300 px high scene; returns (scene, the pasted box, or a list of them for several)."""
+    top, bottom, left, right = HEAD
+    head = astronaut[top:bottom, left:right]
     scene = np.empty((300, width, 3), np.uint8)
-    scene[:] = rng.integers(60, 200, 3)
+    scene[:] = (96, 140, 120)
     boxes = []
-    for left in lefts:
-        scene[90:210, left:left + 120] = face
-        boxes.append(face_detection.Box(left, 90, 120, 120))
+    for paste_left in lefts:
+        scene[PASTE_TOP:PASTE_TOP + head.shape[0], paste_left:paste_left + head.shape[1]] = head
+        boxes.append(face_detection.Box(paste_left, PASTE_TOP, head.shape[1], head.shape[0]))
     return scene, boxes[0] if len(boxes) == 1 else boxes
 
 
@@ -52,70 +60,122 @@ def overlap(a, b):
     return intersection / (a.width * a.height + b.width * b.height - intersection)
 
 
-@pytest.fixture(scope="module")
-def detector():
-    return face_detection.load_detector()
+def inside(box, outer):
+    return (box.left >= outer.left and box.top >= outer.top and box.right <= outer.right
+            and box.bottom <= outer.bottom)
 
 
-def test_one_face_is_found_where_the_astronaut_face_is(astronaut, detector):
-    boxes = face_detection.detect_faces(astronaut, detector)
-    assert len(boxes) == 1, boxes
-    box = boxes[0]
+def test_one_face_is_found_where_the_astronaut_face_is(astronaut, mtcnn):
+    faces = face_detection.detect_faces(astronaut, mtcnn)
+    assert len(faces) == 1, faces
+    (face,) = faces
+    box = face.box
     centre = (box.left + box.width / 2, box.top + box.height / 2)
     assert abs(centre[0] - ASTRONAUT_FACE_CENTRE[0]) < 25, box
     assert abs(centre[1] - ASTRONAUT_FACE_CENTRE[1]) < 25, box
     assert 60 <= box.width <= 130, box
+    assert face.confidence >= face_detection.DEFAULT_MIN_CONFIDENCE
+    # Five landmarks inside the box: eyes above the nose above the mouth corners.
+    assert face.landmarks.shape == (5, 2)
+    assert (face.landmarks >= [box.left, box.top]).all()
+    assert (face.landmarks <= [box.right, box.bottom]).all()
+    left_eye, right_eye, nose, mouth_left, mouth_right = face.landmarks
+    assert left_eye[0] < right_eye[0] and mouth_left[0] < mouth_right[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
 
 
-def test_a_synthetic_face_pasted_into_a_scene_is_found_where_it_was_pasted(detector):
-    scene, pasted = pasted_face_scene()
-    boxes = face_detection.detect_faces(scene, detector)
-    assert len(boxes) == 1, boxes
-    # Haar boxes cover brows to chin, inside the crop that was pasted ...
-    assert overlap(boxes[0], pasted) > 0.5
-    # ... and the training-style crop around it recovers the pasted crop's framing.
-    square = face_detection.crop_box(boxes[0], *scene.shape[:2])
-    assert overlap(square, pasted) > 0.8, square
+def test_the_astronaut_aligned_crop_has_its_eyes_at_the_template(astronaut, mtcnn):
+    """MTCNN run again on the crop the pipeline feeds the model finds the eyes where the
+    template puts them (and the first, unrefined alignment already puts the detected eyes
+    within 3 px of them)."""
+    (face,) = mtcnn(astronaut)
+    once, once_matrix = face_alignment.align_face(astronaut, face.landmarks)
+    np.testing.assert_allclose(face_alignment.transform_points(once_matrix, face.landmarks[:2]),
+                               face_alignment.TEMPLATE[:2], atol=3)
+    crops, matrices = predict.face_crops(astronaut, [face], mtcnn.for_aligned_crops())
+    assert crops.shape == (1, face_alignment.CROP_SIZE, face_alignment.CROP_SIZE, 3)
+    # Found again as the template was measured: on the crop as it is, MTCNN's own scale.
+    again = face_detection.load_detector(min_face=face_detection.MTCNN_MIN_FACE)(crops[0])
+    assert len(again) == 1, again
+    eyes, template_eyes = again[0].landmarks[:2], face_alignment.TEMPLATE[:2]
+    assert np.abs(eyes - template_eyes).max() <= 3, (eyes, template_eyes)
+    # The nose and mouth corners follow the astronaut's own face (a wide smile), near theirs
+    # (on the training crops themselves they are 7-9 px from the template, root mean square).
+    assert np.hypot(*(again[0].landmarks - face_alignment.TEMPLATE).T).max() <= 15
 
 
-def test_two_faces_in_one_photo_give_two_boxes_each_where_its_face_is(detector):
-    scene, pasted = pasted_face_scene(lefts=(40, 340), width=500)
-    boxes = face_detection.detect_faces(scene, detector)
-    assert len(boxes) == 2, boxes
-    for box, where in zip(sorted(boxes, key=lambda b: b.left), pasted):
-        assert overlap(box, where) > 0.5, (box, where)
+def test_refining_keeps_the_alignment_where_the_crop_holds_no_face(astronaut):
+    """A refiner finding nothing (or another face far from the template) changes nothing."""
+    (face,) = face_detection.load_detector()(astronaut)
+    once, matrix = face_alignment.align_face(astronaut, face.landmarks)
+    far = face_detection.Face(face_detection.Box(0, 0, 50, 50), 0.99,
+                              face_alignment.TEMPLATE + [60, 0])
+    for found in ([], [far]):
+        crop, refined = face_alignment.align_face(astronaut, face.landmarks,
+                                                  detector=lambda image, found=found: found)
+        np.testing.assert_array_equal(refined, matrix)
+        np.testing.assert_array_equal(crop, once)
 
 
-def test_a_scene_without_a_face_gives_no_box(detector):
+def test_a_face_pasted_into_a_scene_is_found_and_aligned_where_it_was_pasted(astronaut, mtcnn):
+    scene, pasted = pasted_face_scene(astronaut)
+    faces = face_detection.detect_faces(scene, mtcnn)
+    assert len(faces) == 1, faces
+    assert inside(faces[0].box, pasted) and overlap(faces[0].box, pasted) > 0.25, faces[0].box
+    # The landmarks are the astronaut's, moved by the paste, so the aligned crops match.
+    (original,) = mtcnn(astronaut)
+    shift = [pasted.left - HEAD[2], pasted.top - HEAD[0]]
+    np.testing.assert_allclose(faces[0].landmarks, original.landmarks + shift, atol=2.5)
+
+
+def test_two_faces_in_one_photo_give_two_faces_each_where_its_face_is(astronaut, mtcnn):
+    scene, pasted = pasted_face_scene(astronaut, lefts=(30, 300), width=500)
+    faces = face_detection.detect_faces(scene, mtcnn)
+    assert len(faces) == 2, faces
+    for face, where in zip(sorted(faces, key=lambda f: f.box.left), pasted):
+        assert inside(face.box, where), (face.box, where)
+
+
+def test_a_scene_without_a_face_gives_no_face(mtcnn):
     scene = np.random.default_rng(1).integers(0, 256, (200, 300, 3), dtype=np.uint8)
-    assert face_detection.detect_faces(scene, detector) == []
+    assert face_detection.detect_faces(scene, mtcnn) == []
 
 
-def test_default_margin_is_the_training_crops_framing(detector):
-    """Haar misses about half of the cartoon faces; the margin is measured on those it finds."""
-    crops = [synthetic.render_face(20 + i, i % 2, i % 5, np.random.default_rng([5, i]), size=160)
-             for i in range(24)]
-    margin = face_detection.measure_margin(crops, detector)
-    assert margin is not None
-    assert margin == pytest.approx(face_detection.DEFAULT_MARGIN, abs=0.12)
+@pytest.mark.parametrize("name", ["coins", "chelsea", "coffee"])
+def test_coins_with_heads_a_cat_and_a_cup_are_no_faces(name, mtcnn):
+    from skimage import data
+
+    photo = getattr(data, name)()
+    photo = np.stack([photo] * 3, axis=-1) if photo.ndim == 2 else photo
+    assert mtcnn(photo) == []
 
 
-@pytest.mark.parametrize("box,shape,expected", [
-    (face_detection.Box(100, 100, 40, 40), (400, 400), face_detection.Box(90, 90, 60, 60)),
-    # Near the top-left corner the square shifts inside the photo rather than shrinking.
-    (face_detection.Box(0, 5, 40, 40), (400, 400), face_detection.Box(0, 0, 60, 60)),
-    # Near the bottom-right corner likewise.
-    (face_detection.Box(370, 370, 30, 30), (400, 400), face_detection.Box(355, 355, 45, 45)),
-    # A photo smaller than the square: the side shrinks to the shorter side, still square.
-    (face_detection.Box(10, 20, 50, 50), (60, 200), face_detection.Box(5, 0, 60, 60)),
-])
-def test_crop_box_enlarges_squares_and_stays_inside(box, shape, expected):
-    assert face_detection.crop_box(box, *shape, margin=1.5) == expected
+def test_tiny_and_odd_photos_give_no_face_and_no_error(mtcnn):
+    for shape in [(1, 1, 3), (11, 300, 3), (30, 20, 3)]:
+        assert mtcnn(np.zeros(shape, np.uint8)) == []
 
 
-def test_a_non_positive_margin_is_refused():
-    with pytest.raises(ValueError, match="margin must be > 0"):
-        face_detection.crop_box(face_detection.Box(0, 0, 10, 10), 100, 100, margin=0)
+def test_min_face_above_mtcnns_own_setting_still_finds_a_face(astronaut):
+    """mtcnn 1.0 alone answers "no face" for any photo at min_face_size=30 (its pyramid
+    goes below PNet's window); the detector rescales the photo instead."""
+    top, bottom, left, right = HEAD
+    head = astronaut[top:bottom, left:right]
+    for min_face in (20, 30, 60):
+        faces = face_detection.load_detector(min_face=min_face)(head)
+        assert len(faces) == 1 and 60 <= faces[0].box.width <= 130, (min_face, faces)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match=r"--min_confidence must be in \[0, 1\]"):
+        face_detection.load_detector(min_confidence=1.5)
+    with pytest.raises(ValueError, match="--min_face >= 1"):
+        face_detection.load_detector(min_face=0)
+
+
+def test_without_the_mtcnn_package_the_error_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mtcnn", None)  # import mtcnn now raises ImportError
+    with pytest.raises(face_detection.DetectorUnavailable, match=r"pip install 'mtcnn>=1.0,<2'"):
+        face_detection.shared_mtcnn.__wrapped__()  # the uncached builder
 
 
 @pytest.fixture(scope="module")
@@ -130,18 +190,20 @@ def models(tiny_export, tmp_path_factory):
 def photos_dir(astronaut, tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
     Image.fromarray(astronaut).save(folder / "astronaut.jpg", quality=92)
-    Image.fromarray(pasted_face_scene()[0]).save(folder / "pasted.png")
+    Image.fromarray(pasted_face_scene(astronaut)[0]).save(folder / "pasted.png")
     Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(folder / "wall.jpg")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     return str(folder)
 
 
-def test_run_photos_prints_a_line_per_face_and_draws_them(models, photos_dir, tmp_path):
+def test_run_photos_prints_a_line_per_face_and_draws_them(models, photos_dir, tmp_path,
+                                                          astronaut, mtcnn):
     out = io.StringIO()
     annotated = tmp_path / "annotated"
     counts = predict.run_photos(models[0], [photos_dir], annotate_dir=str(annotated), out=out)
     text = out.getvalue()
-    assert counts == {"images": 4, "errors": 1, "faces": 2, "without_face": 1}
+    assert {k: counts[k] for k in ("images", "errors", "faces", "without_face")} == {
+        "images": 4, "errors": 1, "faces": 2, "without_face": 1}
     blocks = {block.splitlines()[0].rsplit("/", 1)[-1]: block.splitlines()[1:]
               for block in text.split("Predicting for image ")[1:]}
     assert blocks["wall.jpg"][0] == "No face found"
@@ -150,28 +212,39 @@ def test_run_photos_prints_a_line_per_face_and_draws_them(models, photos_dir, tm
     assert line.startswith("Face 1 at x=") and "predicted age " in line
     assert "range " in line and "p_female=" in line
     assert "Images: 4, unreadable: 1, faces: 2, images without a face: 1" in text
+    # The time per readable photo of detection and of alignment.
+    assert counts["detection_ms"] > 0 and counts["alignment_ms"] > 0
+    assert (f"Time per photo (median of 3): face detection {counts['detection_ms']:.1f} ms, "
+            f"alignment {counts['alignment_ms']:.2f} ms") in text
 
-    # Annotated copies of the readable photos; the box is drawn in red on the face's edge.
+    # Annotated copies of the readable photos: the box in red on the face's edge, and a
+    # green dot on each landmark.
     assert sorted(os.listdir(annotated)) == ["astronaut.jpg", "pasted.png", "wall.jpg"]
-    drawn = np.asarray(Image.open(annotated / "pasted.png"))
-    face = predict.predict_photo(predict.load_image_predictor(models[0]), "pasted",
-                                 pasted_face_scene()[0], face_detection.load_detector(),
-                                 face_detection.DEFAULT_MARGIN, 30).faces[0]
+    drawn = np.asarray(Image.open(annotated / "pasted.png")).astype(int)
+    (face,) = mtcnn(pasted_face_scene(astronaut)[0])
     edge = drawn[face.box.top + face.box.height // 2, face.box.left]
     assert edge[0] > 200 and edge[1] < 80, edge
+    for x, y in face.landmarks.round().astype(int):
+        assert drawn[y, x][1] > 200 and drawn[y, x][0] < 80, (x, y, drawn[y, x])
 
 
-def test_face_crops_are_predicted_like_the_same_crop_given_directly(models):
-    """The age printed for a face is the model's age on the training-style square crop."""
+def test_face_crops_are_predicted_like_the_same_aligned_crop_given_directly(models, astronaut,
+                                                                           mtcnn):
+    """The age printed for a face is the model's age on its aligned, training-style crop."""
     import tensorflow as tf
 
-    scene, _ = pasted_face_scene()
+    scene, _ = pasted_face_scene(astronaut)
     image_predictor = predict.load_image_predictor(models[0])
-    photo = predict.predict_photo(image_predictor, "pasted", scene, face_detection.load_detector(),
-                                  face_detection.DEFAULT_MARGIN, 30)
+    photo = predict.predict_photo(image_predictor, "pasted", scene, mtcnn)
     (face,) = photo.faces
-    assert face.crop_box.width == face.crop_box.height
-    direct = image_predictor(images=tf.constant(face_detection.crop(scene, face.crop_box)[None]))
+    assert photo.detection_seconds > 0 and photo.alignment_seconds > 0
+    crop, matrix = face_alignment.align_face(scene, face.face.landmarks,
+                                             detector=mtcnn.for_aligned_crops())
+    np.testing.assert_allclose(face.matrix, matrix)
+    # Refined: not the first alignment, but close to it.
+    once = face_alignment.alignment_matrix(face.face.landmarks)
+    assert 0 < np.abs(face.matrix - once)[:, :2].max() < 0.1
+    direct = image_predictor(images=tf.constant(crop[None]))
     assert face.age == pytest.approx(float(direct["age"][0]), abs=1e-4)
 
 
@@ -184,7 +257,8 @@ def test_command_line_with_tflite_and_annotate(models, photos_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"Predicting for image {photo}"
-    assert lines[1].startswith("Face 1 at x=") and len(lines) == 3
+    assert lines[1].startswith("Face 1 at x=") and len(lines) == 4
+    assert lines[3].startswith("Time per photo (median of 1): face detection ")
     assert os.path.exists(tmp_path / "out" / "astronaut.jpg")
 
     both = subprocess.run([sys.executable, "-m", "agetf.predict", f"--tflite={models[1]}",
@@ -193,3 +267,24 @@ def test_command_line_with_tflite_and_annotate(models, photos_dir, tmp_path):
     assert both.returncode != 0
     assert both.stderr.strip().splitlines()[-1] == (
         "agetf.predict: error: pass exactly one of --saved_model=DIR and --tflite=FILE")
+
+    bad = subprocess.run([sys.executable, "-m", "agetf.predict", f"--tflite={models[1]}",
+                          "--detect_faces", "--min_confidence=2", photo],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().splitlines()[-1].startswith(
+        "agetf.predict: error: --min_confidence must be in [0, 1]")
+
+
+def test_command_line_without_mtcnn_is_one_line_naming_the_install(photos_dir):
+    """The detector is loaded before the model, so a missing package is the first error."""
+    code = ("import runpy, sys; sys.modules['mtcnn'] = None; "
+            "sys.argv = ['agetf.predict', '--saved_model=/nonexistent', '--detect_faces', "
+            f"{os.path.join(photos_dir, 'wall.jpg')!r}]; "
+            "runpy.run_module('agetf.predict', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "agetf.predict: error: face detection needs the mtcnn package; install it with "
+        "pip install 'mtcnn>=1.0,<2'")
