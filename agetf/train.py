@@ -62,7 +62,8 @@ flags.DEFINE_string("tf_data_service", None, "grpc://HOST:PORT of a tf.data serv
                     "(python -m agetf.data_service) that runs training input preprocessing.")
 
 # Model.
-flags.DEFINE_string("weights", "none", "Backbone weights: imagenet, none, or a file path.")
+flags.DEFINE_string("weights", "imagenet", "Backbone weights: imagenet (as keras.applications; "
+                    "downloaded once into the Keras cache), none (random), or a .h5 file path.")
 flags.DEFINE_float("alpha", 1.0, "MobileNetV2 width multiplier.")
 flags.DEFINE_float("dropout", 0.2, "Dropout before the heads.")
 flags.DEFINE_float("batchnorm_momentum", None, "Override the backbone's BatchNorm momentum "

@@ -93,7 +93,7 @@ class ModelConfig:
     img_dim: int = 128
     heads: tuple = ("age_histogram",)
     alpha: float = 1.0
-    weights: str = "none"
+    weights: str = "imagenet"  # as --weights and keras.applications; "none" for random weights
     dropout: float = 0.2
     # None keeps Keras' (0.999 for MobileNetV2): right for long runs, but short runs from
     # scratch need faster-moving statistics or inference-mode predictions are garbage.

@@ -79,7 +79,8 @@ def test_skip_corrupt_records_counts_what_a_truncated_shard_loses_and_training_c
     assert lost > 0
     model_dir = tmp_path / "run"
     result = run_cli(f"--data_dir={directory}", f"--model_dir={model_dir}", "--skip_corrupt_records",
-                     "--img_dim=32", "--alpha=0.35", "--batch_size=16", "--epochs=1",
+                     "--img_dim=32", "--alpha=0.35", "--weights=none", "--batch_size=16",
+                     "--epochs=1",
                      "--steps_per_epoch=2", "--steps_per_loop=2", "--noexport",
                      "--summary_images=0", "--print_predictions=0", "--mixed_precision=float32",
                      "--strategy=default", timeout=240)
@@ -101,7 +102,8 @@ def test_skip_corrupt_records_counts_what_a_truncated_shard_loses_and_training_c
 
 @pytest.mark.parametrize("make_args,expected", [
     (lambda d, tmp: [f"--flagfile={tmp / 'missing.flags'}"], "missing.flags"),
-    (lambda d, tmp: [f"--data_dir={d}", f"--model_dir={tmp / 'run'}", "--img_dim=big"],
+    (lambda d, tmp: [f"--data_dir={d}", f"--model_dir={tmp / 'run'}", "--weights=none",
+                     "--img_dim=big"],
      "--img_dim"),
     (lambda d, tmp: [f"--flagfile={tmp / 'bad.flags'}"], "img_dim"),
 ])

@@ -168,7 +168,7 @@ def fake_trainer(model_dir, best_metric="val_loss", verbose=False, steps_per_epo
     config = trainer_lib.TrainConfig(
         model_dir=str(model_dir), input=input_pipeline.InputConfig(data_dir="unused", img_dim=32),
         model=trainer_lib.ModelConfig(backbone="MobileNetV2", img_dim=32, heads=MONITOR_HEADS,
-                                      alpha=0.35),
+                                      alpha=0.35, weights="none"),
         epochs=3, batch_size=batch_size, lr=1e-3, best_metric=best_metric, summary_images=0,
         verbose=verbose)
     train_results = {name: 0.0 for name in heads.metric_names(MONITOR_HEADS)}

@@ -24,7 +24,8 @@ import tensorflow as tf
 from agetf import worker_failure
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--strategy=multi_worker_mirrored", "--img_dim=32", "--alpha=0.35", "--batch_size=16",
+TINY = ["--strategy=multi_worker_mirrored", "--img_dim=32", "--alpha=0.35", "--weights=none",
+        "--batch_size=16",
         "--steps_per_epoch=2", "--steps_per_loop=2", "--noexport", "--summary_images=0",
         "--batchnorm_momentum=0.9", "--mixed_precision=float32", "--heads=age_histogram",
         "--print_predictions=0", "--seed=3"]

@@ -381,7 +381,7 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
         data_dir, tmp_path, parse_train_flags, monkeypatch, capsys):
     model_dir = tmp_path / "run"
     argv = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--img_dim=32",
-            "--alpha=0.35", "--batch_size=16", "--steps_per_epoch=3", "--epochs=2",
+            "--alpha=0.35", "--weights=none", "--batch_size=16", "--steps_per_epoch=3", "--epochs=2",
             "--steps_per_loop=3", "--batchnorm_momentum=0.9", "--summary_images=0",
             "--mixed_precision=float32", "--strategy=default", "--seed=1",
             "--heads=age_histogram", "--lr=auto", "--lr_find_min=1e-5",

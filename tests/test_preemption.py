@@ -44,7 +44,8 @@ def latest_step(model_dir):
 def test_sigterm_then_kill_9_mid_epoch_then_the_same_command_finishes(data_dir, tmp_path):
     model_dir = str(tmp_path / "run")
     command = ["-m", "agetf.train", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-               "--img_dim=32", "--alpha=0.35", "--batch_size=8", "--steps_per_epoch=40",
+               "--img_dim=32", "--alpha=0.35", "--weights=none", "--batch_size=8",
+               "--steps_per_epoch=40",
                "--epochs=2", "--steps_per_loop=1", "--checkpoint_every_steps=2", "--noexport",
                "--summary_images=0", "--batchnorm_momentum=0.9", "--mixed_precision=float32",
                "--strategy=default", "--heads=age_histogram", "--print_predictions=0"]
@@ -131,7 +132,7 @@ def test_kill_9_inside_a_checkpoint_save_and_inside_the_export_then_the_command_
     model_dir = str(tmp_path / "run")
     checkpoints = os.path.join(model_dir, "checkpoints")
     flags = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--img_dim=32", "--alpha=0.35",
-             "--batch_size=8", "--steps_per_epoch=4", "--epochs=2", "--steps_per_loop=1",
+             "--weights=none", "--batch_size=8", "--steps_per_epoch=4", "--epochs=2", "--steps_per_loop=1",
              "--checkpoint_every_steps=1", "--summary_images=0", "--batchnorm_momentum=0.9",
              "--mixed_precision=float32", "--strategy=default", "--heads=age_histogram",
              "--print_predictions=0"]

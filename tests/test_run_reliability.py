@@ -23,7 +23,8 @@ ENV = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
 TIMEOUT_S = 300
 # The run every test here copies: one head, 2 steps an epoch, checkpoints ckpt-2 and ckpt-4.
 RUN = dict(heads=("age",), steps_per_epoch=2, steps_per_loop=2, summary_images=0)
-CLI = ["--img_dim=32", "--alpha=0.35", "--batchnorm_momentum=0.9", "--heads=age",
+CLI = ["--img_dim=32", "--alpha=0.35", "--weights=none", "--batchnorm_momentum=0.9",
+       "--heads=age",
        "--batch_size=16", "--steps_per_loop=2", "--summary_images=0", "--mixed_precision=float32",
        "--strategy=default", "--print_predictions=0", "--noexport", "--seed=1"]
 

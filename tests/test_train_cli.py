@@ -11,9 +11,9 @@ import pytest
 from agetf import input_pipeline, train, trainer as trainer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--img_dim=32", "--alpha=0.35", "--batch_size=16", "--steps_per_epoch=3", "--epochs=2",
-        "--steps_per_loop=3", "--batchnorm_momentum=0.9", "--summary_images=2",
-        "--mixed_precision=float32", "--strategy=default", "--predict_gender"]
+TINY = ["--img_dim=32", "--alpha=0.35", "--weights=none", "--batch_size=16",
+        "--steps_per_epoch=3", "--epochs=2", "--steps_per_loop=3", "--batchnorm_momentum=0.9",
+        "--summary_images=2", "--mixed_precision=float32", "--strategy=default", "--predict_gender"]
 
 
 def run_cli(*args, timeout=300):
@@ -154,6 +154,37 @@ def test_command_line_reports_one_line_and_exits_non_zero(data_dir, tmp_path):
     # Checked before TensorFlow starts: its start-up lines do not bury the one line.
     assert result.stderr.strip().splitlines() == ["agetf.train: error: --epochs=0 must be >= 1"]
     assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_weights_default_to_imagenet_as_in_keras_applications(parse_train_flags, data_dir,
+                                                              tmp_path):
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}")
+    assert train.build_config().model.weights == "imagenet"
+    assert trainer_lib.ModelConfig().weights == "imagenet"
+
+
+# agetf.train with the ImageNet weights host unreachable, whatever this machine's network.
+_OFFLINE = """
+import runpy, sys
+from agetf import model
+model._can_reach_weights_host = lambda: False
+sys.argv[0] = "agetf.train"
+runpy.run_module("agetf.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_default_imagenet_weights_offline_is_one_line_naming_the_fix(data_dir, tmp_path):
+    tiny = [flag for flag in TINY if flag != "--weights=none"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO,
+               KERAS_HOME=str(tmp_path / "keras"))  # an empty cache
+    result = subprocess.run([sys.executable, "-c", _OFFLINE, f"--data_dir={data_dir}",
+                             f"--model_dir={tmp_path / 'run'}", *tiny], capture_output=True,
+                            text=True, timeout=300, cwd=REPO, env=env)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("agetf.train:")]
+    assert len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0], result.stderr
+    assert errors[0].startswith("agetf.train: error: ImageNet weights ")
+    assert "--weights=none" in errors[0] and "Traceback" not in result.stderr
 
 
 def test_train_then_load_on_the_command_line(data_dir, tmp_path):

@@ -26,7 +26,7 @@ def tiny_config(data_dir, model_dir, **overrides):
     model = trainer_lib.ModelConfig(backbone=model_fields.get("backbone", "MobileNetV2"),
                                     img_dim=model_fields.get("img_dim", 32),
                                     heads=model_fields.get("heads", ALL_HEADS), alpha=0.35,
-                                    batchnorm_momentum=0.9)
+                                    weights="none", batchnorm_momentum=0.9)
     settings = dict(model_dir=str(model_dir), model=model,
                     input=input_pipeline.InputConfig(data_dir=data_dir, img_dim=model.img_dim,
                                                      shuffle_buffer=64, seed=1),

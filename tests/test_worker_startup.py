@@ -34,7 +34,7 @@ def _start(tmp_path, name, tf_config, *flags):
     proc = subprocess.Popen(
         [sys.executable, "-m", "agetf.train", f"--data_dir={data_dir}",
          f"--model_dir={tmp_path / name}", "--strategy=multi_worker_mirrored", "--img_dim=32",
-         "--alpha=0.35", "--noexport", "--heads=age_histogram", *flags],
+         "--alpha=0.35", "--weights=none", "--noexport", "--heads=age_histogram", *flags],
         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, OutputReader(proc)
 
