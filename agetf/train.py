@@ -230,14 +230,26 @@ def check_flags():
         raise UsageError(f"--tpu={FLAGS.tpu} applies to --strategy=tpu only; add --strategy=tpu "
                          "or drop --tpu")
     heads = resolve_heads()
-    unknown = [head for head in parse_loss_weights(FLAGS.loss_weights) if head not in heads]
-    if unknown:
-        raise UsageError(f"--loss_weights names {', '.join(unknown)}, not among the heads "
-                         f"({', '.join(heads)}); drop it or add the head")
+    not_heads = [head for head in parse_loss_weights(FLAGS.loss_weights)
+                 if head not in heads_lib.HEADS]
+    if not_heads:
+        raise UsageError(f"--loss_weights names {', '.join(not_heads)}, which is no head; use "
+                         f"one of {', '.join(heads_lib.HEADS)}")
     allowed = ["val_" + name for name in heads_lib.metric_names(heads)]
     if FLAGS.best_metric not in allowed:
         raise UsageError(f"--best_metric={FLAGS.best_metric} is not reported for these heads; "
                          f"use one of {', '.join(allowed)}")
+
+
+def trained_loss_weights(heads):
+    """--loss_weights of the heads this run trains. An entry for another head (a flagfile's
+    age_histogram=5 under --type=regression) is skipped with one warning line naming it."""
+    weights = parse_loss_weights(FLAGS.loss_weights)
+    skipped = [f"{head}={value:g}" for head, value in weights.items() if head not in heads]
+    if skipped:
+        logging.warning("--loss_weights: skipping %s, for heads this run does not train (it "
+                        "trains %s)", ", ".join(skipped), ", ".join(heads))
+    return {head: value for head, value in weights.items() if head in heads}
 
 
 def build_config():
@@ -280,7 +292,7 @@ def build_config():
                                   batchnorm_momentum=FLAGS.batchnorm_momentum),
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         lr=float(FLAGS.lr) if FLAGS.lr != "auto" else 1e-3, optimizer=FLAGS.optimizer,
-        momentum=FLAGS.momentum, loss_weights=parse_loss_weights(FLAGS.loss_weights),
+        momentum=FLAGS.momentum, loss_weights=trained_loss_weights(heads),
         regression_loss=FLAGS.regression_loss, schedule=FLAGS.lr_scheduler,
         schedule_params=schedule_params,
         fine_tune=trainer.FineTuneConfig(enabled=FLAGS.fine_tuning, head_epochs=FLAGS.head_epochs,

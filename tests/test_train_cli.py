@@ -75,7 +75,8 @@ def run_cli(*args, timeout=300):
     # Names that must match the heads or the strategy.
     ("--best_metric=val_gender_accuracy", "--best_metric=val_gender_accuracy is not reported for "
                                           "these heads; use one of val_loss"),
-    ("--loss_weights=gender=2", "--loss_weights names gender, not among the heads (age_histogram)"),
+    ("--loss_weights=gendr=2", "--loss_weights names gendr, which is no head; use one of "
+                               "age_histogram, age_range, age, gender"),
     ("--tpu=grpc://10.0.0.2:8470", "--tpu=grpc://10.0.0.2:8470 applies to --strategy=tpu only"),
 ])
 def test_bad_flag_values_are_refused_with_the_fix(parse_train_flags, data_dir, tmp_path, bad_flag, message):
@@ -94,6 +95,18 @@ def test_a_value_absl_refuses_is_one_line_too(parse_train_flags, capsys):
     assert exit_.value.code == ("agetf.train: error: flag --type=ordinal: value should be one of "
                                 "<classification|regression>")
     assert capsys.readouterr().err == ""  # not absl's FATAL message and --helpshort hint
+
+
+def test_loss_weights_of_heads_not_trained_are_skipped_with_one_warning(parse_train_flags, data_dir,
+                                                                       tmp_path, caplog):
+    # The demo's flagfile weights age_histogram; a user switches to regression on top of it.
+    parse_train_flags(f"--flagfile={os.path.join(REPO, 'flags', 'demo.flags')}",
+                      f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--type=regression",
+                      "--loss_weights=age_histogram=5,gender=0.5,age_range=2")
+    assert train.build_config().loss_weights == {"gender": 0.5}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["--loss_weights: skipping age_histogram=5, age_range=2, for heads this "
+                        "run does not train (it trains age, gender)"]
 
 
 def test_gender_only_is_a_valid_run(parse_train_flags, data_dir, tmp_path):
