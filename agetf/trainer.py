@@ -177,9 +177,42 @@ def stage_lr_and_epochs(config, stage):
     return config.lr, fine_tune.head_epochs if stage == "heads" else config.epochs
 
 
+_EPOCHS_FLAGS = {"train": "--epochs", "heads": "--head_epochs", "fine_tune": "--fine_tune_epochs"}
+
+
+def stage_schedule_params(config, stage, steps_per_epoch):
+    """(schedule parameters of `stage`, a warning line or None). A cosine warm-up as long as
+    the stage (a flagfile's --warmup_epochs=1 with --epochs=1) is cut to half the stage, so a
+    short run still runs, with a warning saying so."""
+    params = dict(config.schedule_params)
+    _, epochs = stage_lr_and_epochs(config, stage)
+    total = epochs * steps_per_epoch
+    if config.schedule != "cosine" or total < 1:
+        return params, None
+    warmup, asked = params.get("warmup_steps") or 0, f"warmup_steps={params.get('warmup_steps')}"
+    if warmup <= 0:  # make_schedule's rule: warmup_steps, else warmup_epochs
+        warmup_epochs = params.get("warmup_epochs") or 0
+        warmup, asked = round(warmup_epochs * steps_per_epoch), f"--warmup_epochs={warmup_epochs:g}"
+    if warmup < total:
+        return params, None
+    params.update(warmup_steps=total // 2, warmup_epochs=0)
+    return params, (f"the cosine warm-up ({asked}, {warmup} steps) is as long as stage {stage} "
+                    f"({_EPOCHS_FLAGS[stage]}={epochs}, {total} steps); warming up for "
+                    f"{total // 2} steps instead, half the stage")
+
+
+def training_stages(config):
+    """The stages a run goes through; a stage of 0 epochs is never entered."""
+    if not config.fine_tune.enabled:
+        return ("train",)
+    return tuple(stage for stage in ("heads", "fine_tune")
+                 if stage_lr_and_epochs(config, stage)[1] > 0)
+
+
 def check_schedules(config, steps_per_epoch):
     """Refuses schedule settings that cannot work before anything is built, not an epoch or a
-    stage later: an unreported plateau metric, a warm-up as long as a stage."""
+    stage later (an unreported plateau metric); returns the warning lines of what it adjusted
+    (a warm-up as long as a stage)."""
     if config.schedule == "reduce_lr_on_plateau":
         monitor = config.schedule_params.get("plateau_monitor") or "val_loss"
         reported = heads.metric_names(config.model.heads)
@@ -187,17 +220,20 @@ def check_schedules(config, steps_per_epoch):
         if monitor not in allowed:
             raise ValueError(f"--plateau_monitor={monitor} is not reported for these heads; "
                              f"use one of {', '.join(allowed)}")
-    stages = ("heads", "fine_tune") if config.fine_tune.enabled else ("train",)
-    epochs_flags = {"train": "--epochs", "heads": "--head_epochs", "fine_tune": "--fine_tune_epochs"}
-    for stage in stages:
+    warnings = []
+    for stage in training_stages(config):
         lr, epochs = stage_lr_and_epochs(config, stage)
+        params, warning = stage_schedule_params(config, stage, steps_per_epoch)
         try:
             schedules.make_schedule(config.schedule, lr=lr, steps_per_epoch=steps_per_epoch,
-                                    total_steps=epochs * steps_per_epoch, **config.schedule_params)
+                                    total_steps=epochs * steps_per_epoch, **params)
         except ValueError as error:
             raise ValueError(f"--lr_scheduler={config.schedule} in stage {stage} "
-                             f"({epochs_flags[stage]}={epochs}, {epochs * steps_per_epoch} steps): "
-                             f"{error}") from None
+                             f"({_EPOCHS_FLAGS[stage]}={epochs}, {epochs * steps_per_epoch} "
+                             f"steps): {error}") from None
+        if warning:
+            warnings.append(warning)
+    return warnings
 
 
 def unfreeze_prefix(config):
@@ -264,7 +300,9 @@ class Trainer:
             raise ValueError(f"the train split has {self.num_train} images, fewer than "
                              f"--batch_size={config.batch_size}; lower --batch_size")
         self.steps_per_epoch = config.steps_per_epoch or self.num_train // config.batch_size
-        check_schedules(config, self.steps_per_epoch)
+        # Said when training starts (fit), so a trainer that never trains (the LR finder's)
+        # does not repeat them.
+        self.schedule_warnings = check_schedules(config, self.steps_per_epoch)
 
         self.restore_dir = os.path.join(config.model_dir, "checkpoints")
         self.checkpoint_dir = distribution.worker_dir(config.model_dir, self.strategy, "checkpoints")
@@ -375,12 +413,13 @@ class Trainer:
                 prefix = model_lib.DEFAULT_UNFREEZE_FROM[config.model.backbone]
             model_lib.set_trainable(self.model, unfreeze_from=prefix)
         lr, stage_epochs = stage_lr_and_epochs(config, stage)
+        schedule_params, _ = stage_schedule_params(config, stage, self.steps_per_epoch)
         with self.strategy.scope():
             self.optimizer = _make_optimizer(config.optimizer, lr, config.momentum, self.policy)
             self.optimizer.build(self.model.trainable_variables)
             self.schedule = schedules.make_schedule(
                 config.schedule, lr=lr, steps_per_epoch=self.steps_per_epoch,
-                total_steps=stage_epochs * self.steps_per_epoch, **config.schedule_params)
+                total_steps=stage_epochs * self.steps_per_epoch, **schedule_params)
             self.stage_start_step = tf.Variable(
                 self.global_step.read_value(), trainable=False, dtype=tf.int64,
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, name="stage_start_step")
@@ -572,6 +611,8 @@ class Trainer:
 
     def _fit(self, watcher):
         config = self.config
+        for warning in self.schedule_warnings:
+            self._warn(warning)
         monitor = run_monitor.RunMonitor(self)
         iterator = iter(self.train_data)
         while int(self.epoch.numpy()) < self.total_epochs:

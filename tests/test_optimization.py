@@ -141,15 +141,58 @@ def test_plateau_monitor_that_is_not_reported_fails_at_start(data_dir, tmp_path)
     assert "val_mae" in str(error.value) and "\n" not in str(error.value)
 
 
-def test_cosine_warmup_longer_than_a_stage_fails_at_start(data_dir, tmp_path):
-    # Stage 1 (2 epochs) is long enough; stage 2 (1 epoch of 3 steps) is not.
+def cosine_config(**fields):
+    return trainer_lib.TrainConfig(model_dir="unused", input=None, schedule="cosine",
+                                   schedule_params={"warmup_epochs": 1, "cosine_min_lr": 0.0},
+                                   **fields)
+
+
+@pytest.mark.parametrize("fields, stage, asked, length", [
+    (dict(epochs=1), "train", "--warmup_epochs=1, 10 steps", "--epochs=1, 10 steps"),
+    (dict(fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=3)),
+     "heads", "--warmup_epochs=1, 10 steps", "--head_epochs=1, 10 steps"),
+])
+def test_a_cosine_warmup_as_long_as_a_stage_is_halved_with_a_warning(fields, stage, asked,
+                                                                      length):
+    config = cosine_config(**fields)
+    params, warning = trainer_lib.stage_schedule_params(config, stage, steps_per_epoch=10)
+    assert warning == (f"the cosine warm-up ({asked}) is as long as stage {stage} ({length}); "
+                       "warming up for 5 steps instead, half the stage")
+    schedule = schedules.make_schedule("cosine", lr=1.0, steps_per_epoch=10, total_steps=10,
+                                       **params)
+    assert schedule.warmup_steps == 5
+    assert trainer_lib.check_schedules(config, steps_per_epoch=10) == [warning]  # not an error
+
+
+def test_a_cosine_warmup_shorter_than_its_stage_is_kept():
+    config = cosine_config(epochs=2)
+    assert trainer_lib.stage_schedule_params(config, "train", 10) == (config.schedule_params, None)
+    assert trainer_lib.check_schedules(config, steps_per_epoch=10) == []
+    # Stage 1 has 2 epochs: no warning for it; stage 2 (1 epoch) is halved.
+    config = cosine_config(fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=2,
+                                                                fine_tune_epochs=1))
+    [warning] = trainer_lib.check_schedules(config, steps_per_epoch=10)
+    assert "stage fine_tune (--fine_tune_epochs=1, 10 steps)" in warning
+    # A stage of 0 epochs is never entered, so its schedule is not checked.
+    config = cosine_config(fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=0,
+                                                                fine_tune_epochs=2))
+    assert trainer_lib.training_stages(config) == ("fine_tune",)
+    assert trainer_lib.check_schedules(config, steps_per_epoch=10) == []
+
+
+def test_the_trainer_warns_of_a_shortened_warmup_when_it_trains(data_dir, tmp_path, capsys):
+    # Stage 1 (2 epochs) is long enough; stage 2 (1 epoch of 3 steps) warms up for 1 step.
     config = tiny_config(data_dir, tmp_path / "run", heads=("age",), schedule="cosine",
-                         schedule_params={"warmup_epochs": 1},
+                         schedule_params={"warmup_epochs": 1}, epochs=3,
                          fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=2,
                                                               fine_tune_epochs=1))
-    with pytest.raises(ValueError, match="stage fine_tune.*--fine_tune_epochs=1.*warm-up") as error:
-        trainer_lib.Trainer(config)
-    assert "\n" not in str(error.value)
+    trainer = trainer_lib.Trainer(config)
+    assert [w.split(";")[0] for w in trainer.schedule_warnings] == [
+        "the cosine warm-up (--warmup_epochs=1, 3 steps) is as long as stage fine_tune "
+        "(--fine_tune_epochs=1, 3 steps)"]
+    assert capsys.readouterr().err == ""  # said when training starts, not when built
+    trainer._enter_stage("fine_tune")
+    assert trainer.schedule.warmup_steps == 1 and trainer.schedule.total_steps == 3
 
 
 # -- fine-tuning -------------------------------------------------------------------------

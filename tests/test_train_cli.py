@@ -109,6 +109,22 @@ def test_loss_weights_of_heads_not_trained_are_skipped_with_one_warning(parse_tr
                         "run does not train (it trains age, gender)"]
 
 
+def test_short_overrides_on_the_demo_flagfile_give_a_run_not_an_error(data_dir, tmp_path):
+    # demo.flags has --loss_weights=age_histogram=5 and a 1-epoch cosine warm-up.
+    result = run_cli(f"--flagfile={os.path.join(REPO, 'flags', 'demo.flags')}",
+                     f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}",
+                     "--type=regression", "--epochs=1", "--img_dim=32", "--batch_size=16",
+                     "--steps_per_epoch=3", "--steps_per_loop=3", "--summary_images=0",
+                     "--print_predictions=0", "--noexport", "--mixed_precision=float32",
+                     "--strategy=default")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Epoch 1/1" in result.stdout and "Run written to" in result.stdout
+    skipped = [line for line in result.stderr.splitlines() if "--loss_weights: skipping" in line]
+    warmup = [line for line in result.stderr.splitlines() if "cosine warm-up" in line]
+    assert len(skipped) == 1 and "age_histogram=5" in skipped[0], result.stderr[-3000:]
+    assert len(warmup) == 1 and "--epochs=1, 3 steps" in warmup[0], result.stderr[-3000:]
+
+
 def test_gender_only_is_a_valid_run(parse_train_flags, data_dir, tmp_path):
     parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--heads=gender",
                       "--best_metric=val_gender_accuracy", "--export_tflite")
