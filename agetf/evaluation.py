@@ -7,7 +7,7 @@ Everything is in human units (years, shares) and sits beside the constant predic
 import numpy as np
 import tensorflow as tf
 
-from agetf import heads, input_pipeline, labels, schema
+from agetf import heads, input_pipeline, labels, progress, schema
 from agetf import model as model_lib
 
 RACE_NAMES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "other", -1: "unknown"}
@@ -44,18 +44,24 @@ def split_ages_and_genders(data_dir, split, skip_corrupt_records=False):
     return np.concatenate(ages), np.concatenate(genders)
 
 
-def predict_split(model, input_config, split, batch_size=64, flip_average=False):
+def predict_split(model, input_config, split, batch_size=64, flip_average=False,
+                  show_progress=None):
     """Runs `model` over one pass of a split (with flip_average, averaged with the mirrored
-    images); returns (outputs, labels) as numpy arrays."""
+    images); returns (outputs, labels) as numpy arrays. A progress bar is shown when
+    `show_progress`, or (None) when stderr is a terminal."""
     data = input_pipeline.build_dataset(input_config, split, batch_size, training=False,
                                         include_metadata=True)
     outputs, collected = {}, {}
-    for images, batch_labels in data:
-        result = model_lib.predict_outputs(model, images, flip_average=flip_average)
-        for key, value in result.items():
-            outputs.setdefault(key, []).append(np.asarray(value))
-        for key, value in batch_labels.items():
-            collected.setdefault(key, []).append(np.asarray(value))
+    show = progress.shown(show_progress)
+    total = input_pipeline.num_examples(input_config.data_dir, split) if show else None
+    with progress.progress_bar(total, f"evaluating {split}", "image", show) as bar:
+        for images, batch_labels in data:
+            result = model_lib.predict_outputs(model, images, flip_average=flip_average)
+            for key, value in result.items():
+                outputs.setdefault(key, []).append(np.asarray(value))
+            for key, value in batch_labels.items():
+                collected.setdefault(key, []).append(np.asarray(value))
+            bar.update(int(images.shape[0]))
     return ({k: np.concatenate(v) for k, v in outputs.items()},
             {k: np.concatenate(v) for k, v in collected.items()})
 
@@ -175,11 +181,13 @@ def format_report(report):
 
 
 def evaluate(model, input_config, split="test", batch_size=64, print_predictions=0,
-             protocol="random", flip_average=False):
+             protocol="random", flip_average=False, show_progress=None):
     """Evaluates `model` on `split` under an evaluation protocol (with flip_average, on the mean
-    of each image's and its mirror image's outputs); returns (report, lines to print)."""
+    of each image's and its mirror image's outputs); returns (report, lines to print).
+    show_progress: a progress bar on stderr; None: when stderr is a terminal."""
     protocol_mask([], protocol)  # an unknown protocol fails before the model runs
-    outputs, batch_labels = predict_split(model, input_config, split, batch_size, flip_average)
+    outputs, batch_labels = predict_split(model, input_config, split, batch_size, flip_average,
+                                          show_progress)
     keep = protocol_mask(batch_labels["age"], protocol)
     if not keep.any():
         raise ValueError(f"no {split} image fits protocol {protocol} ({PROTOCOLS[protocol]}); "

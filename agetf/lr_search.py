@@ -11,7 +11,7 @@ import os
 import keras
 import tensorflow as tf
 
-from agetf import lr_finder, plots, run_files, schedules, trainer as trainer_lib
+from agetf import lr_finder, plots, progress, run_files, schedules, trainer as trainer_lib
 
 
 class _ExponentialRange(schedules.Schedule):
@@ -39,20 +39,25 @@ def _state_variables(trainer):
         trainer.global_step, trainer.step_in_epoch]
 
 
-def find_lr(trainer, test):
-    """Runs `test` on `trainer`'s model and data; restores weights and optimizer afterwards."""
+def find_lr(trainer, test, show_progress=None):
+    """Runs `test` on `trainer`'s model and data; restores weights and optimizer afterwards.
+    show_progress: a progress bar on stderr (the chief's); None: when stderr is a terminal."""
     variables = _state_variables(trainer)
     saved = _snapshot(variables)
     iterator = iter(trainer.train_data)
-    for i in range(test.num_steps):
-        lr = test.lr_at(i)
-        try:
-            loss = trainer.train_steps(iterator, 1)
-        except trainer_lib.NonFiniteLossError:
-            test.record(lr, float("nan"))
-            break
-        if not test.record(lr, loss):
-            break
+    show = show_progress if trainer.chief else False  # every worker runs it; the chief draws
+    with progress.progress_bar(test.num_steps, "LR finder", "step", show) as bar:
+        for i in range(test.num_steps):
+            lr = test.lr_at(i)
+            try:
+                loss = trainer.train_steps(iterator, 1)
+            except trainer_lib.NonFiniteLossError:
+                test.record(lr, float("nan"))
+                break
+            bar.update(1)
+            bar.set_postfix_str(f"lr {lr:.3g}, loss {loss:.4g}", refresh=False)
+            if not test.record(lr, loss):
+                break
     for variable, value in zip(variables, saved):
         variable.assign(value)
     trainer.non_finite.assign(False)

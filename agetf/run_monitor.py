@@ -5,6 +5,7 @@ saving and early stopping: small pieces the loop calls, kept out of the loop its
 """
 
 import os
+import sys
 import time
 
 import keras
@@ -13,7 +14,7 @@ import tensorflow as tf
 from absl import logging
 from tensorboard.plugins.hparams import api as hparams_api
 
-from agetf import heads, labels, plots, run_files
+from agetf import heads, labels, plots, progress, run_files
 
 _PROGRESS_METRICS = ("loss", "mae", "cs5", "age_range_accuracy", "gender_accuracy")
 
@@ -145,9 +146,17 @@ class RunMonitor:
         self._log(f"Epoch {epoch + 1}/{trainer.total_epochs}")
         # Stateful: the loop passes running means, which the bar must show as they are.
         self.progbar = keras.utils.Progbar(trainer.steps_per_epoch,
-                                           verbose=1 if self.chief and trainer.config.verbose else 0,
+                                           verbose=self._progbar_verbosity(),
                                            stateful_metrics=_PROGRESS_METRICS + ("img/s",),
                                            unit_name="step")
+
+    def _progbar_verbosity(self):
+        """Keras' Progbar mode: 1 (a bar redrawn in place) on a terminal; elsewhere 2, one line
+        an epoch. Keras would redraw its bar with carriage returns into a log file too: it
+        takes any POSIX system for a terminal."""
+        if not (self.chief and self.trainer.config.verbose):
+            return 0
+        return 1 if progress.on_terminal(sys.stdout) else 2
 
     def steps_end(self, num_steps, loss, seconds):
         trainer = self.trainer

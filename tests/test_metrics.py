@@ -270,6 +270,26 @@ def test_progress_bar_shows_loss_metrics_and_images_per_second(tmp_path, capsys)
     assert "age_histogram_loss" not in last  # per-head losses stay out of the bar
 
 
+def test_progress_bar_off_a_terminal_is_one_line_an_epoch_without_redraws(tmp_path, capsys):
+    # Keras takes any POSIX system for a terminal and would redraw with \r and \b into a log.
+    trainer = fake_trainer(tmp_path, verbose=True, steps_per_epoch=4, batch_size=16)
+    monitor = run_monitor.RunMonitor(trainer)
+    capsys.readouterr()
+    for epoch in range(2):
+        monitor.epoch_begin(epoch)
+        for step in (2, 4):
+            trainer.step_in_epoch.assign(step)
+            monitor.steps_end(2, 1.0, seconds=0.5)
+        trainer.step_in_epoch.assign(0)
+    out = capsys.readouterr().out
+    assert not {"\r", "\b", "\x1b"} & set(out), repr(out)
+    lines = out.splitlines()
+    assert [line for line in lines if line.startswith("Epoch")] == ["Epoch 1/3", "Epoch 2/3"]
+    bars = [line for line in lines if not line.startswith("Epoch")]
+    assert len(bars) == 2 and all(line.startswith("4/4 - ") and "img/s: 64.0000" in line
+                                  for line in bars), lines
+
+
 def test_progress_bar_is_silent_when_not_verbose(tmp_path, capsys):
     trainer = fake_trainer(tmp_path, verbose=False)
     monitor = run_monitor.RunMonitor(trainer)
