@@ -120,6 +120,9 @@ flags.DEFINE_integer("steps_per_epoch", 0, "0: one pass over the training split.
 flags.DEFINE_integer("validation_steps", 0, "0: the whole validation split.")
 flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint every N steps; 0: epoch ends only.")
 flags.DEFINE_integer("summary_images", 8, "Validation faces in the TensorBoard grid; 0 = none.")
+flags.DEFINE_list("profile_steps", None, "START,END: write a TensorBoard profile of training "
+                  "steps START to END-1 (global, from 0) to MODEL_DIR/logs/plugins/profile, "
+                  "e.g. 10,20 (after the first steps' tracing).")
 
 flags.mark_flags_as_required(["data_dir", "model_dir"])
 
@@ -216,6 +219,21 @@ def check_flag_ranges():
                          f"--clr_base_lr={FLAGS.clr_base_lr:g}")
 
 
+def parse_profile_steps(items):
+    """--profile_steps as (START, END), or None when not given; UsageError unless two whole
+    numbers with 0 <= START < END."""
+    if not items:
+        return None
+    try:
+        start, end = (int(item) for item in items)
+    except ValueError:
+        start = end = None
+    if start is None or not 0 <= start < end:
+        raise UsageError(f"--profile_steps={','.join(items)} must be START,END: two whole numbers "
+                         "with 0 <= START < END, e.g. --profile_steps=10,20")
+    return start, end
+
+
 def check_flags():
     """Checks every flag that needs no TensorFlow, so a bad one costs no TensorFlow start-up."""
     check_flag_ranges()
@@ -235,6 +253,7 @@ def check_flags():
     if not_heads:
         raise UsageError(f"--loss_weights names {', '.join(not_heads)}, which is no head; use "
                          f"one of {', '.join(heads_lib.HEADS)}")
+    parse_profile_steps(FLAGS.profile_steps)
     allowed = ["val_" + name for name in heads_lib.metric_names(heads)]
     if FLAGS.best_metric not in allowed:
         raise UsageError(f"--best_metric={FLAGS.best_metric} is not reported for these heads; "
@@ -304,7 +323,8 @@ def build_config():
         steps_per_epoch=FLAGS.steps_per_epoch, validation_steps=FLAGS.validation_steps,
         checkpoint_every_steps=FLAGS.checkpoint_every_steps, best_metric=FLAGS.best_metric,
         early_stopping_patience=FLAGS.early_stopping_patience,
-        summary_images=FLAGS.summary_images)
+        summary_images=FLAGS.summary_images,
+        profile_steps=parse_profile_steps(FLAGS.profile_steps))
 
 
 def skipped_test_records(input_config, split="test"):

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from agetf import (augment, distribution, heads, input_pipeline, model as model_lib, preemption,
-                   run_files, run_monitor, schedules)
+                   profiling, run_files, run_monitor, schedules)
 
 # Checkpointed epoch at which stage 2 of --fine_tuning begins (newer than the other objects).
 _FINE_TUNE_START = "fine_tune_start_epoch"
@@ -135,6 +135,7 @@ class TrainConfig:
     best_metric: str = "val_loss"
     early_stopping_patience: int = 0  # 0: off
     summary_images: int = 8
+    profile_steps: tuple | None = None  # (START, END): profile global steps START..END-1
     verbose: bool = True
 
     @property
@@ -304,6 +305,10 @@ class Trainer:
         # does not repeat them.
         self.schedule_warnings = check_schedules(config, self.steps_per_epoch)
 
+        # The chief's steps only: every worker runs the same ones.
+        self.profiler = profiling.StepProfiler(config.profile_steps if self.chief else None,
+                                               os.path.join(config.model_dir, "logs"),
+                                               log=self._log)
         self.restore_dir = os.path.join(config.model_dir, "checkpoints")
         self.checkpoint_dir = distribution.worker_dir(config.model_dir, self.strategy, "checkpoints")
         latest = restorable_checkpoint(self.restore_dir, warn=self._warn)
@@ -599,7 +604,10 @@ class Trainer:
         On SIGTERM it saves a checkpoint between host calls and raises `preemption.Preempted`.
         """
         with preemption.TerminationWatcher(self.strategy) as watcher:
-            return self._fit(watcher)
+            try:
+                return self._fit(watcher)
+            finally:
+                self.profiler.stop()  # a profile of fewer steps when the run ends inside it
 
     def _stop_for_termination(self, save):
         if save:
@@ -637,9 +645,14 @@ class Trainer:
                 if config.checkpoint_every_steps:
                     n = min(n, config.checkpoint_every_steps
                             - int(self.global_step.numpy()) % config.checkpoint_every_steps)
+                step = int(self.global_step.numpy())
+                n = self.profiler.steps_before_boundary(step, n)
+                self.profiler.before_steps(step)
                 start = time.perf_counter()
-                loss = self.train_steps(iterator, n)
+                with self.profiler.trace(step):
+                    loss = self.train_steps(iterator, n)
                 monitor.steps_end(n, loss, time.perf_counter() - start)
+                self.profiler.after_steps(int(self.global_step.numpy()))
                 if config.checkpoint_every_steps and int(self.global_step.numpy()) % config.checkpoint_every_steps == 0:
                     self.save_checkpoint()
                 if watcher.requested():
