@@ -7,6 +7,7 @@ Flags are defined here only and become plain dataclasses once; rerunning the sam
 command resumes from the latest checkpoint in --model_dir.
 """
 
+import json
 import os
 import sys
 
@@ -421,6 +422,7 @@ def train(config):
     from agetf import distribution, lr_search, run_files, trainer as trainer_lib
 
     ensure_writable_dir(config.model_dir)
+    logging.info("Configuration: %s", json.dumps(trainer_lib.config_to_json(config)))
     trainer_lib.check_run_definition(config.model_dir, config.model)
     # --lr=auto on a resume: the finder ran when the run began; rerunning it on the trained
     # weights would change the learning rate mid-run (and cost its steps on every rerun).
@@ -461,15 +463,33 @@ def train(config):
     return trainer
 
 
+def configure_logging():
+    """absl logging as the user asked: --verbosity when given, else warnings only (TensorFlow's
+    INFO lines would bury the progress). With --log_dir, a log file there (absl writes none
+    unless asked), warnings also on stderr unless --stderrthreshold says otherwise."""
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    if not FLAGS.log_dir or FLAGS.logtostderr:
+        return
+    try:
+        os.makedirs(FLAGS.log_dir, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--log_dir={FLAGS.log_dir} cannot be created ({error.strerror}); "
+                         "choose a folder you can write") from None
+    if not FLAGS["stderrthreshold"].present:
+        FLAGS.stderrthreshold = "warning"
+    logging.get_absl_handler().use_absl_log_file("agetf.train", FLAGS.log_dir)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         check_flags()  # before TensorFlow starts, whose start-up lines would bury the error
+        configure_logging()
     except ValueError as error:
         sys.exit(f"agetf.train: error: {error}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines
     import tensorflow as tf
 
     from agetf import (distribution, input_pipeline, model as model_lib, preemption, run_files,

@@ -15,6 +15,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from agetf import (augment, distribution, heads, input_pipeline, model as model_lib, preemption,
                    profiling, run_files, run_monitor, schedules)
@@ -360,8 +361,10 @@ class Trainer:
     # -- set-up -------------------------------------------------------------------------
 
     def _log(self, message):
+        """A line of the run's story: printed, and in absl's INFO log (--log_dir's file)."""
         if self.config.verbose and self.chief:
             print(message, flush=True)
+            logging.info(message)
 
     def _warn(self, message):
         """A warning line on stderr (the chief's only), verbose or not."""

@@ -216,6 +216,35 @@ def test_default_imagenet_weights_offline_is_one_line_naming_the_fix(data_dir, t
     assert "--weights=none" in errors[0] and "Traceback" not in result.stderr
 
 
+def test_absl_verbosity_is_warnings_unless_the_user_sets_it(parse_train_flags, data_dir, tmp_path):
+    from absl import logging
+
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}")
+    train.configure_logging()
+    assert logging.get_verbosity() == logging.WARNING  # TensorFlow's INFO lines stay out
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--verbosity=1")
+    train.configure_logging()
+    assert logging.get_verbosity() == 1
+
+
+def test_verbosity_and_log_dir_give_a_log_file_and_no_redrawn_bars(data_dir, tmp_path):
+    logs = tmp_path / "logs"
+    result = run_cli(f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}", *TINY,
+                     "--epochs=1", "--noexport", "--print_predictions=0", "--verbosity=0",
+                     f"--log_dir={logs}", "--loss_weights=age_range=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (logs / "agetf.train.INFO").read_text()  # absl's link to the newest log file
+    info = [line for line in log.splitlines() if line.startswith("I")]
+    assert any("] Configuration: {" in line for line in info), log[-3000:]
+    assert any(line.endswith("] Epoch 1/1") for line in info), log[-3000:]
+    warning = "--loss_weights: skipping age_range=2"
+    assert warning in log and warning in result.stderr  # warnings reach the terminal too
+    assert "] Epoch 1/1" not in result.stderr  # INFO goes to the file only
+    # The output is the same as without the flags, and off a terminal nothing is redrawn.
+    assert "Epoch 1/1" in result.stdout and "Run written to" in result.stdout
+    assert "\r" not in result.stdout + result.stderr + log
+
+
 def test_train_then_load_on_the_command_line(data_dir, tmp_path):
     model_dir = tmp_path / "run"
     result = run_cli(f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY,
