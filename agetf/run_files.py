@@ -5,8 +5,9 @@ import errno
 import io
 import json
 import os
-import sys
 import zipfile
+
+from absl import logging
 
 
 class DiskFullError(OSError):
@@ -140,10 +141,11 @@ def trained_model_path(model_dir):
 
 def load_trained_model(model_dir, warn=None):
     """Loads best.keras, else final.keras: a damaged one is skipped with one warning line
-    (`warn`); a NoTrainedModelError naming the damaged files and the fix when neither loads."""
+    (`warn`, default absl's logging.warning); a NoTrainedModelError naming the damaged files and
+    the fix when neither loads."""
     import keras
 
-    warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+    warn = warn or logging.warning
     trained_model_path(model_dir)  # the one-line error when neither file exists
     damaged = []
     for name in ("best.keras", "final.keras"):
@@ -158,7 +160,7 @@ def load_trained_model(model_dir, warn=None):
                 why = f"it does not load ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
         if why is None:
             if damaged:
-                warn(f"Warning: {damaged[-1][0]} is damaged ({damaged[-1][1]}); using "
+                warn(f"{damaged[-1][0]} is damaged ({damaged[-1][1]}); using "
                      f"{path} instead")
             return model
         damaged.append((path, why))

@@ -9,7 +9,6 @@ so a rerun of the same command resumes where the last one stopped.
 import dataclasses
 import json
 import os
-import sys
 import time
 
 import keras
@@ -61,7 +60,7 @@ def checkpoint_damage(path):
     return None
 
 
-def restorable_checkpoint(checkpoint_dir, warn=print):
+def restorable_checkpoint(checkpoint_dir, warn=logging.warning):
     """The newest checkpoint in `checkpoint_dir` that reads whole, or None when there is none.
 
     A damaged newer one is skipped with one `warn` line naming its file and why; when every
@@ -367,9 +366,9 @@ class Trainer:
             logging.info(message)
 
     def _warn(self, message):
-        """A warning line on stderr (the chief's only), verbose or not."""
+        """A warning line through absl logging (the chief's only), verbose or not."""
         if self.chief:
-            print(f"Warning: {message}", file=sys.stderr, flush=True)
+            logging.warning(message)
 
     def _dataset(self, split, input_context, training):
         batch = input_context.get_per_replica_batch_size(self.config.batch_size)
