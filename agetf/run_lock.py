@@ -1,4 +1,5 @@
-"""One process at a time per --model_dir: an exclusive lock on MODEL_DIR/run.lock.
+"""One process at a time per folder: an exclusive lock on a file in it (MODEL_DIR/run.lock for
+training; the converter locks its --output_dir the same way, through `hold`).
 
 `fcntl.flock` locks belong to the open file, so the kernel releases them when the process
 dies, however it dies (kill -9 included): a killed run never leaves its model_dir locked.
@@ -48,23 +49,37 @@ def _holder_description(path):
     return f"pid {holder['pid']} on host {holder.get('host', '?')}, {holder.get('purpose', 'running')}{since}"
 
 
-def acquire(model_dir, purpose):
-    """Takes model_dir's lock for `purpose` ("training", "evaluation (--load)"); a RunLockedError
-    naming the holder (pid, host) and the fix when another live process holds it."""
-    path = os.path.join(model_dir, LOCK_FILE)
+def hold(path, purpose):
+    """Takes the exclusive lock on the file `path` (created if missing) and writes this process
+    (pid, host, purpose, since) into it: a RunLock; None while another live process holds it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        holder = _holder_description(path)
-        pid = holder.split()[1] if holder.startswith("pid ") else "PID"
-        raise RunLockedError(
-            f"--model_dir={model_dir} is in use by another agetf.train ({holder}; lock file "
-            f"{path}); wait for it to finish or stop it (kill {pid} on its host; a rerun of its "
-            "command resumes it), or use another --model_dir") from None
+        return None
     record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
                          "since": time.time()}) + "\n"
     os.ftruncate(fd, 0)
     os.pwrite(fd, record.encode(), 0)
     return RunLock(fd, path)
+
+
+def holder(path):
+    """(who holds the lock file `path`, as _holder_description says it; their pid or "PID")."""
+    description = _holder_description(path)
+    return description, description.split()[1] if description.startswith("pid ") else "PID"
+
+
+def acquire(model_dir, purpose):
+    """Takes model_dir's lock for `purpose` ("training", "evaluation (--load)"); a RunLockedError
+    naming the holder (pid, host) and the fix when another live process holds it."""
+    path = os.path.join(model_dir, LOCK_FILE)
+    lock = hold(path, purpose)
+    if lock is None:
+        description, pid = holder(path)
+        raise RunLockedError(
+            f"--model_dir={model_dir} is in use by another agetf.train ({description}; lock file "
+            f"{path}); wait for it to finish or stop it (kill {pid} on its host; a rerun of its "
+            "command resumes it), or use another --model_dir")
+    return lock
