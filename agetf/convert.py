@@ -4,9 +4,11 @@
     scripts/make_tfrecords --input_dir ~/data/UTKFace --output_dir tfrecords/utkface_coral --split_file=train=utk_train.csv,test=utk_test.csv
     python -m agetf.convert --input_dir DIR [--input_dir DIR2 ...] --output_dir OUT
 
-An existing non-empty --output_dir is refused unless --overwrite is given; an
-interrupted conversion leaves no shard under a final name, and rerunning the same
-command with --overwrite redoes it from scratch.
+An existing non-empty --output_dir is refused unless --overwrite is given. The new
+dataset is built in OUTPUT/.incomplete and swapped in whole, so --output_dir holds the
+previous complete dataset or the new one whenever a conversion stops (kill -9 included);
+rerunning the same command with --overwrite redoes an interrupted one from scratch. A
+second conversion into the same --output_dir is refused while one runs.
 """
 
 import os

@@ -5,8 +5,10 @@ each split's shard count from the files' sizes). Then, in one streaming pass, wo
 processes check each image (a decode; valid RGB JPEG bytes pass through, anything else
 decodable is re-encoded, the rest skipped with a reason) and serialize its record, while
 the main process writes the records into shards under a temporary folder as they arrive.
-Complete shards are renamed into place at the end, then the TFDS metadata and a JSON
-report are written.
+The complete dataset (shards, TFDS metadata, JSON report) is built in that folder, then
+swapped with the output folder in one step (_swap_in), so the output folder holds the old
+complete dataset or the new one at every moment, a kill -9 included. One conversion at a
+time per output folder: it holds a lock on OUTPUT/.convert.lock (run_lock) while it runs.
 
 Workers are spawned processes that import this module and need only Pillow: records are
 written in the protobuf wire format directly, and TensorFlow is imported only in the
@@ -16,7 +18,9 @@ main process.
 import collections
 import contextlib
 import csv
+import ctypes
 import dataclasses
+import errno
 import functools
 import hashlib
 import io
@@ -32,7 +36,7 @@ import time
 
 from PIL import Image
 
-from agetf import names
+from agetf import names, run_lock
 
 SPLITS = ("train", "validation", "test")  # the same as schema.SPLITS, without importing TF
 DEFAULT_SPLIT_RATIOS = (0.8, 0.1, 0.1)
@@ -41,7 +45,11 @@ REENCODE_QUALITY = 95
 REPORT_FILE = "conversion_report.json"
 SPLIT_FILE = "splits.csv"  # file name, split: written with write_split_file, read with split_file
 METADATA_FILES = ("dataset_info.json", "features.json", REPORT_FILE, SPLIT_FILE)
-INCOMPLETE_DIR = ".incomplete"  # shards are written here, then renamed into place
+INCOMPLETE_DIR = ".incomplete"  # the new dataset is built here, then swapped in
+LOCK_FILE = ".convert.lock"  # held (run_lock.hold) by the conversion writing into the folder
+# PARENT/.NAME.agetf-swap: the folder being swapped with the output folder NAME; only a
+# conversion killed during the swap leaves it, and the next one into NAME removes it.
+SWAP_SUFFIX = ".agetf-swap"
 
 REASON_EMPTY = "empty file"
 REASON_NOT_IMAGE = "not a decodable image"
@@ -135,7 +143,13 @@ def validate_config(config):
     for input_dir in config.input_dirs:
         if os.path.commonpath([output, os.path.abspath(input_dir)]) == os.path.abspath(input_dir):
             raise ConversionError(f"output {config.output_dir} is inside input {input_dir}; choose another --output_dir")
-    if os.path.isdir(output) and os.listdir(output) and not config.overwrite:
+    _refuse_a_full_output_without_overwrite(config)
+
+
+def _refuse_a_full_output_without_overwrite(config):
+    output = config.output_dir
+    if (not config.overwrite and os.path.isdir(output)
+            and any(entry != LOCK_FILE for entry in os.listdir(output))):
         raise ConversionError(
             f"output directory {config.output_dir} is not empty; pass --overwrite to replace its dataset")
 
@@ -635,7 +649,7 @@ class _SplitWriter:
             self._writer = None
 
     def publish(self, output_dir, dataset_name):
-        """Renames the non-empty shards to their final names; returns (lengths, bytes)."""
+        """Renames the non-empty shards to their final names in output_dir; returns (lengths, bytes)."""
         from agetf import schema
 
         self.close()
@@ -651,25 +665,138 @@ class _SplitWriter:
         return [length for _, length in kept], num_bytes
 
 
-def _remove_previous_dataset(output_dir):
-    """Removes a previous dataset's shards and metadata (other files are kept)."""
-    for entry in os.listdir(output_dir):
-        if entry in METADATA_FILES or entry.endswith(".labels.txt") or _SHARD_FILE.search(entry):
-            os.remove(os.path.join(output_dir, entry))
+def _is_dataset_file(entry):
+    """Whether a name in the output folder is a dataset's shard or metadata file."""
+    return entry in METADATA_FILES or entry.endswith(".labels.txt") or bool(_SHARD_FILE.search(entry))
 
 
 def _start_incomplete(output_dir):
-    """A fresh temporary folder for the shards, in the output folder; removes an
-    interrupted run's. Returns (its path, whether the output folder was created)."""
-    created = not os.path.exists(output_dir)
+    """A fresh temporary folder for the new dataset, in the output folder; removes an
+    interrupted run's. Returns its path."""
     incomplete = os.path.join(output_dir, INCOMPLETE_DIR)
     if os.path.isdir(incomplete):
         shutil.rmtree(incomplete)
     os.makedirs(incomplete)
-    return incomplete, created
+    return incomplete
 
 
-def _write_metadata(config, shard_lengths, split_bytes):
+# --- one conversion per output folder, and the dataset swapped in whole ------------------
+
+def _lock_output(config, output):
+    """Creates the output folder if needed and takes its conversion lock; a ConversionError
+    naming the conversion that holds it (pid, host) and the fix."""
+    path = os.path.join(output, LOCK_FILE)
+    try:
+        os.makedirs(output, exist_ok=True)
+        lock = run_lock.hold(path, "converting")
+    except OSError as error:
+        raise ConversionError(f"cannot write in output directory {config.output_dir} "
+                              f"({error.strerror}); choose a folder you can write") from None
+    if lock is None:
+        description, pid = run_lock.holder(path)
+        raise ConversionError(
+            f"output directory {config.output_dir} is in use by another conversion ({description}; "
+            f"lock file {path}); wait for it to finish, or stop it (kill {pid} on its host) and "
+            "rerun, or choose another --output_dir")
+    return lock
+
+
+def _swap_path(output):
+    parent, name = os.path.split(output)
+    return os.path.join(parent, f".{name}{SWAP_SUFFIX}")
+
+
+_AT_FDCWD = -100  # Linux's "relative to the working directory"
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(path_a, path_b):
+    """Swaps two folders in one step (Linux renameat2 RENAME_EXCHANGE); OSError where the
+    system or the file system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available on this system")
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(path_a), _AT_FDCWD, os.fsencode(path_b), _RENAME_EXCHANGE):
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), path_a)
+
+
+def _swap_in(staged, output):
+    """Puts the complete dataset built in `staged` (OUTPUT/.incomplete) in place of the output
+    folder's in one step: a kill at any moment leaves the old dataset or the new one, whole.
+
+    The staged folder gets hard links to the output folder's other files, the lock file among
+    them (so the lock held stays the lock of the output folder), moves beside it and is swapped
+    with it (_exchange); the output folder's other folders then move into the new one, and the
+    old one is deleted. Where the file system cannot swap folders (not Linux, a mount point, a
+    parent folder this user cannot write), the files are replaced in place, with a warning.
+    """
+    swap = _swap_path(output)
+    folders = []
+    try:
+        for entry in os.listdir(output):
+            path = os.path.join(output, entry)
+            if entry == INCOMPLETE_DIR or _is_dataset_file(entry):
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                folders.append(entry)
+            else:
+                os.link(path, os.path.join(staged, entry), follow_symlinks=False)
+        os.chmod(staged, stat.S_IMODE(os.stat(output).st_mode))
+        os.rename(staged, swap)
+    except OSError as error:
+        return _replace_in_place(staged, output, error)
+    try:
+        _exchange(swap, output)
+    except OSError as error:
+        os.rename(swap, staged)
+        return _replace_in_place(staged, output, error)
+    for entry in folders:
+        os.rename(os.path.join(swap, entry), os.path.join(output, entry))
+    shutil.rmtree(swap)
+
+
+def _replace_in_place(staged, output, error):
+    """The fallback of _swap_in: removes the previous dataset's files, then moves the new ones
+    in, metadata last (a kill in between leaves an incomplete dataset until a rerun)."""
+    print(f"warning: cannot swap the new dataset into {output} in one step ({error.strerror}); "
+          "replacing its files in place", file=sys.stderr, flush=True)
+    for entry in os.listdir(output):
+        if _is_dataset_file(entry):
+            os.remove(os.path.join(output, entry))
+    entries = [entry for entry in os.listdir(staged) if _is_dataset_file(entry)]
+    for entry in sorted(entries, key=lambda entry: (not _SHARD_FILE.search(entry),
+                                                    entry == "dataset_info.json")):
+        os.replace(os.path.join(staged, entry), os.path.join(output, entry))
+    shutil.rmtree(staged)  # what is left are hard links to the output folder's own files
+
+
+def _finish_interrupted_swap(output):
+    """After a conversion killed inside _swap_in: moves the output folder's own folders back
+    from the folder beside it, then deletes that folder (an unused new dataset, or the old one)."""
+    swap = _swap_path(output)
+    if os.path.islink(swap) or not os.path.isdir(swap):
+        return
+    for entry in os.listdir(swap):
+        path = os.path.join(swap, entry)
+        if (os.path.isdir(path) and not os.path.islink(path) and not _is_dataset_file(entry)
+                and not os.path.lexists(os.path.join(output, entry))):
+            os.rename(path, os.path.join(output, entry))
+    shutil.rmtree(swap)
+
+
+def _remove_created_output(output):
+    """Removes an output folder this conversion created and left without a dataset."""
+    incomplete = os.path.join(output, INCOMPLETE_DIR)
+    if os.path.isdir(incomplete):
+        shutil.rmtree(incomplete)
+    with contextlib.suppress(OSError):
+        os.remove(os.path.join(output, LOCK_FILE))
+        os.rmdir(output)
+
+
+def _write_metadata(folder, shard_lengths, split_bytes):
     """dataset_info.json + features.json, so tfds.builder_from_directory loads the folder."""
     import tensorflow_datasets as tfds
 
@@ -680,7 +807,7 @@ def _write_metadata(config, shard_lengths, split_bytes):
         for split in SPLITS if shard_lengths[split]
     ]
     tfds.folder_dataset.write_metadata(
-        data_dir=config.output_dir, features=schema.tfds_features(), split_infos=split_infos,
+        data_dir=folder, features=schema.tfds_features(), split_infos=split_infos,
         filename_template=None, check_data=False,
         description="Face crops with age, gender and race labels, converted by agetf.")
 
@@ -717,11 +844,29 @@ def _plan_shards(candidates, config):
 def convert(config):
     """Runs a whole conversion; returns the report dict (also written as conversion_report.json).
 
-    Raises ConversionError for a bad setting or input, leaving the output folder as it was.
+    Raises ConversionError for a bad setting or input, or while another conversion writes into
+    the same output folder, leaving the output folder as it was.
     """
     config = dataclasses.replace(config, input_dirs=[os.fspath(d) for d in config.input_dirs],
                                  output_dir=os.fspath(config.output_dir))
     validate_config(config)
+    output = os.path.realpath(config.output_dir)  # the folder swapped, not a link to it
+    created_output = not os.path.isdir(output)
+    lock = _lock_output(config, output)
+    try:
+        _finish_interrupted_swap(output)
+        # Again, now that no other conversion can write there: one may have just finished.
+        _refuse_a_full_output_without_overwrite(config)
+        return _convert_locked(config, output)
+    except ConversionError:
+        if created_output:
+            _remove_created_output(output)
+        raise
+    finally:
+        lock.release()
+
+
+def _convert_locked(config, output):
     start = time.monotonic()
     workers = config.workers or _available_cores()
     plan = read_split_files(config.split_file, config.split_ratios) if config.split_file else None
@@ -735,7 +880,7 @@ def convert(config):
     age_entries = label_entries([c.labels.age for c in candidates], config.age_deviation)
     import tensorflow as tf  # noqa: F401  (imported before the bar starts, so its rate is honest)
 
-    incomplete, created_output = _start_incomplete(config.output_dir)
+    incomplete = _start_incomplete(output)
     writers = {split: _SplitWriter(incomplete, split, num_candidates[split], num_shards[split])
                for split in SPLITS}
     kept_names = {split: [] for split in SPLITS}
@@ -758,24 +903,21 @@ def convert(config):
         writer.close()
     if not kept_names["train"]:
         shutil.rmtree(incomplete)
-        if created_output:
-            os.rmdir(config.output_dir)
         reasons = ", ".join(sorted({reason for _, reason in skipped})) or "none found"
         raise ConversionError(f"no usable training image in {', '.join(config.input_dirs)} "
                               f"({len(skipped)} skipped: {reasons}); check --input_dir")
 
-    # Only now is the previous dataset replaced, and only complete shards get final names.
-    _remove_previous_dataset(config.output_dir)
+    # The whole new dataset is built beside the old one, which stays until the swap.
     shard_lengths, split_bytes = {}, {}
     for split in SPLITS:
-        shard_lengths[split], split_bytes[split] = writers[split].publish(
-            config.output_dir, config.dataset_name)
-    _write_metadata(config, shard_lengths, split_bytes)
+        shard_lengths[split], split_bytes[split] = writers[split].publish(incomplete, config.dataset_name)
+    _write_metadata(incomplete, shard_lengths, split_bytes)
     if config.write_split_file:
-        write_split_file(os.path.join(config.output_dir, SPLIT_FILE), kept_names)
+        write_split_file(os.path.join(incomplete, SPLIT_FILE), kept_names)
     image_sizes = {split: dict(sorted(sizes.items())) for split, sizes in image_sizes.items()}
-    report = _write_report(config, shard_lengths, skipped, start, plan, image_sizes, missing, noted)
-    os.rmdir(incomplete)  # last: its absence marks a finished run
+    report = _write_report(config, shard_lengths, skipped, start, plan, image_sizes, missing, noted,
+                           folder=incomplete)
+    _swap_in(incomplete, output)
     return report
 
 
@@ -802,8 +944,9 @@ def _split_settings(config, plan, missing):
 
 
 def _write_report(config, shard_lengths, skipped, start, plan=None, image_sizes=None,
-                  missing_from_split_file=(), noted=None):
-    """Writes conversion_report.json and returns its contents."""
+                  missing_from_split_file=(), noted=None, folder=None):
+    """Writes conversion_report.json into `folder` (default: the output folder) and returns
+    its contents."""
     from agetf import labels, schema
 
     elapsed = time.monotonic() - start
@@ -837,7 +980,7 @@ def _write_report(config, shard_lengths, skipped, start, plan=None, image_sizes=
         "elapsed_seconds": round(elapsed, 3),
         "images_per_second": round((kept + len(skipped)) / max(elapsed, 1e-9), 1),
     }
-    with open(os.path.join(config.output_dir, REPORT_FILE), "w") as f:
+    with open(os.path.join(folder or config.output_dir, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2)
     return report
 
