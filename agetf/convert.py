@@ -34,7 +34,7 @@ def define_flags():
     flags.DEFINE_integer("workers", None, "Processes that check images and build records while this "
                          "one writes the shards; default: every core.")
     flags.DEFINE_boolean("overwrite", False, "Replace the dataset already in --output_dir.")
-    flags.DEFINE_boolean("progress", True, "Show progress bars on stderr.")
+    flags.DEFINE_boolean("progress", True, "Show progress bars on stderr (on a terminal only).")
     flags.DEFINE_string("split_file", None, "A published split replacing the hash split: a CSV of "
                         "'file name,split' rows (e.g. another conversion's splits.csv), or one CSV "
                         "per split with a 'file' column, train=TRAIN.csv,test=TEST.csv[,validation="

@@ -591,10 +591,12 @@ def encode_all(candidates, age_entries_by_age, workers):
 # --- progress -------------------------------------------------------------------------
 
 class _Progress:
-    """A one-line progress bar on stderr, redrawn when the percentage changes."""
+    """A one-line progress bar on stderr, redrawn when the percentage changes; drawn only when
+    stderr is a terminal, so that no carriage-return bars end up in log files."""
 
     def __init__(self, label, total, enabled):
-        self.label, self.total, self.enabled = label, max(total, 1), enabled
+        self.label, self.total = label, max(total, 1)
+        self.enabled = enabled and sys.stderr.isatty()
         self.done, self.start, self.shown = 0, time.monotonic(), -1
 
     def add(self, count):

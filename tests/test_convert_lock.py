@@ -1,8 +1,10 @@
 """One conversion per output folder, and a dataset that is never lost, with real processes: a
 second conversion into a folder in use is refused in one line, a conversion killed at any moment
-leaves the previous dataset or the new one whole, and the next one is not refused.
+leaves the previous dataset or the new one whole and the next one is not refused, and the
+progress bar is drawn on a terminal only.
 """
 
+import io
 import os
 import select
 import socket
@@ -167,3 +169,27 @@ def test_a_conversion_killed_at_any_moment_leaves_a_whole_dataset_and_no_stuck_l
     assert sorted(os.listdir(tmp_path)) == ["new", "old", "out"]  # nothing left beside it
     assert not (out / converter.INCOMPLETE_DIR).exists()
 
+
+def test_the_progress_bar_is_drawn_on_a_terminal_only(tmp_path, monkeypatch):
+    faces, out = make_faces(tmp_path / "faces", 4, seed=3), tmp_path / "out"
+    with open(tmp_path / "log.txt", "w") as log:
+        result = subprocess.run([sys.executable, "scripts/make_tfrecords", "--progress",
+                                 *convert_args(faces, out)], env=ENV, cwd=REPO, text=True,
+                                stdout=subprocess.PIPE, stderr=log, timeout=TIMEOUT_S)
+    assert result.returncode == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    assert "kept 4 images" in result.stdout
+    assert b"\r" not in (tmp_path / "log.txt").read_bytes()  # bytes: text mode reads \r as \n
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    converter._Progress("converting", 2, enabled=False).add(2)  # --noprogress
+    assert terminal.getvalue() == ""
+    progress = converter._Progress("converting", 2, enabled=True)
+    progress.add(1)
+    progress.add(1)
+    text = terminal.getvalue()
+    assert text.count("\r") == 2 and "2/2" in text and text.endswith("\n")
