@@ -16,7 +16,7 @@ import sys
 
 from absl import app, flags
 
-from agetf import converter
+from agetf import converter, flagfiles
 
 FLAGS = flags.FLAGS
 
@@ -83,6 +83,7 @@ def main(argv):
 def run():
     """Console entry point."""
     define_flags()
+    flagfiles.exit_on_bad_flagfile(sys.argv, "make_tfrecords")
     app.run(main)
 
 

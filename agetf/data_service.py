@@ -8,6 +8,7 @@ Workers need the dataset's files at the same paths as the trainer (shared storag
 """
 
 import os
+import sys
 
 import tensorflow as tf
 from absl import app, flags
@@ -59,5 +60,8 @@ def define_flags():
 
 
 if __name__ == "__main__":
+    from agetf import flagfiles
+
     define_flags()
+    flagfiles.exit_on_bad_flagfile(sys.argv, "agetf.data_service")
     app.run(main)

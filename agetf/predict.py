@@ -589,5 +589,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from agetf import flagfiles
+
     define_flags()
+    flagfiles.exit_on_bad_flagfile(sys.argv, "agetf.predict")  # a stray line is no image path
     app.run(main)

@@ -543,6 +543,9 @@ def main(argv):
 def parse_flags(argv):
     """absl's parsing, but a value it refuses (an enum, a number, a missing flag) gets one line
     like every other bad value, not absl's FATAL message and a pointer to --helpshort."""
+    from agetf import flagfiles
+
+    flagfiles.exit_on_bad_flagfile(argv, "agetf.train")  # else absl's help, then the error
     try:
         return FLAGS(argv)
     except flags.Error as error:

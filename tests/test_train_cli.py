@@ -308,3 +308,52 @@ def test_train_then_load_on_the_command_line(data_dir, tmp_path):
     assert validation["split"] == "validation" and validation["test_time_flip"] is True
     assert validation["num_images"] == input_pipeline.num_examples(data_dir, "validation")
     assert (model_dir / "evaluation.json").read_text() == test_report
+
+
+def test_a_flagfile_line_without_dashes_is_one_line_naming_the_file_and_the_line(tmp_path):
+    inner = tmp_path / "inner.flags"
+    inner.write_text("# how long\n--epochs=1\nepochs=5\n")
+    outer = tmp_path / "outer.flags"  # `--data_dir VALUE` on two lines is a flag, as in absl
+    outer.write_text(f"--data_dir\n{tmp_path / 'data'}\n--flagfile={inner}\n"
+                     f"--model_dir={tmp_path / 'run'}\n")
+    result = run_cli(f"--flagfile={outer}")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"agetf.train: error: {inner} line 3: 'epochs=5' is not a flag; "
+                     "write it as --epochs=5"], result.stderr[-3000:]  # no help text before it
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("module, program", [("agetf.convert", "make_tfrecords"),
+                                             ("agetf.predict", "agetf.predict")])
+def test_the_other_entry_points_name_the_flagfile_line_too(tmp_path, module, program):
+    flagfile = tmp_path / "bad.flags"
+    flagfile.write_text("--batch_size=4\noutput_dir=out\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    result = subprocess.run([sys.executable, "-m", module, f"--flagfile={flagfile}", "face.jpg"],
+                            capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"{program}: error: {flagfile} line 2: 'output_dir=out' is not a flag; "
+        "write it as --output_dir=out"), result.stderr[-3000:]
+    assert "USAGE" not in result.stderr and "flags:" not in result.stderr
+
+
+def test_flagfiles_absl_reads_as_flags_pass_the_check(tmp_path):
+    from agetf import flagfiles
+
+    recipes = [os.path.join(REPO, "flags", recipe) for recipe in os.listdir(os.path.join(REPO, "flags"))]
+    looped = tmp_path / "looped.flags"  # absl skips a flagfile that includes itself
+    looped.write_text(f"// a comment\n\n--batch_size\n8\n--noexport\n--flagfile={looped}\n")
+    for path in [*recipes, looped]:
+        assert flagfiles.flagfile_problem(["agetf.train", "--flagfile", str(path)]) is None, path
+    # A boolean takes no value from the next line, and the argument list ends at '--'.
+    (tmp_path / "bool.flags").write_text("--noexport\nfalse\n")
+    assert flagfiles.flagfile_problem(["agetf.train", f"--flagfile={tmp_path / 'bool.flags'}"]) == (
+        f"{tmp_path / 'bool.flags'} line 2: 'false' is not a flag; write it as --false")
+    assert flagfiles.flagfile_problem(["agetf.train", "--", f"--flagfile={tmp_path / 'x'}"]) is None
+    nested = tmp_path / "nested.flags"
+    nested.write_text(f"--flagfile={tmp_path / 'missing.flags'}\n")
+    assert flagfiles.flagfile_problem(["agetf.train", f"--flagfile={nested}"]) == (
+        f"{nested} line 1: cannot read flagfile {tmp_path / 'missing.flags'} (No such file or "
+        "directory); check the --flagfile path")
