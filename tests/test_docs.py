@@ -1,0 +1,475 @@
+"""Every command in the documentation runs as written, and every link leads somewhere.
+
+The rule. A command is a line of README.md, BUILD.md, tfrecords/README.md or docs/*.md
+that sits in a code block (a fenced block, or a line indented by 4 or more spaces) and,
+after any `NAME=value` environment assignments, starts as COMMAND_START says: `python -m`,
+`python -c`, `scripts/NAME`, `.venv/bin/python`, `pip`, `tensorboard`. A line ending in a
+backslash continues on the next; `# ...` ends it; `&&` separates commands on one line. A
+command holding the placeholder `...` is a fragment. Commands run in the active venv, as
+the README asks: `python`, `python3` and `scripts/` resolve to this Python.
+
+What is checked:
+(a) every command: its program exists (an `agetf` module, an executable `scripts/` file, a
+    pip extra, pytest's paths, tensorboard); every `--flag` it passes is a flag its entry
+    point defines; every `--flagfile` it names exists. Each entry point is run once, in a
+    subprocess, with `--helpfull` (so the help a user asks for is run too), and the same
+    process then parses every documented command line of it with absl, as the program
+    would, and runs the program's own `check_flags` where it has one (agetf.train): types,
+    enum values, required flags and the flags inside flagfiles are checked without
+    training anything. Fragments get the name checks only.
+(b) the short commands that need no dataset, GPU or network run end to end in a fresh
+    folder of their own, where `~` is a folder holding synthetic UTKFace-named faces (as
+    `~/data/UTKFace`, `~/data/part1`, `~/data/part2`) and the split files the docs name:
+    making synthetic faces (with `--count` cut to RUN_COUNT), converting them, the
+    `python -c` one-liners. A command with an absolute path is not run, since it would
+    write outside that folder. Training, prediction and the benchmarks need a trained
+    model or minutes of CPU: (a) only.
+"""
+
+import concurrent.futures
+import glob
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGES = sorted(["README.md", "BUILD.md", os.path.join("tfrecords", "README.md"),
+                *(os.path.relpath(path, REPO)
+                  for path in glob.glob(os.path.join(REPO, "docs", "*.md")))])
+COMMAND_START = re.compile(r"(python3? -[mc] |(python |\.venv/bin/python )?scripts/\w|"
+                           r"\.venv/bin/python -[mc] |(\.venv/bin/)?pip |tensorboard )")
+PYTHONS = ("python", "python3", ".venv/bin/python")
+RUN_COUNT = 24  # synthetic faces a documented --count is cut to
+RUN_WORKERS = 2  # and --workers
+ABSL_DIRECTIVES = ("flagfile", "undefok")  # absl reads these itself; they are no flags
+ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+LEADING_ENV = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*=(?:'[^']*'|\"[^\"]*\"|\S+)\s+)+")
+
+
+# -- finding the commands ------------------------------------------------------------------
+
+def code_lines(text):
+    """(line number, line) of every line in a fenced block or indented by 4+ spaces."""
+    fenced = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced or line.startswith("    "):
+            yield number, line
+
+
+def page_commands(page):
+    """[(page, line number, command text)] of one page, continuation lines joined."""
+    with open(os.path.join(REPO, page)) as f:
+        lines = list(code_lines(f.read()))
+    commands, index = [], 0
+    while index < len(lines):
+        number, line = lines[index]
+        text = line.strip()
+        while text.endswith("\\") and index + 1 < len(lines):
+            index += 1
+            text = text[:-1] + " " + lines[index][1].strip()
+        index += 1
+        if COMMAND_START.match(LEADING_ENV.sub("", text)):
+            commands.append((page, number, text))
+    return commands
+
+
+class Command:
+    """One simple command of a page: its program (kind, name) and its arguments."""
+
+    def __init__(self, page, line, words):
+        self.page, self.line, self.words = page, line, words
+        self.fragment = "..." in words
+        self.kind, self.name, self.args = classify(words)
+
+    @property
+    def id(self):
+        return f"{self.page}:{self.line}: {shlex.join(self.words)}"[:150]
+
+
+def classify(words):
+    """(kind, name, arguments): kind is 'module', 'script', 'pytest', 'pip', 'venv',
+    'python -c', 'tensorboard' or 'unknown'."""
+    words = list(words)
+    while words and ENV_ASSIGNMENT.match(words[0]):
+        words.pop(0)
+    if words[0] in PYTHONS and len(words) > 2 and words[1] == "-m":
+        module, args = words[2], words[3:]
+        if module.startswith("agetf."):
+            return "module", module, args
+        kind = module if module in ("pytest", "venv", "pip") else "unknown"
+        return kind, module, args
+    if words[0] in PYTHONS and len(words) > 1 and words[1] == "-c":
+        return "python -c", words[0], words[1:]
+    if words[0] in PYTHONS and len(words) > 1 and words[1].startswith("scripts/"):
+        return "script", words[1], words[2:]
+    if words[0].startswith("scripts/"):
+        return "script", words[0], words[1:]
+    if words[0] in ("pip", ".venv/bin/pip"):
+        return "pip", words[0], words[1:]
+    if words[0] == "tensorboard":
+        return "tensorboard", words[0], words[1:]
+    return "unknown", words[0], words[1:]
+
+
+def all_commands():
+    commands = []
+    for page in PAGES:
+        for page_name, line, text in page_commands(page):
+            words = shlex.split(text, comments=True)
+            while "&&" in words:
+                cut = words.index("&&")
+                commands.append(Command(page_name, line, words[:cut]))
+                words = words[cut + 1:]
+            commands.append(Command(page_name, line, words))
+    return commands
+
+
+COMMANDS = all_commands()
+ENTRY_COMMANDS = [c for c in COMMANDS if c.kind in ("module", "script")]
+
+
+def passed_flags(args):
+    """[(flag name, value or None)] of the `--name[=value]` words, up to a lone `--`."""
+    found = []
+    for index, word in enumerate(args):
+        if word == "--":
+            break
+        if word.startswith("--") and len(word) > 2:
+            name, sep, value = word[2:].partition("=")
+            if not sep and index + 1 < len(args) and not args[index + 1].startswith("-"):
+                value = args[index + 1]  # `--flag value`, or a positional after a boolean
+            found.append((name, value if (sep or value) else None))
+    return found
+
+
+def is_runnable(command):
+    """(b): the documented commands that are cheap and need no dataset, model or network."""
+    if command.fragment or any(word.startswith("/") for word in command.args):
+        return False
+    if command.kind == "python -c":
+        return "tensorflow" not in command.args[1]  # TensorFlow's start is the slow part
+    return command.kind in ("script", "module") and command.name in (
+        "scripts/make_synthetic_faces", "scripts/make_tfrecords", "agetf.convert") and \
+        "--helpfull" not in command.args
+
+
+# -- running the entry points -------------------------------------------------------------
+
+# Runs one entry point as its command does, with --helpfull, then parses each documented
+# argument list with absl in the same process (and the program's check_flags, if any).
+FLAG_LISTER = r"""
+import contextlib, importlib.util, io, json, sys
+from absl import flags
+kind, name, commands = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+if kind == "module":
+    spec = importlib.util.find_spec(name)
+    path, code = spec.origin, spec.loader.get_code(name)
+else:
+    path = name
+    with open(path) as f:
+        code = compile(f.read(), path, "exec")
+namespace = {"__name__": "__main__", "__file__": path, "__builtins__": __builtins__}
+sys.argv = [name, "--helpfull"]
+help_text, status = io.StringIO(), None
+with contextlib.redirect_stdout(help_text):
+    try:
+        exec(code, namespace)
+    except SystemExit as stop:
+        status = stop.code
+    except Exception as error:
+        status = f"{type(error).__name__}: {error}"
+FLAGS = flags.FLAGS
+known = {flag: FLAGS[flag].boolean for flag in FLAGS}
+from agetf import flagfiles
+problems = []
+for args in commands:
+    FLAGS.unparse_flags()
+    try:
+        flagfiles.exit_on_bad_flagfile([name, *args], name)
+        FLAGS([name, *args])
+        if callable(namespace.get("check_flags")):
+            namespace["check_flags"]()
+        problems.append(None)
+    except SystemExit as stop:
+        problems.append(f"exit {stop.code}")
+    except Exception as error:
+        problems.append(f"{type(error).__name__}: {error}")
+print("@@flags@@" + json.dumps({"help": help_text.getvalue(), "status": status,
+                                 "absl": "helpfull" in FLAGS,
+                                 "flags": known, "problems": problems}))
+"""
+
+
+def list_flags(kind, name, arg_lists):
+    """{help, status, absl (whether it parsed absl flags), flags: {name: is_boolean},
+    problems: [None or the error, per argument list]}."""
+    result = subprocess.run(
+        [sys.executable, "-c", FLAG_LISTER, kind, name, json.dumps(arg_lists)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    marker = [line for line in result.stdout.splitlines() if line.startswith("@@flags@@")]
+    assert marker, f"{name} --helpfull did not run:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+    return json.loads(marker[-1][len("@@flags@@"):])
+
+
+def write_split_files(workspace, faces):
+    """The split files the docs name, over the synthetic faces, in the workspace."""
+    names = sorted(os.listdir(faces))
+    with open(os.path.join(workspace, "published.csv"), "w") as f:
+        f.write("filename,split\n")
+        for index, name in enumerate(names):
+            f.write(f"{name},{('train', 'train', 'validation', 'test')[index % 4]}\n")
+    # The CORAL paper's form: ",file,age", ages 21-60 only, age column = age - 21.
+    in_range = [name for name in names if 21 <= int(name.split("_")[0]) <= 60]
+    for split_name, rows in (("utk_train.csv", in_range[: len(in_range) * 3 // 4]),
+                             ("utk_test.csv", in_range[len(in_range) * 3 // 4:])):
+        with open(os.path.join(workspace, split_name), "w") as f:
+            f.write(",file,age\n")
+            for index, name in enumerate(rows):
+                f.write(f"{index},{name},{int(name.split('_')[0]) - 21}\n")
+
+
+def make_workspace(root, faces):
+    """A fresh folder laid out like a checkout with data: scripts/ and flags/ of the repo,
+    the faces at data/synthetic_faces and ~/data/{UTKFace,part1,part2}, the split files."""
+    os.makedirs(root)
+    for name in ("scripts", "flags", "agetf"):
+        os.symlink(os.path.join(REPO, name), os.path.join(root, name))
+    os.symlink(sys.prefix, os.path.join(root, ".venv"))
+    names = sorted(os.listdir(faces))
+    for folder, subset in (("data/synthetic_faces", names), ("home/data/UTKFace", names),
+                           ("home/data/part1", names[::2]), ("home/data/part2", names[1::2])):
+        os.makedirs(os.path.join(root, folder))
+        for name in subset:
+            shutil.copy(os.path.join(faces, name), os.path.join(root, folder, name))
+    write_split_files(root, faces)
+    return root
+
+
+def shrunk(words):
+    """The command with --count and --workers cut to RUN_COUNT and RUN_WORKERS."""
+    words, limits = list(words), {"--count": RUN_COUNT, "--workers": RUN_WORKERS}
+    for index, word in enumerate(words):
+        name, sep, value = word.partition("=")
+        if name in limits:
+            if sep:
+                words[index] = f"{name}={min(int(value), limits[name])}"
+            elif index + 1 < len(words):
+                words[index + 1] = str(min(int(words[index + 1]), limits[name]))
+    return words
+
+
+def run_in_workspace(command, workspace):
+    """Runs the command as a shell would (`~` is HOME), in the workspace."""
+    home = os.path.join(workspace, "home")
+    env = {**os.environ, "HOME": home, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    words = [os.path.join(home, word[2:]) if word.startswith("~/") else word
+             for word in shrunk(command.words)]
+    return subprocess.run(words, cwd=workspace, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Every entry point's flags and parse problems, and the runnable commands' results,
+    all run concurrently (most of the time is TensorFlow starting in a few of them)."""
+    entries = {}
+    for command in ENTRY_COMMANDS:
+        entries.setdefault((command.kind, command.name), [])
+        if not command.fragment and "--helpfull" not in command.args and \
+                command.args not in entries[(command.kind, command.name)]:
+            entries[(command.kind, command.name)].append(command.args)
+    entries = {key: args for key, args in entries.items()
+               if entry_exists(*key) and is_python(*key)}
+    runnable, seen = [], set()
+    for command in COMMANDS:
+        if is_runnable(command) and run_key(command) not in seen:
+            seen.add(run_key(command))
+            runnable.append(command)
+    root = tmp_path_factory.mktemp("docs")
+    faces = str(root / "faces")
+    subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_synthetic_faces"),
+                    "--output_dir", faces, "--count", str(RUN_COUNT * 2), "--seed", "3"],
+                   check=True, capture_output=True, timeout=300)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        flag_jobs = {key: pool.submit(list_flags, key[0], key[1], args)
+                     for key, args in entries.items()}
+        run_jobs = {run_key(command): pool.submit(
+            run_in_workspace, command, make_workspace(str(root / f"run{index}"), faces))
+            for index, command in enumerate(runnable)}
+        return {"flags": {key: job.result() for key, job in flag_jobs.items()},
+                "args": entries,
+                "runs": {key: (job.result(), str(root / f"run{index}"))
+                         for index, (key, job) in enumerate(run_jobs.items())}}
+
+
+def run_key(command):
+    """Commands that differ only in how they call Python run once."""
+    return command.kind, command.name, tuple(command.args)
+
+
+def entry_path(kind, name):
+    if kind == "module":
+        return os.path.join(REPO, *name.split(".")) + ".py"
+    return os.path.join(REPO, name)
+
+
+def entry_exists(kind, name):
+    path = entry_path(kind, name)
+    return os.path.isfile(path) and (kind == "module" or os.access(path, os.X_OK))
+
+
+def is_python(kind, name):
+    """A module, or a script run by Python (scripts/demo is bash)."""
+    if kind == "module":
+        return True
+    with open(entry_path(kind, name)) as f:
+        return "python" in f.readline()
+
+
+# -- the tests ----------------------------------------------------------------------------
+
+def test_the_rule_finds_the_commands_of_every_page():
+    """Each docs page opens with its commands (a command before its first ## heading)."""
+    pages = {command.page for command in COMMANDS}
+    assert set(PAGES) <= pages | {"docs/results.md"}, set(PAGES) - pages
+    for page in PAGES:
+        if not page.startswith("docs"):
+            continue
+        with open(os.path.join(REPO, page)) as f:
+            text = f.read()
+        first_heading = next((n for n, line in enumerate(text.splitlines(), 1)
+                              if line.startswith("## ")), 10**6)
+        first_command = min(line for p, line, _ in page_commands(page) if p == page)
+        assert first_command < first_heading, f"{page}: no command before its first section"
+    assert len(ENTRY_COMMANDS) > 50
+
+
+def test_readme_opens_with_the_demo_and_the_ci_test_command():
+    """The two opening commands, verbatim; the second is the one CI runs (.ci/run)."""
+    with open(os.path.join(REPO, ".ci", "run")) as f:
+        ci_command = [line for line in f.read().splitlines() if "pytest" in line][0].strip()
+    demo = ("python3 -m venv .venv && .venv/bin/pip install -e . && "
+            "PYTHON=.venv/bin/python scripts/demo")
+    first_two = [text for _, _, text in page_commands("README.md")[:2]]
+    assert first_two == [demo, ci_command]
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c.kind not in ("module", "script")],
+                         ids=lambda c: c.id)
+def test_other_programs_exist(command):
+    assert command.kind != "unknown", f"not a known kind of command: {command.id}"
+    if command.kind == "pytest":
+        for path in (word for word in command.args if not word.startswith("-")):
+            assert os.path.exists(os.path.join(REPO, path)), path
+    elif command.kind == "pip" and "install" in command.args:
+        with open(os.path.join(REPO, "setup.py")) as f:
+            setup = f.read()
+        for word in command.args:
+            extras = re.fullmatch(r"\.\[([\w,]+)\]", word)
+            for extra in extras.group(1).split(",") if extras else ():
+                assert re.search(rf'"{extra}":', setup), f"setup.py has no extra {extra!r}"
+    elif command.kind == "tensorboard":
+        assert os.path.isfile(os.path.join(os.path.dirname(sys.executable), "tensorboard"))
+
+
+@pytest.mark.parametrize("command", ENTRY_COMMANDS, ids=lambda c: c.id)
+def test_entry_point_exists_and_takes_every_flag(command, results):
+    assert entry_exists(command.kind, command.name), f"no entry point {command.name}"
+    listed = results["flags"].get((command.kind, command.name), {"absl": False})
+    if not listed["absl"]:  # scripts/demo, scripts/results_table
+        assert not passed_flags(command.args), (
+            f"{command.id}: {command.name} takes no flags (with --helpfull it printed no absl "
+            f"help; it ended with {listed.get('status')!r})")
+        return
+    assert listed["status"] is not None and listed["help"].strip(), \
+        f"{command.name} --helpfull printed no help"
+    known = listed["flags"]
+    for name, value in passed_flags(command.args):
+        if name in ABSL_DIRECTIVES:
+            assert value and os.path.isfile(os.path.join(REPO, value)), \
+                f"{command.id}: no flagfile {value}"
+            continue
+        boolean_negation = name.startswith("no") and known.get(name[2:]) is True
+        assert name in known or boolean_negation, \
+            f"{command.id}: --{name} is no flag of {command.name}"
+
+
+@pytest.mark.parametrize("command", [c for c in ENTRY_COMMANDS
+                                     if not c.fragment and "--helpfull" not in c.args
+                                     and entry_exists(c.kind, c.name)
+                                     and is_python(c.kind, c.name)],
+                         ids=lambda c: c.id)
+def test_flag_values_parse(command, results):
+    """absl (and agetf.train's own checks) accept the documented command line."""
+    key = (command.kind, command.name)
+    args, listed = results["args"][key], results["flags"][key]
+    if not listed["absl"]:
+        return  # no flags to parse (test_entry_point_exists_and_takes_every_flag checks that)
+    problem = listed["problems"][args.index(command.args)]
+    assert problem is None, f"{command.id}: {problem}"
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if is_runnable(c)], ids=lambda c: c.id)
+def test_short_commands_run(command, results):
+    result, workspace = results["runs"][run_key(command)]
+    assert result.returncode == 0, f"{command.id}\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+    output = dict(passed_flags(command.args)).get("output_dir")
+    if command.name in ("scripts/make_tfrecords", "agetf.convert"):
+        with open(os.path.join(workspace, output, "conversion_report.json")) as f:
+            assert sum(json.load(f)["counts"].values()) > 0
+    elif command.name == "scripts/make_synthetic_faces":
+        assert len(os.listdir(os.path.join(workspace, output))) > 0
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def heading_anchors(path):
+    """GitHub's anchors for a Markdown file's headings."""
+    anchors = set()
+    with open(path) as f:
+        fenced = False
+        for line in f:
+            if line.lstrip().startswith("```"):
+                fenced = not fenced
+            if not fenced and line.startswith("#"):
+                title = line.lstrip("#").strip().lower()
+                anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+# Pages another change is writing (issue 13): a link to one that does not exist yet is an
+# expected failure, reported as such; once the page exists its links are checked like any.
+PAGES_BEING_WRITTEN = {"docs/deployment.md"}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_links_lead_to_files_and_sections(page):
+    with open(os.path.join(REPO, page)) as f:
+        links = LINK.findall(f.read())
+    awaited = set()
+    for link in links:
+        if re.match(r"[a-z]+:", link):
+            continue  # a web address
+        target, _, anchor = link.partition("#")
+        path = os.path.normpath(os.path.join(REPO, os.path.dirname(page), target)) if target \
+            else os.path.join(REPO, page)
+        if not os.path.exists(path) and os.path.relpath(path, REPO) in PAGES_BEING_WRITTEN:
+            awaited.add(os.path.relpath(path, REPO))
+            continue
+        assert os.path.exists(path), f"{page}: link {link} leads nowhere"
+        if anchor and path.endswith(".md"):
+            assert anchor in heading_anchors(path), f"{page}: no section #{anchor} in {target}"
+    if awaited:
+        pytest.xfail(f"{page} links {', '.join(sorted(awaited))}, not written yet")
