@@ -46,6 +46,16 @@ DEFAULT_BATCH_SIZE = 32
 READ_THREADS = 0
 # Non-JPEG inputs are re-encoded the way the converter stores them in TFRecords.
 _REENCODE_QUALITY = 95
+# The export's signatures and their inputs (agetf.export's names; importing it would
+# import Keras), and the outputs at least one of which a model must give.
+BYTES_SIGNATURE, BYTES_INPUT = "serving_default", "images_bytes"
+IMAGES_SIGNATURE, IMAGES_INPUT = "serving_images", "images"
+_EXPORT_INPUTS = {BYTES_SIGNATURE: (BYTES_INPUT, "string", [None]),
+                  IMAGES_SIGNATURE: (IMAGES_INPUT, "uint8", [None, None, None, 3])}
+PREDICTED_OUTPUTS = ("age", "female_probability")
+EXPORT_COMMAND = "python -m agetf.train --load --model_dir=RUN --export_dir=DIR"
+# How much of a foreign SavedModel an error describes (it stays one readable line).
+_SIGNATURES_DESCRIBED, _NAMES_DESCRIBED = 4, 3
 
 
 class SavedModelError(ValueError):
@@ -72,22 +82,88 @@ class Prediction:
 def load_predictor(saved_model_dir: str):
     """Loads the export's serving_default signature (JPEG bytes in, named outputs out).
 
-    A .tflite file is loaded as a TFLiteModel, which takes the same inputs.
+    A .tflite file is loaded as a TFLiteModel, which takes the same inputs. Anything else
+    than an agetf export raises SavedModelError (or TFLiteModelError) in one line.
     """
+    if saved_model_dir.endswith(".tflite"):
+        return load_tflite(saved_model_dir)
+    return load_signature(saved_model_dir, BYTES_SIGNATURE)
+
+
+def load_signature(saved_model_dir: str, name: str):
+    """The SavedModel's signature `name` (BYTES_SIGNATURE or IMAGES_SIGNATURE), checked to
+    take the export's input and give age or female_probability; SavedModelError otherwise."""
     import tensorflow as tf
 
-    if saved_model_dir.endswith(".tflite"):
-        from agetf import tflite_export
-
-        return tflite_export.TFLiteModel(saved_model_dir)
     if not tf.saved_model.contains_saved_model(saved_model_dir):
         raise SavedModelError(f"{saved_model_dir} is not a SavedModel; pass the saved_model "
                               "folder of a training run (model_dir/saved_model)")
-    signatures = tf.saved_model.load(saved_model_dir).signatures
-    if "serving_default" not in signatures:
-        raise SavedModelError(f"{saved_model_dir} has no serving_default signature; re-export "
-                              "it with agetf.train --load --export_dir=...")
-    return signatures["serving_default"]
+    try:
+        signatures = tf.saved_model.load(saved_model_dir).signatures
+    except Exception as error:  # damaged or from an incompatible TensorFlow: many types
+        lines = str(error).strip().splitlines()
+        reason = lines[0][:200] if lines else type(error).__name__
+        raise SavedModelError(f"{saved_model_dir} cannot be loaded ({reason}); export it again "
+                              f"with {EXPORT_COMMAND}") from None
+    if not _is_export_signature(signatures.get(name), name):
+        input_name, dtype, shape = _EXPORT_INPUTS[name]
+        has = ", ".join(_describe_signature(key, signatures[key])
+                        for key in sorted(signatures)[:_SIGNATURES_DESCRIBED])
+        if len(signatures) > _SIGNATURES_DESCRIBED:
+            has += f", and {len(signatures) - _SIGNATURES_DESCRIBED} more"
+        raise SavedModelError(
+            f"{saved_model_dir} is not an agetf export: it has signatures [{has}] without "
+            f"'{name}' taking {input_name} ({dtype} {shape}) and giving "
+            f"{' or '.join(PREDICTED_OUTPUTS)}; export one with {EXPORT_COMMAND}")
+    return signatures[name]
+
+
+def _is_export_signature(function, name):
+    import tensorflow as tf
+
+    if function is None:
+        return False
+    input_name, dtype, shape = _EXPORT_INPUTS[name]
+    inputs = function.structured_input_signature[1]
+    spec = inputs.get(input_name)
+    return (set(inputs) == {input_name} and isinstance(spec, tf.TensorSpec)
+            and spec.dtype.name == dtype and spec.shape.rank == len(shape)
+            and isinstance(function.structured_outputs, dict)
+            and bool(set(function.structured_outputs) & set(PREDICTED_OUTPUTS)))
+
+
+def _describe_signature(name, function):
+    """`name taking x (float32 [None, 4]) giving y`: what a foreign signature is."""
+    import tensorflow as tf
+
+    def described(key, spec):
+        if isinstance(spec, tf.TensorSpec):
+            shape = spec.shape.as_list() if spec.shape.rank is not None else "[?]"
+            return f"{key} ({spec.dtype.name} {shape})"
+        return str(key)
+
+    inputs = sorted(function.structured_input_signature[1].items())
+    taking = ", ".join(described(key, spec) for key, spec in inputs[:_NAMES_DESCRIBED])
+    outputs = function.structured_outputs
+    outputs = sorted(outputs) if isinstance(outputs, dict) else [type(outputs).__name__]
+    giving = ", ".join(map(str, outputs[:_NAMES_DESCRIBED]))
+    more_in = ", ..." if len(inputs) > _NAMES_DESCRIBED else ""
+    more_out = ", ..." if len(outputs) > _NAMES_DESCRIBED else ""
+    return f"{name} taking {taking or 'nothing'}{more_in} giving {giving or 'nothing'}{more_out}"
+
+
+def load_tflite(path: str):
+    """A TFLiteModel of an agetf TFLite export; TFLiteModelError in one line otherwise."""
+    from agetf import tflite_export
+
+    model = tflite_export.TFLiteModel(path)  # checks the input itself
+    outputs = sorted(model.runner.get_output_details())
+    if not set(outputs) & set(PREDICTED_OUTPUTS):
+        raise tflite_export.TFLiteModelError(
+            f"{path} is not an agetf TFLite model: it gives {', '.join(outputs) or 'nothing'}, "
+            f"not {' or '.join(PREDICTED_OUTPUTS)}; export one with python -m agetf.train "
+            "--load --export_tflite")
+    return model
 
 
 def find_images(paths: Sequence[str]) -> list:
@@ -393,15 +469,8 @@ def read_image(path: str):
 def load_image_predictor(model_path: str):
     """A callable taking `images` (uint8, any size) -> named outputs: SavedModel or TFLite."""
     if model_path.endswith(".tflite"):
-        return load_predictor(model_path)
-    import tensorflow as tf
-
-    load_predictor(model_path)  # the same one-line errors for a bad folder
-    signatures = tf.saved_model.load(model_path).signatures
-    if "serving_images" not in signatures:
-        raise SavedModelError(f"{model_path} has no serving_images signature; re-export it with "
-                              "agetf.train --load --export_dir=...")
-    return signatures["serving_images"]
+        return load_tflite(model_path)
+    return load_signature(model_path, IMAGES_SIGNATURE)
 
 
 def face_crops(image, faces, refiner=None):

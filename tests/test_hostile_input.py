@@ -157,3 +157,105 @@ def test_models_load_in_keras_safe_mode_and_nothing_unpickles():
         assert not _calls(tree, "load") or "pickle" not in text, path
         assert "import pickle" not in text and "allow_pickle=True" not in text, path
     assert loads >= 1
+
+
+# --- agetf.predict given what is not an agetf export, or not a photo -----------------------
+
+def run_predict(*args, timeout=180):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "agetf.predict", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+def printed_blocks(stdout):
+    """{file name: [the lines printed under each `Predicting for image PATH`]}."""
+    blocks = {}
+    for block in stdout.split("Predicting for image ")[1:]:
+        lines = block.split("\nImages: ")[0].splitlines()  # the summary ends the last one
+        blocks.setdefault(os.path.basename(lines[0]), []).append(lines[1:])
+    return blocks
+
+
+@pytest.fixture(scope="module")
+def foreign_models(tmp_path_factory):
+    """SavedModels and TFLite files of other models: no signatures, a serving_default of
+    another input, one taking images_bytes (and uint8 images) with other outputs."""
+    folder = tmp_path_factory.mktemp("foreign")
+    bare = tf.Module()
+    bare.scale = tf.Variable(2.0)
+    tf.saved_model.save(bare, str(folder / "no_signatures"))
+    plain = tf.Module()
+    plain.scale = tf.Variable(2.0)
+    plain.double = tf.function(lambda x: plain.scale * x,
+                               input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    tf.saved_model.save(plain, str(folder / "other_input"))  # its one function: serving_default
+    outputs = tf.Module()
+    outputs.bytes = tf.function(lambda images_bytes: {"logits": tf.strings.length(images_bytes)},
+                                input_signature=[tf.TensorSpec([None], tf.string,
+                                                               name="images_bytes")])
+    outputs.images = tf.function(lambda images: {"logits": tf.reduce_mean(
+        tf.cast(images, tf.float32), [1, 2, 3])}, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    tf.saved_model.save(outputs, str(folder / "other_outputs"), signatures={
+        "serving_default": outputs.bytes, "serving_images": outputs.images})
+    models = {name: str(folder / name) for name in ("no_signatures", "other_input",
+                                                     "other_outputs")}
+    for name, spec, function in [
+            ("other_input.tflite", tf.TensorSpec([1, 4], tf.float32, name="x"),
+             lambda x: {"y": 2.0 * x}),
+            ("other_outputs.tflite", tf.TensorSpec([1, 8, 8, 3], tf.uint8, name="images"),
+             lambda images: {"logits": tf.reduce_mean(tf.cast(images, tf.float32), [1, 2, 3])})]:
+        module = tf.Module()
+        module.serve = tf.function(function, input_signature=[spec])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [module.serve.get_concrete_function()], module)
+        (folder / name).write_bytes(converter.convert())
+        models[name] = str(folder / name)
+    return models
+
+
+@pytest.mark.parametrize("name", ["no_signatures", "other_input", "other_outputs"])
+def test_a_foreign_saved_model_is_one_line_naming_what_was_expected_and_what_it_has(
+        foreign_models, name):
+    from agetf import predict
+
+    path = foreign_models[name]
+    for load, signature, expected in [
+            (predict.load_predictor, "serving_default", "images_bytes"),
+            (predict.load_image_predictor, "serving_images", "images")]:
+        with pytest.raises(predict.SavedModelError) as error:
+            load(path)
+        message = str(error.value)
+        assert "\n" not in message and len(message) < 600, message
+        assert message.startswith(f"{path} is not an agetf export: it has signatures "), message
+        assert f"'{signature}' taking {expected}" in message, message
+        assert "python -m agetf.train --load" in message, message
+        has = {"no_signatures": "it has signatures [] without",
+               "other_input": "[serving_default taking x (float32 [None, 4]) giving output_0]",
+               "other_outputs": "[serving_default taking images_bytes (string [None]) giving "
+                                "logits, serving_images taking images (uint8 [None, None, None, "
+                                "3]) giving logits]"}[name]
+        assert has in message, message
+
+
+@pytest.mark.parametrize("name", ["other_input.tflite", "other_outputs.tflite"])
+def test_a_foreign_tflite_file_is_one_line(foreign_models, name):
+    from agetf import predict
+
+    with pytest.raises(ValueError) as error:
+        predict.load_predictor(foreign_models[name])
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(foreign_models[name]), message
+    assert "agetf.train --load --export_tflite" in message, message
+
+
+@pytest.mark.parametrize("detect", [False, True], ids=["crops", "detect_faces"])
+def test_the_command_with_a_foreign_saved_model_prints_one_line_and_no_image_bytes(
+        foreign_models, faces_dir, detect):
+    image = os.path.join(faces_dir, sorted(os.listdir(faces_dir))[0])
+    result = run_predict(f"--saved_model={foreign_models['other_input']}",
+                         *(["--detect_faces"] if detect else []), image)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and len(result.stderr) < 2000, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"agetf.predict: error: {foreign_models['other_input']} is not an agetf export")
