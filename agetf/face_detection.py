@@ -18,6 +18,7 @@ away from the crops themselves, against 0.8 years with MTCNN and alignment; it w
 
 import dataclasses
 import functools
+import math
 from typing import Optional
 
 import numpy as np
@@ -28,6 +29,12 @@ DEFAULT_MIN_CONFIDENCE = 0.8
 DEFAULT_MIN_FACE = 30
 MTCNN_MIN_FACE = 20  # the min_face_size mtcnn 1.0's pyramid works at (MTCNNDetector)
 REFINE_MIN_CONFIDENCE = 0.5  # finding an aligned face again (for_aligned_crops)
+# The most pixels MTCNN is given. It holds ~130 bytes per pixel (the photo as float32, its
+# normalised copy, every pyramid level and PNet's outputs at once: 6 MP took 0.85 GB over
+# its 0.65 GB at rest), so 4 MP keeps a photo's detection near 0.5 GB. A photo larger once
+# scaled for min_face is scaled down further: in it, faces under min_face times that extra
+# factor are not found (34 px instead of 30 in a 12 MP phone photo).
+DEFAULT_MAX_PIXELS = 4_000_000
 MTCNN_INSTALL = "pip install 'mtcnn>=1.0,<2'"
 
 
@@ -78,23 +85,29 @@ def shared_mtcnn():
 
 class MTCNNDetector:
     """A callable from a uint8 RGB photo to its Faces, largest first: MTCNN faces at least
-    min_face pixels and min_confidence sure."""
+    min_face pixels and min_confidence sure, found in the photo scaled to at most
+    max_pixels."""
 
     def __init__(self, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                 min_face: int = DEFAULT_MIN_FACE, mtcnn=None):
+                 min_face: int = DEFAULT_MIN_FACE, mtcnn=None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         if not 0 <= min_confidence <= 1 or min_face < 1:
             raise ValueError(f"--min_confidence must be in [0, 1] and --min_face >= 1, got "
                              f"{min_confidence} and {min_face}; the defaults are "
                              f"{DEFAULT_MIN_CONFIDENCE} and {DEFAULT_MIN_FACE}")
+        if max_pixels < 12 * 12:  # PNet's window
+            raise ValueError(f"--max_detection_pixels must be >= 144, got {max_pixels}; the "
+                             f"default is {DEFAULT_MAX_PIXELS}")
         self.min_confidence = min_confidence
         self.min_face = min_face
+        self.max_pixels = max_pixels
         self.mtcnn = mtcnn if mtcnn is not None else shared_mtcnn()
 
     def for_aligned_crops(self):
         """The detector that refines alignments (face_alignment.refine): on the aligned crop,
         at MTCNN's own scale (as the template was measured), and at REFINE_MIN_CONFIDENCE,
         since the face is known to be there."""
-        return MTCNNDetector(REFINE_MIN_CONFIDENCE, MTCNN_MIN_FACE, self.mtcnn)
+        return MTCNNDetector(REFINE_MIN_CONFIDENCE, MTCNN_MIN_FACE, self.mtcnn, self.max_pixels)
 
     def __call__(self, image) -> list:
         import cv2
@@ -104,8 +117,10 @@ class MTCNNDetector:
         # mtcnn 1.0's image pyramid is sized for its default min_face_size only: above
         # about 23 its last level is under PNet's 12 px window and the whole photo fails
         # (it answers "no face"); below 20 it stops short of faces that fill the photo.
-        # So the photo is scaled to make min_face MTCNN_MIN_FACE pixels instead.
-        factor = MTCNN_MIN_FACE / self.min_face
+        # So the photo is scaled to make min_face MTCNN_MIN_FACE pixels instead, and
+        # further down where that leaves more than max_pixels (MTCNN's memory).
+        factor = min(MTCNN_MIN_FACE / self.min_face,
+                     math.sqrt(self.max_pixels / max(width * height, 1)))
         scaled_width, scaled_height = round(width * factor), round(height * factor)
         if min(scaled_width, scaled_height) < 12:  # PNet's window
             return []
@@ -135,7 +150,8 @@ class MTCNNDetector:
                                                face.box.left))
 
 
-def load_detector(min_confidence: Optional[float] = None, min_face: Optional[int] = None):
+def load_detector(min_confidence: Optional[float] = None, min_face: Optional[int] = None,
+                  max_pixels: Optional[int] = None):
     """An MTCNNDetector (None: the defaults); DetectorUnavailable names the install command."""
     try:
         import cv2  # noqa: F401  (resizing here, warping in face_alignment)
@@ -143,7 +159,8 @@ def load_detector(min_confidence: Optional[float] = None, min_face: Optional[int
         raise DetectorUnavailable("face detection needs OpenCV; install it with "
                                   "pip install 'opencv-python-headless>=4.8,<5'") from None
     return MTCNNDetector(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,
-                         DEFAULT_MIN_FACE if min_face is None else min_face)
+                         DEFAULT_MIN_FACE if min_face is None else min_face,
+                         max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
 
 
 def detect_faces(image: np.ndarray, detector=None) -> list:

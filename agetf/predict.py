@@ -17,6 +17,12 @@ Arguments after the flags are images or folders (walked for .jpg/.jpeg/.png). Fo
 image it prints the older project's lines (`Predicting for image X`, `Predicted age: A,
 true age: T`, ...), with true labels read from UTKFace-style file names, then a summary
 (MAE, CS@5, accuracies) over the images whose names carry labels.
+
+Hostile input costs one error line for that path, and the rest is predicted: only regular
+files are read (a FIFO or /dev/zero is not), none over --max_file_mb, and none decoded to
+more than --max_pixels (checked from the header; a larger JPEG decodes at 1/2, 1/4 or 1/8
+scale), so one input stays under 2 GB of memory. A model that is not an agetf export is
+refused in one line.
 """
 
 import collections
@@ -24,8 +30,11 @@ import concurrent.futures
 import dataclasses
 import io
 import itertools
+import math
 import os
+import stat
 import sys
+import warnings
 from typing import Iterable, Iterator, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before agetf.labels imports TensorFlow
@@ -56,6 +65,18 @@ PREDICTED_OUTPUTS = ("age", "female_probability")
 EXPORT_COMMAND = "python -m agetf.train --load --model_dir=RUN --export_dir=DIR"
 # How much of a foreign SavedModel an error describes (it stays one readable line).
 _SIGNATURES_DESCRIBED, _NAMES_DESCRIBED = 4, 3
+# What one input may cost. Peak memory on one photo with --detect_faces is ~0.85 GB
+# (TensorFlow, the model, MTCNN) + MTCNN's own (agetf.face_detection caps the pixels it
+# sees) + ~6 bytes per decoded pixel (the decode and its array): 40 MP keeps it ~1.5 GB, and
+# a JPEG over it decodes at 1/2, 1/4 or 1/8 scale (a 200 MP phone JPEG at 1/4). A file
+# over 128 MB is not read (the crop path holds each file's bytes): that is above any image
+# within 40 MP stored as 8-bit RGB even uncompressed (120 MB), and than camera JPEGs.
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_FILE_MB = 128
+_JPEG_SCALES = (1, 2, 4, 8)  # the DCT scalings libjpeg decodes at: 1/1 ... 1/8
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISDIR, "a folder"))
 
 
 class SavedModelError(ValueError):
@@ -63,7 +84,26 @@ class SavedModelError(ValueError):
 
 
 class ImageReadError(ValueError):
-    """A file that cannot be read or decoded as an image."""
+    """A file that cannot be read or decoded as an image, or is not read (see ReadLimits)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadLimits:
+    """What one input may cost: the file's size, and the pixels it is decoded to (a JPEG
+    over max_pixels decodes at 1/2, 1/4 or 1/8 scale; any other image over it is refused)."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_mb: float = DEFAULT_MAX_FILE_MB
+
+    def __post_init__(self):
+        if self.max_pixels < 1 or self.max_file_mb <= 0:
+            raise ValueError(f"--max_pixels and --max_file_mb must be positive, got "
+                             f"{self.max_pixels} and {self.max_file_mb}; the defaults are "
+                             f"{DEFAULT_MAX_PIXELS} and {DEFAULT_MAX_FILE_MB}")
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_file_mb * 1_000_000)
 
 
 @dataclasses.dataclass
@@ -167,12 +207,16 @@ def load_tflite(path: str):
 
 
 def find_images(paths: Sequence[str]) -> list:
-    """Files as given, plus the images under each folder (sorted); a missing path raises."""
+    """Files as given, plus the images under each folder (sorted); a missing path raises.
+
+    What is not a regular file (a FIFO, a device) is listed too: reading it is refused
+    with an error line for that path (open_image_file).
+    """
     found = []
     for path in paths:
         if os.path.isdir(path):
             found.extend(_walk_images(path))
-        elif os.path.isfile(path):
+        elif os.path.exists(path):
             found.append(path)
         else:
             raise ValueError(f"{path} does not exist; pass image files or folders of images")
@@ -187,28 +231,76 @@ def _walk_images(folder):
                 yield os.path.join(root, file_name)
 
 
-def read_jpeg(path: str, check: bool = True) -> bytes:
+def open_image_file(path: str, limits: ReadLimits):
+    """The file opened for reading (binary) if it is a regular file, after following links,
+    of at most limits.max_bytes; ImageReadError otherwise. Nothing else is opened: a FIFO
+    would block until a writer comes, and a device such as /dev/zero never ends."""
+    try:
+        _check_file(path, os.stat(path), limits)
+        # Non-blocking, so that a FIFO put in the file's place after the check cannot block
+        # the open; the checks are repeated on what was opened.
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                         | getattr(os, "O_NOCTTY", 0))
+    except OSError as error:
+        raise ImageReadError(f"cannot read {path} as an image ({error})") from error
+    try:
+        _check_file(path, os.fstat(handle), limits)
+    except ImageReadError:
+        os.close(handle)
+        raise
+    return os.fdopen(handle, "rb")
+
+
+def _check_file(path, status, limits):
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(status.st_mode)), "not a file")
+        raise ImageReadError(f"{path} is not a regular file ({kind}), not read")
+    _check_size(path, status.st_size, limits)
+
+
+def _check_size(path, size, limits):
+    if size > limits.max_bytes:
+        raise ImageReadError(f"{path} is {size / 1e6:.1f} MB, more than the "
+                             f"{limits.max_file_mb:g} MB an image file may have "
+                             "(--max_file_mb), not read")
+
+
+def read_file(path: str, limits: ReadLimits) -> bytes:
+    """The bytes of a regular file within limits.max_bytes (open_image_file)."""
+    with open_image_file(path, limits) as f:
+        try:
+            data = f.read(limits.max_bytes + 1)  # +1: a file that grew since its check
+        except OSError as error:
+            raise ImageReadError(f"cannot read {path} as an image ({error})") from error
+    _check_size(path, len(data), limits)
+    return data
+
+
+def read_jpeg(path: str, check: bool = True, limits: Optional[ReadLimits] = None) -> bytes:
     """The file's bytes if an RGB JPEG, else the image re-encoded as one, as the converter does.
 
     Every image is decoded, so a truncated or corrupt file raises ImageReadError here;
     check=False skips that decode for RGB JPEGs, whose bytes go to the model unchanged:
     the model's own decode then checks them (predict_files asks jpeg_for_model why, when
-    that decode fails).
+    that decode fails). Files and images over limits raise ImageReadError before any decode.
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as error:
-        raise ImageReadError(f"cannot read {path} as an image ({error})") from error
-    return jpeg_for_model(path, data, check)
+    limits = limits or ReadLimits()
+    return jpeg_for_model(path, read_file(path, limits), check, limits.max_pixels)
 
 
-def jpeg_for_model(path: str, data: bytes, check: bool = True) -> bytes:
-    """read_jpeg on a file's bytes already in memory (path names it in errors)."""
+def jpeg_for_model(path: str, data: bytes, check: bool = True,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """read_jpeg on a file's bytes already in memory (path names it in errors).
+
+    An image over max_pixels is refused from its header (reduced_scale), except a JPEG
+    that fits at a reduced scale: an RGB one goes to the model, which decodes it at a DCT
+    scale near its input size; any other is decoded at that scale before re-encoding.
+    """
     from PIL import Image
 
     try:
-        image = Image.open(io.BytesIO(data))
+        image = open_image(io.BytesIO(data))
+        scale = reduced_scale(path, image, max_pixels)
         if image.format == "JPEG" and image.mode == "RGB":
             if not check:
                 return data
@@ -216,7 +308,11 @@ def jpeg_for_model(path: str, data: bytes, check: bool = True) -> bytes:
             # at 1/8 scale parses the same entropy-coded stream, so truncated and corrupt
             # files fail here as in a full decode, with the same errors, at half the CPU time.
             image.draft("RGB", (1, 1))
+        elif scale > 1:
+            draft(path, image, scale, max_pixels)
         image.load()  # a decode, so truncated files fail here and not inside a batch
+    except ImageReadError:
+        raise
     except Image.UnidentifiedImageError as error:
         raise ImageReadError(f"cannot read {path} as an image (not an image format)") from error
     except Exception as error:  # Pillow raises many types for corrupt images
@@ -226,6 +322,41 @@ def jpeg_for_model(path: str, data: bytes, check: bool = True) -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=_REENCODE_QUALITY)
     return buffer.getvalue()
+
+
+def open_image(file):
+    """Image.open without Pillow's DecompressionBombWarning: reduced_scale checks the size
+    against --max_pixels instead (Pillow still refuses over twice its own limit, 179 MP)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(file)
+
+
+def reduced_scale(path: str, image, max_pixels: int) -> int:
+    """1 if an opened (not yet decoded) image has at most max_pixels, else the DCT scale
+    (2, 4 or 8) at which a JPEG fits; ImageReadError for any other image over max_pixels."""
+    width, height = image.size
+    for scale in _JPEG_SCALES if image.format == "JPEG" else (1,):
+        if math.ceil(width / scale) * math.ceil(height / scale) <= max_pixels:
+            return scale
+    raise ImageReadError(
+        f"{path} has {width}x{height} pixels ({width * height / 1e6:.1f} MP), more than the "
+        f"{max_pixels / 1e6:g} MP an image may have (--max_pixels)"
+        + (" even decoded at 1/8 scale" if image.format == "JPEG"
+           else "; only JPEGs are decoded at reduced scale"))
+
+
+def draft(path: str, image, scale: int, max_pixels: int) -> None:
+    """Makes an opened JPEG decode at 1/scale (libjpeg's DCT scaling, in Pillow's draft)."""
+    width, height = image.size
+    # draft() picks the largest scale that leaves at least the size asked for.
+    image.draft(None, (width // scale, height // scale))
+    if image.size[0] * image.size[1] > max_pixels:  # a JPEG Pillow could not scale
+        raise ImageReadError(f"{path} has {width}x{height} pixels ({width * height / 1e6:.1f} "
+                             f"MP), more than the {max_pixels / 1e6:g} MP an image may have "
+                             "(--max_pixels), and cannot be decoded at reduced scale")
 
 
 def true_labels(path: str):
@@ -238,41 +369,39 @@ def true_labels(path: str):
 
 
 def predict_files(predictor, paths: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE,
-                  read_threads: int = READ_THREADS) -> Iterator[Prediction]:
+                  read_threads: int = READ_THREADS,
+                  limits: Optional[ReadLimits] = None) -> Iterator[Prediction]:
     """Predicts every path in order, batch_size images per call; unreadable files get an error.
 
     predictor: serving_default, or anything that takes images_bytes, decodes them and raises
     tf.errors.InvalidArgumentError on bytes it cannot decode (an RGB JPEG is checked only so).
     read_threads threads read the next batches' files while the model runs on the current
     batch; 0 reads each batch just before its call. The batches, and so the predictions and
-    their order, are the same either way.
+    their order, are the same either way. A file over limits (default ReadLimits()) gets
+    an error without being read whole or decoded.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}; pass --batch_size=32")
     if read_threads < 0:
         raise ValueError(f"read_threads must be >= 0, got {read_threads}")
-    paths = iter(paths)
+    paths, limits = iter(paths), limits or ReadLimits()
     batches = iter(lambda: list(itertools.islice(paths, batch_size)), [])
     if read_threads == 0:
         for batch in batches:
-            yield from _predict_batch(predictor, batch)
+            yield from _call_batch(predictor, *_read_batch(batch, limits))
         return
     with concurrent.futures.ThreadPoolExecutor(read_threads,
                                                thread_name_prefix="agetf-read") as pool:
         reading = collections.deque()
         for batch in batches:
-            reading.append(pool.submit(_read_batch, batch))
+            reading.append(pool.submit(_read_batch, batch, limits))
             if len(reading) > read_threads:
                 yield from _call_batch(predictor, *reading.popleft().result())
         while reading:
             yield from _call_batch(predictor, *reading.popleft().result())
 
 
-def _predict_batch(predictor, paths):
-    return _call_batch(predictor, *_read_batch(paths))
-
-
-def _read_batch(paths):
+def _read_batch(paths, limits):
     """(a Prediction per path with its labels or read error, the readable files' JPEG bytes).
 
     RGB JPEGs are not decoded here: the model's decode is the check (see _fill).
@@ -282,7 +411,7 @@ def _read_batch(paths):
         true_age, true_gender = true_labels(path)
         prediction = Prediction(path=path, true_age=true_age, true_gender=true_gender)
         try:
-            jpegs.append(read_jpeg(path, check=False))
+            jpegs.append(read_jpeg(path, check=False, limits=limits))
         except ImageReadError as error:
             prediction.error = str(error)
         predictions.append(prediction)
@@ -399,21 +528,23 @@ def format_summary(summary: dict) -> list:
 
 
 def run(saved_model_dir: str, paths: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
-        out=sys.stdout) -> dict:
+        out=sys.stdout, limits: Optional[ReadLimits] = None) -> dict:
     """Predicts and prints every image under paths; returns the summary."""
     images = find_images(paths)
     if not images:
         raise ValueError(f"no .jpg/.jpeg/.png images in {', '.join(paths)}; pass image files "
                          "or folders that hold them")
-    return predict_and_print(load_predictor(saved_model_dir), images, batch_size, out)
+    return predict_and_print(load_predictor(saved_model_dir), images, batch_size, out,
+                             limits=limits)
 
 
 def predict_and_print(predictor, images: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
-                      out=sys.stdout, read_threads: int = READ_THREADS) -> dict:
+                      out=sys.stdout, read_threads: int = READ_THREADS,
+                      limits: Optional[ReadLimits] = None) -> dict:
     """Predicts images (file paths) in order, printing each one's lines as soon as its batch
     is done, then the summary; returns the summary."""
     predictions = []
-    for prediction in predict_files(predictor, images, batch_size, read_threads):
+    for prediction in predict_files(predictor, images, batch_size, read_threads, limits):
         predictions.append(prediction)
         print("\n".join(format_prediction(prediction)), file=out, flush=True)
     summary = summarize(predictions)
@@ -440,30 +571,45 @@ class FacePrediction:
 
 @dataclasses.dataclass
 class PhotoPrediction:
-    """A photo's faces (empty when none was found), or the error that stopped it, and the
-    seconds spent finding the faces and warping them into crops."""
+    """A photo's faces (empty when none was found), or the error that stopped it, the
+    seconds spent finding the faces and warping them into crops, and the photo's pixels per
+    pixel of the image they were found in (faces' boxes are in the latter; 2, 4 or 8 where
+    a large JPEG was decoded at reduced scale)."""
 
     path: str
     faces: list = dataclasses.field(default_factory=list)
     error: Optional[str] = None
     detection_seconds: Optional[float] = None
     alignment_seconds: Optional[float] = None
+    scale: float = 1.0
 
 
-def read_image(path: str):
-    """A file as a uint8 RGB array, turned upright by its EXIF orientation (phone photos)."""
+def read_photo(path: str, limits: Optional[ReadLimits] = None):
+    """(a uint8 RGB array, its scale): the photo turned upright by its EXIF orientation
+    (phone photos); a JPEG over limits.max_pixels decoded at 1/2, 1/4 or 1/8 scale, and
+    scale the photo's pixels per array pixel (1 at full size). Over limits: ImageReadError."""
     import numpy as np
     from PIL import Image, ImageOps
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            upright = ImageOps.exif_transpose(image).convert("RGB")
-    except Image.UnidentifiedImageError as error:
-        raise ImageReadError(f"cannot read {path} as an image (not an image format)") from error
-    except Exception as error:  # Pillow raises many types for corrupt images
-        raise ImageReadError(f"cannot read {path} as an image ({error})") from error
-    return np.asarray(upright)
+    limits = limits or ReadLimits()
+    with open_image_file(path, limits) as f:
+        try:
+            with open_image(f) as image:
+                scale = reduced_scale(path, image, limits.max_pixels)
+                width = image.size[0]
+                if scale > 1:
+                    draft(path, image, scale, limits.max_pixels)
+                image.load()
+                scale = width / image.size[0]
+                ImageOps.exif_transpose(image, in_place=True)
+                upright = image if image.mode == "RGB" else image.convert("RGB")
+                return np.asarray(upright), scale
+        except ImageReadError:
+            raise
+        except Image.UnidentifiedImageError as error:
+            raise ImageReadError(f"cannot read {path} as an image (not an image format)") from error
+        except Exception as error:  # Pillow raises many types for corrupt images
+            raise ImageReadError(f"cannot read {path} as an image ({error})") from error
 
 
 def load_image_predictor(model_path: str):
@@ -536,7 +682,7 @@ def format_photo(photo: PhotoPrediction) -> list:
     if not photo.faces:
         return lines + ["No face found"]
     for index, face in enumerate(photo.faces, start=1):
-        box = face.box
+        box = photo_box(face.box, photo.scale)
         parts = [] if face.age is None else [f"predicted age {face.age:.1f}"]
         if face.age_range is not None:
             parts.append(f"range {labels.AGE_RANGE_NAMES[face.age_range]}")
@@ -546,6 +692,16 @@ def format_photo(photo: PhotoPrediction) -> list:
         lines.append(f"Face {index} at x={box.left} y={box.top} w={box.width} h={box.height}: "
                      + ", ".join(parts))
     return lines
+
+
+def photo_box(box, scale: float):
+    """A box found in a photo decoded at 1/scale, in the photo's own pixels."""
+    from agetf import face_detection
+
+    if scale == 1:
+        return box
+    return face_detection.Box(*(int(round(value * scale))
+                                for value in (box.left, box.top, box.width, box.height)))
 
 
 def annotation_path(annotate_dir: str, path: str, used: set) -> str:
@@ -562,9 +718,11 @@ def annotation_path(annotate_dir: str, path: str, used: set) -> str:
 
 def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str] = None,
                min_confidence: Optional[float] = None, min_face: Optional[int] = None,
-               refine: bool = True, out=sys.stdout) -> dict:
+               refine: bool = True, out=sys.stdout, limits: Optional[ReadLimits] = None,
+               max_detection_pixels: Optional[int] = None) -> dict:
     """Detects, predicts and prints every face in every photo; returns counts, and the
-    median milliseconds per readable photo of detection and of alignment."""
+    median milliseconds per readable photo of detection and of alignment. With annotate_dir,
+    each readable photo is drawn there (as decoded) under its file name."""
     import numpy as np
 
     from agetf import face_detection
@@ -573,7 +731,7 @@ def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str
     if not images:
         raise ValueError(f"no .jpg/.jpeg/.png images in {', '.join(paths)}; pass image files "
                          "or folders that hold them")
-    face_detector = face_detection.load_detector(min_confidence, min_face)
+    face_detector = face_detection.load_detector(min_confidence, min_face, max_detection_pixels)
     predictor = load_image_predictor(model_path)
     if annotate_dir:
         os.makedirs(annotate_dir, exist_ok=True)
@@ -582,8 +740,9 @@ def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str
     used = set()
     for path in images:
         try:
-            image = read_image(path)
+            image, scale = read_photo(path, limits)
             photo = predict_photo(predictor, path, image, face_detector, refine)
+            photo.scale = scale
         except ImageReadError as error:
             image, photo = None, PhotoPrediction(path=path, error=str(error))
         print("\n".join(format_photo(photo)), file=out, flush=True)
@@ -594,9 +753,10 @@ def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str
             detection.append(photo.detection_seconds)
             alignment.append(photo.alignment_seconds)
         if annotate_dir and image is not None:
-            picture = face_detection.annotate(image, [f.face for f in photo.faces],
-                                              [face_caption(f) for f in photo.faces])
-            picture.save(annotation_path(annotate_dir, path, used))
+            face_detection.annotate(image, [f.face for f in photo.faces],
+                                    [face_caption(f) for f in photo.faces]).save(
+                annotation_path(annotate_dir, path, used))
+        del image  # before the next photo is decoded
     print(f"Images: {counts['images']}, unreadable: {counts['errors']}, faces: {counts['faces']}, "
           f"images without a face: {counts['without_face']}", file=out)
     if detection:
@@ -627,6 +787,15 @@ def define_flags():
                        "face (default agetf.face_detection.DEFAULT_MIN_CONFIDENCE, 0.8).")
     flags.DEFINE_integer("min_face", None, "Face detection: smallest face box side, in pixels "
                          "(default agetf.face_detection.DEFAULT_MIN_FACE, 30).")
+    flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Most pixels an image is decoded "
+                         "to: a larger JPEG decodes at 1/2, 1/4 or 1/8 scale, any other larger "
+                         "image is refused from its header (each costs ~6 bytes per pixel).")
+    flags.DEFINE_float("max_file_mb", DEFAULT_MAX_FILE_MB, "Files larger than this (MB) are "
+                       "not read.")
+    flags.DEFINE_integer("max_detection_pixels", None, "Face detection: most pixels MTCNN is "
+                         "given; a larger photo is scaled down for detection (default "
+                         "agetf.face_detection.DEFAULT_MAX_PIXELS, 4,000,000; MTCNN takes ~130 "
+                         "bytes per pixel).")
     flags.DEFINE_boolean("refine_alignment", True, "Face detection: find each aligned face's "
                          "landmarks again on its crop and align once more (closer to the "
                          "training crops' framing; about 60 ms per face on 2 CPU cores).")
@@ -647,11 +816,13 @@ def main(argv):
         raise app.UsageError("no images given; pass image files or folders after the flags")
     try:
         model_path = model_path_from_flags()
+        limits = ReadLimits(FLAGS.max_pixels, FLAGS.max_file_mb)
         if FLAGS.detect_faces or FLAGS.annotate:
             counts = run_photos(model_path, argv[1:], FLAGS.annotate, FLAGS.min_confidence,
-                                FLAGS.min_face, FLAGS.refine_alignment)
+                                FLAGS.min_face, FLAGS.refine_alignment, limits=limits,
+                                max_detection_pixels=FLAGS.max_detection_pixels)
             return 1 if counts["errors"] == counts["images"] else 0
-        summary = run(model_path, argv[1:], FLAGS.batch_size)
+        summary = run(model_path, argv[1:], FLAGS.batch_size, limits=limits)
     except (ValueError, RuntimeError) as error:
         sys.exit(f"agetf.predict: error: {error}")
     return 1 if summary["errors"] == summary["images"] else 0

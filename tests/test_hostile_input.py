@@ -259,3 +259,136 @@ def test_the_command_with_a_foreign_saved_model_prints_one_line_and_no_image_byt
     assert "Traceback" not in result.stderr and len(result.stderr) < 2000, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith(
         f"agetf.predict: error: {foreign_models['other_input']} is not an agetf export")
+
+
+@pytest.mark.parametrize("detect", [False, True], ids=["crops", "detect_faces"])
+def test_only_regular_files_are_read_and_the_rest_of_the_folder_is_predicted(
+        tiny_export, faces_dir, tmp_path, detect):
+    """A FIFO would block the read forever and /dev/zero never ends: each is an error line.
+    A regular file over the size cap (sparse, so cheap) is not read either."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    faces = sorted(os.listdir(faces_dir))
+    shutil.copy(os.path.join(faces_dir, faces[0]), folder / "a.jpg")
+    os.mkfifo(folder / "x.jpg")
+    os.symlink("/dev/zero", folder / "y.jpg")
+    shutil.copy(os.path.join(faces_dir, faces[1]), folder / "z.jpg")
+    with open(folder / "huge.jpg", "wb") as f:
+        f.truncate(1_000_000_000)
+    result = run_predict(f"--saved_model={tiny_export.saved_model}",
+                         *(["--detect_faces"] if detect else []), str(folder),
+                         str(folder / "x.jpg"), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    blocks = printed_blocks(result.stdout)
+    assert sorted(blocks) == ["a.jpg", "huge.jpg", "x.jpg", "y.jpg", "z.jpg"], result.stdout
+    assert blocks["x.jpg"] == [[f"Error: {folder / 'x.jpg'} is not a regular file (a FIFO), "
+                                "not read"]] * 2
+    assert blocks["y.jpg"] == [[f"Error: {folder / 'y.jpg'} is not a regular file (a character "
+                                "device), not read"]]
+    assert blocks["huge.jpg"] == [[f"Error: {folder / 'huge.jpg'} is 1000.0 MB, more than the "
+                                   "128 MB an image file may have (--max_file_mb), not read"]]
+    for name in ("a.jpg", "z.jpg"):
+        (lines,) = blocks[name]
+        assert not lines[0].startswith("Error"), (name, lines)
+    assert "Images: 6, unreadable: 4" in result.stdout
+
+
+def write_flat_jpeg(path, width, height, colour=(120, 90, 60)):
+    """A flat-colour JPEG of width x height (multiples of 16) written without ever holding its
+    pixels: one strip encoded with a restart marker after each row of blocks, whose interval
+    (the same for every row, as each restart resets the DC prediction) is repeated."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, 32), colour).save(buffer, "JPEG", quality=90, subsampling=2,
+                                               restart_marker_rows=1)
+    data = buffer.getvalue()
+    frame, scan = data.index(b"\xff\xc0"), data.index(b"\xff\xda")
+    scan += 2 + struct.unpack(">H", data[scan + 2:scan + 4])[0]
+    interval = data[scan:data.index(b"\xff\xd0", scan)]
+    assert data[scan + len(interval) + 2:].startswith(interval)  # rows are encoded alike
+    header = bytearray(data[:scan])
+    header[frame + 5:frame + 9] = struct.pack(">HH", height, width)
+    rows = height // 16
+    with open(path, "wb") as f:
+        f.write(header)
+        for row in range(rows):
+            f.write(interval + (bytes([0xFF, 0xD0 + row % 8]) if row < rows - 1 else b""))
+        f.write(b"\xff\xd9")
+
+
+def write_flat_png(path, width, height, colour=(120, 90, 60)):
+    """A flat-colour RGB PNG of width x height, compressed one row at a time."""
+    import zlib
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    row, compressor = b"\x00" + bytes(colour) * width, zlib.compressobj()
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n"
+                + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def run_measuring_memory(args, timeout):
+    """(exit code, stdout, peak resident bytes) of a child process, killed after timeout s."""
+    import tempfile
+    import threading
+
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    with tempfile.TemporaryFile() as out:
+        child = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        killer = threading.Timer(timeout, child.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)  # the child's own rusage, not all children's
+        finally:
+            killer.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        return child.returncode, out.read().decode(), usage.ru_maxrss * 1024  # KiB on Linux
+
+
+@pytest.fixture(scope="module")
+def huge_photos(tmp_path_factory):
+    """The issue's two: a 12000x12000 JPEG (2.2 MB) and a 13000x13000 PNG (0.5 MB)."""
+    folder = tmp_path_factory.mktemp("huge_photos")
+    write_flat_jpeg(folder / "wide.jpg", 12000, 12000)
+    write_flat_png(folder / "huge.png", 13000, 13000)
+    return folder
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_the_flat_photos_are_what_they_claim_to_be(huge_photos):
+    from PIL import Image
+
+    with Image.open(huge_photos / "wide.jpg") as image:
+        image.draft("RGB", (1500, 1500))
+        assert image.size == (1500, 1500)
+        assert image.getextrema() == ((120, 120), (91, 91), (61, 61))  # JPEG's rounding
+    with Image.open(huge_photos / "huge.png") as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "RGB", (13000, 13000))
+
+
+@pytest.mark.parametrize("detect", [False, True], ids=["crops", "detect_faces"])
+def test_huge_photos_take_under_2_gb_and_each_gets_its_lines(tiny_export, huge_photos, detect):
+    """The JPEG is decoded at reduced scale (by the model on the crop path, by Pillow's DCT
+    scaling for detection); the PNG has more pixels than --max_pixels and is refused from
+    its header."""
+    code, output, peak = run_measuring_memory(
+        [sys.executable, "-m", "agetf.predict", f"--saved_model={tiny_export.saved_model}",
+         *(["--detect_faces"] if detect else []), str(huge_photos)], timeout=300)
+    assert code == 0, output[-3000:]
+    blocks = printed_blocks(output)
+    assert sorted(blocks) == ["huge.png", "wide.jpg"], output[-3000:]
+    assert blocks["huge.png"] == [[
+        f"Error: {huge_photos / 'huge.png'} has 13000x13000 pixels (169.0 MP), more than the "
+        "40 MP an image may have (--max_pixels); only JPEGs are decoded at reduced scale"]]
+    (wide,) = blocks["wide.jpg"]
+    assert wide == ["No face found"] if detect else wide[0].startswith("Predicted age: "), wide
+    assert peak < 2e9, f"peak resident memory {peak / 1e9:.2f} GB"

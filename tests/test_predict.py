@@ -309,9 +309,9 @@ def test_files_are_read_in_the_read_threads_and_the_model_called_in_order(images
     read_in, called = set(), []
     reading = predict.read_jpeg
 
-    def recording_read(path, check=True):
+    def recording_read(path, check=True, limits=None):
         read_in.add(threading.current_thread().name.split("_")[0])
-        return reading(path, check)
+        return reading(path, check, limits)
 
     def recording_predictor(images_bytes):
         called.append(int(images_bytes.shape[0]))
@@ -364,3 +364,49 @@ def test_reduced_scale_check_rejects_what_a_full_decode_rejects_with_the_same_re
         else:
             assert expected is None and got == data
     assert rejected >= 60  # most cuts and some corruptions are caught
+
+
+def test_images_over_max_pixels_are_refused_from_the_header_or_decoded_at_reduced_scale(
+        tmp_path):
+    limits = predict.ReadLimits(max_pixels=500_000)
+    rgb = write_image(tmp_path / "rgb.jpg", 1, size=(1600, 1200))  # 1.9 MP
+    grey = write_image(tmp_path / "grey.jpg", 2, mode="L", size=(1600, 1200))
+    png = write_image(tmp_path / "big.png", 3, image_format="PNG", size=(1000, 600))
+    # An RGB JPEG goes to the model as it is (the model decodes it at a DCT scale), any
+    # other JPEG is decoded at the largest scale that fits (1/2: 800x600 is 0.48 MP).
+    assert predict.read_jpeg(rgb, limits=limits) == open(rgb, "rb").read()
+    reencoded = Image.open(io.BytesIO(predict.read_jpeg(grey, limits=limits)))
+    assert (reencoded.mode, reencoded.size) == ("RGB", (800, 600))
+    with pytest.raises(predict.ImageReadError) as error:
+        predict.read_jpeg(png, limits=limits)
+    assert str(error.value) == (f"{png} has 1000x600 pixels (0.6 MP), more than the 0.5 MP an "
+                                "image may have (--max_pixels); only JPEGs are decoded at "
+                                "reduced scale")
+    with pytest.raises(predict.ImageReadError, match="even decoded at 1/8 scale"):
+        predict.read_jpeg(rgb, limits=predict.ReadLimits(max_pixels=20_000))
+    photo, scale = predict.read_photo(grey, limits)
+    assert photo.shape == (600, 800, 3) and scale == 2
+    photo, scale = predict.read_photo(rgb, predict.ReadLimits(max_pixels=150_000))
+    assert photo.shape == (300, 400, 3) and scale == 4
+    photo, scale = predict.read_photo(rgb)  # within the default: full size
+    assert photo.shape == (1200, 1600, 3) and scale == 1
+    with pytest.raises(ValueError, match="--max_pixels and --max_file_mb must be positive"):
+        predict.ReadLimits(max_pixels=0)
+
+
+def test_a_file_over_max_file_mb_is_not_read_and_only_regular_files_are_opened(tmp_path):
+    big = tmp_path / "big.jpg"
+    with open(big, "wb") as f:
+        f.truncate(3_000_001)  # sparse: nothing written
+    limits = predict.ReadLimits(max_file_mb=3)
+    for read in (lambda p: predict.read_jpeg(p, limits=limits),
+                 lambda p: predict.read_photo(p, limits)):
+        with pytest.raises(predict.ImageReadError) as error:
+            read(str(big))
+        assert str(error.value) == (f"{big} is 3.0 MB, more than the 3 MB an image file may "
+                                    "have (--max_file_mb), not read")
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    assert predict.find_images([str(fifo)]) == [str(fifo)]  # named, so listed, and refused:
+    with pytest.raises(predict.ImageReadError, match=r"not a regular file \(a FIFO\), not read"):
+        predict.read_jpeg(str(fifo))  # without blocking: a FIFO is not opened

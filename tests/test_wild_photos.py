@@ -288,3 +288,52 @@ def test_command_line_without_mtcnn_is_one_line_naming_the_install(photos_dir):
     assert done.stderr.strip().splitlines()[-1] == (
         "agetf.predict: error: face detection needs the mtcnn package; install it with "
         "pip install 'mtcnn>=1.0,<2'")
+
+
+def test_a_photo_over_max_pixels_is_decoded_at_reduced_scale_and_boxes_are_in_its_pixels(
+        models, astronaut, mtcnn, tmp_path):
+    """A JPEG of 2x the pixels allowed decodes at 1/2 scale (DCT scaling): the face is found,
+    and its box is printed (and the annotation drawn) in the photo's own pixels."""
+    scene, pasted = pasted_face_scene(astronaut)
+    big = np.asarray(Image.fromarray(scene).resize((scene.shape[1] * 4, scene.shape[0] * 4),
+                                                   Image.BICUBIC))
+    path = tmp_path / "big.jpg"
+    Image.fromarray(big).save(path, quality=95)
+    out = io.StringIO()
+    limits = predict.ReadLimits(max_pixels=big.shape[0] * big.shape[1] // 3)
+    counts = predict.run_photos(models[0], [str(path)], annotate_dir=str(tmp_path / "drawn"),
+                                out=out, limits=limits)
+    assert counts["faces"] == 1, out.getvalue()
+    line = out.getvalue().splitlines()[1]
+    x, y, w, h = (int(part.split("=")[1]) for part in line.split(":")[0].split()[3:])
+    found = face_detection.Box(x, y, w, h)
+    scaled = face_detection.Box(4 * pasted.left, 4 * pasted.top, 4 * pasted.width,
+                                4 * pasted.height)
+    assert inside(found, scaled) and overlap(found, scaled) > 0.25, (line, scaled)
+    with Image.open(tmp_path / "drawn" / "big.jpg") as drawn:  # drawn on the decoded photo
+        assert drawn.size == (big.shape[1] // 2, big.shape[0] // 2)
+
+
+def test_mtcnn_is_given_at_most_max_pixels():
+    """A large photo is scaled down for detection (MTCNN holds ~130 bytes a pixel), and the
+    faces come back in the photo's pixels."""
+    seen = []
+
+    class RecordingMTCNN:
+        def detect_faces(self, image, **kwargs):
+            seen.append(image.shape[:2])
+            height, width = image.shape[:2]  # one face filling the middle half
+            return np.array([[0, width / 4, height / 4, 3 * width / 4, 3 * height / 4, 0.99,
+                              *[width / 2] * 5, *[height / 2] * 5]])
+
+    photo = np.zeros((3000, 4000, 3), np.uint8)
+    for max_pixels, min_face in [(1_000_000, 30), (face_detection.DEFAULT_MAX_PIXELS, 20)]:
+        seen.clear()
+        detector = face_detection.MTCNNDetector(min_face=min_face, mtcnn=RecordingMTCNN(),
+                                                max_pixels=max_pixels)
+        (face,) = detector(photo)
+        ((height, width),) = seen
+        assert height * width <= max_pixels * 1.01 and abs(width / height - 4 / 3) < 0.01
+        assert abs(face.box.left - 1000) <= 4 and abs(face.box.width - 2000) <= 8, face.box
+    with pytest.raises(ValueError, match="--max_detection_pixels"):
+        face_detection.MTCNNDetector(mtcnn=RecordingMTCNN(), max_pixels=100)
