@@ -21,8 +21,8 @@ true age: T`, ...), with true labels read from UTKFace-style file names, then a 
 Hostile input costs one error line for that path, and the rest is predicted: only regular
 files are read (a FIFO or /dev/zero is not), none over --max_file_mb, and none decoded to
 more than --max_pixels (checked from the header; a larger JPEG decodes at 1/2, 1/4 or 1/8
-scale), so one input stays under 2 GB of memory. A model that is not an agetf export is
-refused in one line.
+scale), so one input stays under 2 GB of memory. A model that is not an agetf export, or
+an --annotate folder where an original could be written over, is refused in one line.
 """
 
 import collections
@@ -716,13 +716,51 @@ def annotation_path(annotate_dir: str, path: str, used: set) -> str:
     return os.path.join(annotate_dir, candidate)
 
 
+def check_annotate_dir(annotate_dir: str, paths: Sequence[str], images: Sequence[str],
+                       outputs: Sequence[str]) -> None:
+    """Refuses, in one line (ValueError), an --annotate folder where an original could be
+    written over: a folder given as input or one inside it (its annotations would be read
+    as inputs next time), the folder of a photo given as input, or one where an output
+    already is an input (a link to it)."""
+    target = os.path.realpath(annotate_dir)
+    for path in paths:
+        folder = os.path.realpath(path if os.path.isdir(path)
+                                  else os.path.dirname(os.path.abspath(path)))
+        if os.path.isdir(path) and os.path.commonpath([target, folder]) == folder:
+            where = "the folder" if target == folder else "inside the folder"
+            raise ValueError(f"--annotate={annotate_dir} is {where} {path} given as input, "
+                             "so the annotated photos would be written over the originals; "
+                             "pass a folder outside the inputs")
+        if target == folder:
+            raise ValueError(f"--annotate={annotate_dir} holds {path}, given as input; pass a "
+                             "folder outside the inputs, so that no original is written over")
+    inputs = {}
+    for image in images:
+        inputs.setdefault(_file_identity(image), image)
+    inputs.pop(None, None)  # an input gone since it was listed
+    for output in outputs:
+        original = inputs.get(_file_identity(output))
+        if original is not None:
+            raise ValueError(f"--annotate={annotate_dir} would write {output}, which is the "
+                             f"input {original}, over it; pass a folder outside the inputs")
+
+
+def _file_identity(path):
+    try:
+        status = os.stat(path)
+    except OSError:  # not there yet (an output), or gone
+        return None
+    return status.st_dev, status.st_ino
+
+
 def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str] = None,
                min_confidence: Optional[float] = None, min_face: Optional[int] = None,
                refine: bool = True, out=sys.stdout, limits: Optional[ReadLimits] = None,
                max_detection_pixels: Optional[int] = None) -> dict:
     """Detects, predicts and prints every face in every photo; returns counts, and the
     median milliseconds per readable photo of detection and of alignment. With annotate_dir,
-    each readable photo is drawn there (as decoded) under its file name."""
+    each readable photo is drawn there (as decoded) under its file name; a folder where
+    that could write over an input is refused before anything is loaded."""
     import numpy as np
 
     from agetf import face_detection
@@ -731,14 +769,17 @@ def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str
     if not images:
         raise ValueError(f"no .jpg/.jpeg/.png images in {', '.join(paths)}; pass image files "
                          "or folders that hold them")
+    if annotate_dir:
+        used = set()
+        outputs = [annotation_path(annotate_dir, path, used) for path in images]
+        check_annotate_dir(annotate_dir, paths, images, outputs)
     face_detector = face_detection.load_detector(min_confidence, min_face, max_detection_pixels)
     predictor = load_image_predictor(model_path)
     if annotate_dir:
         os.makedirs(annotate_dir, exist_ok=True)
     counts = {"images": len(images), "errors": 0, "faces": 0, "without_face": 0}
     detection, alignment = [], []
-    used = set()
-    for path in images:
+    for index, path in enumerate(images):
         try:
             image, scale = read_photo(path, limits)
             photo = predict_photo(predictor, path, image, face_detector, refine)
@@ -754,8 +795,7 @@ def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str
             alignment.append(photo.alignment_seconds)
         if annotate_dir and image is not None:
             face_detection.annotate(image, [f.face for f in photo.faces],
-                                    [face_caption(f) for f in photo.faces]).save(
-                annotation_path(annotate_dir, path, used))
+                                    [face_caption(f) for f in photo.faces]).save(outputs[index])
         del image  # before the next photo is decoded
     print(f"Images: {counts['images']}, unreadable: {counts['errors']}, faces: {counts['faces']}, "
           f"images without a face: {counts['without_face']}", file=out)

@@ -290,6 +290,62 @@ def test_command_line_without_mtcnn_is_one_line_naming_the_install(photos_dir):
         "pip install 'mtcnn>=1.0,<2'")
 
 
+def photo_bytes(folder):
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+@pytest.mark.parametrize("where", ["input folder", "inside it", "link to it",
+                                   "folder of a named photo", "link to a named photo"])
+def test_annotate_refuses_a_folder_where_it_would_write_over_the_inputs(
+        photos_dir, tmp_path, monkeypatch, where):
+    """Refused in one line before the detector or the model is loaded; nothing written."""
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(photos_dir, photos)
+    before = photo_bytes(photos)
+    inputs, annotate = [str(photos)], photos
+    if where == "inside it":
+        annotate = photos / "annotated"
+    elif where == "link to it":
+        annotate = tmp_path / "link"
+        os.symlink(photos, annotate)
+    elif where == "folder of a named photo":
+        inputs = [str(photos / "wall.jpg")]
+    elif where == "link to a named photo":  # its annotation would be written through the link
+        annotate = tmp_path / "out"
+        annotate.mkdir()
+        os.symlink(photos / "astronaut.jpg", annotate / "astronaut.jpg")
+        inputs = [str(photos / "astronaut.jpg")]
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the detector was loaded")
+
+    monkeypatch.setattr(face_detection, "load_detector", no_work)
+    with pytest.raises(ValueError, match="--annotate") as error:
+        predict.run_photos("unused/saved_model", inputs, annotate_dir=str(annotate))
+    assert "\n" not in str(error.value) and "over" in str(error.value)
+    assert photo_bytes(photos) == before
+    assert not (photos / "annotated").exists()
+
+
+def test_annotate_into_the_input_folder_on_the_command_line(models, photos_dir, tmp_path):
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(photos_dir, photos)
+    before = photo_bytes(photos)
+    done = subprocess.run([sys.executable, "-m", "agetf.predict", f"--tflite={models[1]}",
+                           f"--annotate={photos}", str(photos)], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"agetf.predict: error: --annotate={photos} is the folder {photos} given as input, so "
+        "the annotated photos would be written over the originals; pass a folder outside "
+        "the inputs")
+    assert photo_bytes(photos) == before
+
+
 def test_a_photo_over_max_pixels_is_decoded_at_reduced_scale_and_boxes_are_in_its_pixels(
         models, astronaut, mtcnn, tmp_path):
     """A JPEG of 2x the pixels allowed decodes at 1/2 scale (DCT scaling): the face is found,
