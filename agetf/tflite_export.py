@@ -124,9 +124,10 @@ class TFLiteModel:
         return np.round(resized).astype(np.uint8)
 
     def __call__(self, images_bytes=None, images=None) -> dict:
-        """Like the SavedModel: encoded JPEG bytes (images_bytes) or uint8 images of any size."""
+        """Like the SavedModel: encoded JPEG or PNG bytes (images_bytes) or uint8 images of any
+        size."""
         if images_bytes is not None:
-            inputs = [image_ops.decode_and_resize(jpeg, self.img_dim) for jpeg in images_bytes]
+            inputs = [export.decode_and_resize(encoded, self.img_dim) for encoded in images_bytes]
         else:
             inputs = list(images)
         batch = np.stack([self.to_input(image) for image in inputs])

@@ -17,6 +17,7 @@ from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = EXPORT_IMG_DIM
 VENV_BIN = os.path.dirname(sys.executable)
+NUMERIC_OUTPUTS = ("age", "age_histogram", "age_range", "female_probability")
 
 # Runs in a fresh interpreter where keras and agetf cannot be imported (a None entry in
 # sys.modules makes `import` raise), as on a machine with only TensorFlow installed.
@@ -129,6 +130,25 @@ def test_loaded_signatures_have_the_declared_inputs(exported):
     assert bytes_inputs["images_bytes"].shape.as_list() == [None]
     assert image_inputs["images"].dtype == tf.uint8
     assert image_inputs["images"].shape.as_list() == [None, None, None, 3]
+
+
+def test_png_and_jpeg_of_the_same_pixels_give_the_same_outputs(exported):
+    """serving_default takes PNGs (phones' screenshots, RGBA included) with the same decode:
+    a JPEG's decoded pixels saved as PNG give exactly its outputs, in one batch with JPEGs."""
+    jpegs = random_jpegs(6, seed=7)
+    pixels = [image_ops.decode_jpeg_at_least(jpeg, IMG_DIM).numpy() for jpeg in jpegs]
+    heights = [int(tf.io.extract_jpeg_shape(jpeg)[0]) for jpeg in jpegs]
+    assert any(p.shape[0] < h for p, h in zip(pixels, heights)), "no JPEG decoded at DCT scale"
+    pngs = [tf.io.encode_png(p).numpy() for p in pixels]
+    rgba = [tf.io.encode_png(np.dstack([p, np.full(p.shape[:2], 200, np.uint8)])).numpy()
+            for p in pixels]
+    serve = tf.saved_model.load(exported).signatures["serving_default"]
+    by_jpeg = serve(images_bytes=tf.constant(jpegs))
+    for batch in (pngs, rgba, jpegs[:3] + pngs[3:]):
+        got = serve(images_bytes=tf.constant(batch))
+        for name in NUMERIC_OUTPUTS:
+            np.testing.assert_allclose(got[name], by_jpeg[name], rtol=0, atol=1e-6, err_msg=name)
+    assert np.ptp(by_jpeg["age"]) > 1e-3, "ages must differ between images to prove anything"
 
 
 @pytest.mark.parametrize("heads,keys", [
