@@ -1,9 +1,10 @@
 """Serving export: a SavedModel that takes encoded images or uint8 images and returns ages
-in years.
+in years, and the name of the predicted age range.
 
 `serving_default` decodes a JPEG with `image_ops.decode_jpeg_at_least`, as the trainer
 evaluates, so the export predicts exactly what the model predicted in training; PNG (and
-BMP, GIF) bytes take TensorFlow's general decoder.
+BMP, GIF) bytes take TensorFlow's general decoder. The range names ("0-5", ..., "80+")
+travel with the model as the `age_range_label` output and the asset `age_ranges.txt`.
 """
 
 import os
@@ -12,13 +13,16 @@ import tempfile
 
 import tensorflow as tf
 
-from agetf import heads, image_ops
+from agetf import heads, image_ops, labels
 from agetf import model as model_lib
 
 BYTES_SIGNATURE = "serving_default"
 IMAGES_SIGNATURE = "serving_images"
 BYTES_INPUT = "images_bytes"
 IMAGES_INPUT = "images"
+AGE_RANGE_LABEL = "age_range_label"
+# One range name per line, line k naming class k of the age_range output.
+AGE_RANGES_ASSET = "age_ranges.txt"
 # Serving output name of each head's probabilities; `age` (years) comes from any age head.
 _SERVING_NAMES = {"age_histogram": "age_histogram", "age_range": "age_range",
                   "gender": "female_probability"}
@@ -33,6 +37,19 @@ def serving_outputs(outputs: dict) -> dict:
         if head in outputs:
             named[name] = outputs[head]
     return {name: tf.cast(value, tf.float32) for name, value in named.items()}
+
+
+def age_range_labels(outputs: dict, years):
+    """Names of the predicted age ranges: the age_range head's most probable class where the
+    model has that head (as agetf.predict prints), else the range the age in years falls in."""
+    if "age_range" in outputs:
+        classes = tf.argmax(outputs["age_range"], axis=-1, output_type=tf.int32)
+    else:
+        # Ages below 0 (regression can give them) are 0-5; 80 and above are 80+.
+        classes = tf.clip_by_value(
+            tf.cast(tf.floor(years / labels.AGE_RANGE_WIDTH), tf.int32), 0,
+            labels.NUM_AGE_RANGES - 1)
+    return tf.gather(tf.constant(labels.AGE_RANGE_NAMES), classes)
 
 
 def decode_image(encoded, img_dim: int):
@@ -54,7 +71,8 @@ def decode_and_resize(encoded, img_dim: int):
 
 
 class _ServingModule(tf.Module):
-    """Holds the model (and so its variables) and the two serving functions."""
+    """Holds the model (and so its variables) and the two serving functions; the export
+    adds the range names as an asset (`age_range_names`) where an age is predicted."""
 
     def __init__(self, model, img_dim, flip_average=False):
         super().__init__(name="agetf_serving")
@@ -78,8 +96,11 @@ class _ServingModule(tf.Module):
         return self._predict(image_ops.resize(images, self.img_dim))
 
     def _predict(self, images):
-        return serving_outputs(model_lib.predict_outputs(self.model, images,
-                                                         flip_average=self.flip_average))
+        outputs = model_lib.predict_outputs(self.model, images, flip_average=self.flip_average)
+        named = serving_outputs(outputs)
+        if "age" in named:
+            named[AGE_RANGE_LABEL] = age_range_labels(outputs, named["age"])
+        return named
 
 
 def export_saved_model(model, export_dir: str, *, img_dim: int, flip_average: bool = False) -> None:
@@ -90,16 +111,24 @@ def export_saved_model(model, export_dir: str, *, img_dim: int, flip_average: bo
     os.makedirs(parent, exist_ok=True)
     _remove_leftovers(export_dir)
     staging = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(export_dir) + ".tmp-")
+    # The asset's source lies outside staging: saving copies it into staging/assets/.
+    names_dir = tempfile.mkdtemp(prefix="agetf-age-ranges-")
     try:
         module = _ServingModule(model, img_dim, flip_average)
         signatures = {
             BYTES_SIGNATURE: module.serve_bytes.get_concrete_function(),
             IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),
         }
+        if AGE_RANGE_LABEL in signatures[BYTES_SIGNATURE].structured_outputs:
+            names_file = os.path.join(names_dir, AGE_RANGES_ASSET)
+            with open(names_file, "w") as f:
+                f.write("\n".join(labels.AGE_RANGE_NAMES) + "\n")
+            module.age_range_names = tf.saved_model.Asset(names_file)
         tf.saved_model.save(module, staging, signatures=signatures)
         _replace_dir(staging, export_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(names_dir, ignore_errors=True)
 
 
 def _remove_leftovers(export_dir):

@@ -32,8 +32,12 @@ inputs = np.load(inputs_path, allow_pickle=False)
 loaded = tf.saved_model.load(export_dir)
 by_bytes = loaded.signatures["serving_default"](images_bytes=tf.constant(list(inputs["jpegs"])))
 by_images = loaded.signatures["serving_images"](images=tf.constant(inputs["images"]))
-results = {"bytes_" + k: v.numpy() for k, v in by_bytes.items()}
-results.update({"images_" + k: v.numpy() for k, v in by_images.items()})
+as_numpy = lambda v: v.numpy().astype(bytes) if v.dtype == tf.string else v.numpy()
+results = {"bytes_" + k: as_numpy(v) for k, v in by_bytes.items()}
+results.update({"images_" + k: as_numpy(v) for k, v in by_images.items()})
+# The range names travel as an asset file too: index k of age_range is line k.
+with open(loaded.age_range_names.asset_path.numpy().decode()) as f:
+    results["asset_age_range_names"] = np.array(f.read().splitlines())
 np.savez(outputs_path, **results)
 """
 
@@ -95,9 +99,16 @@ def test_tensorflow_only_process_predicts_what_the_model_predicts(all_heads, exp
 
     decoded = tf.stack([image_ops.decode_and_resize(jpeg, IMG_DIM) for jpeg in jpegs])
     resized = image_ops.resize(images, IMG_DIM)
+    assert list(got["asset_age_range_names"]) == list(labels.AGE_RANGE_NAMES)
     for prefix, model_input in [("bytes_", decoded), ("images_", resized)]:
         expected = expected_serving_outputs(all_heads, model_input, traced=True)
-        assert sorted(k[len(prefix):] for k in got if k.startswith(prefix)) == sorted(expected)
+        assert sorted(k[len(prefix):] for k in got if k.startswith(prefix)) == sorted(
+            [*expected, "age_range_label"])
+        # The name of the most probable range, read with the asset's names: a client needs
+        # no copy of agetf.labels.
+        names = got["asset_age_range_names"]
+        assert [label.decode() for label in got[prefix + "age_range_label"]] == list(
+            names[np.argmax(got[prefix + "age_range"], axis=-1)])
         for name, value in expected.items():
             # Ages in years, probabilities as they are: both within 1e-4 of the model run in
             # graph mode (as the export runs it).
@@ -118,7 +129,7 @@ def test_saved_model_cli_lists_both_signatures(exported):
     assert "signature_def['serving_default']" in shown
     assert "signature_def['serving_images']" in shown
     for name in ("images_bytes", "images", "age", "age_histogram", "age_range",
-                 "female_probability"):
+                 "age_range_label", "female_probability"):
         assert f"['{name}']" in shown, name
 
 
@@ -148,13 +159,15 @@ def test_png_and_jpeg_of_the_same_pixels_give_the_same_outputs(exported):
         got = serve(images_bytes=tf.constant(batch))
         for name in NUMERIC_OUTPUTS:
             np.testing.assert_allclose(got[name], by_jpeg[name], rtol=0, atol=1e-6, err_msg=name)
+        assert list(got["age_range_label"].numpy()) == list(by_jpeg["age_range_label"].numpy())
     assert np.ptp(by_jpeg["age"]) > 1e-3, "ages must differ between images to prove anything"
 
 
 @pytest.mark.parametrize("heads,keys", [
-    (["age_histogram"], {"age", "age_histogram"}),
-    (["age"], {"age"}),
-    (["age", "gender"], {"age", "female_probability"}),
+    (["age_histogram"], {"age", "age_histogram", "age_range_label"}),
+    (["age_range"], {"age", "age_range", "age_range_label"}),
+    (["age"], {"age", "age_range_label"}),
+    (["age", "gender"], {"age", "age_range_label", "female_probability"}),
     (["gender"], {"female_probability"}),
 ])
 def test_output_keys_follow_the_heads(heads, keys):
@@ -162,7 +175,21 @@ def test_output_keys_follow_the_heads(heads, keys):
     module = export._ServingModule(model, IMG_DIM)
     outputs = module.serve_bytes.get_concrete_function().structured_outputs
     assert set(outputs) == keys
-    assert all(spec.dtype == tf.float32 for spec in outputs.values())
+    assert all(spec.dtype == (tf.string if name == "age_range_label" else tf.float32)
+               for name, spec in outputs.items())
+
+
+def test_without_a_range_head_the_label_names_the_range_the_age_falls_in():
+    """A histogram or regression model's label is the range of its predicted age, 0-5 below
+    zero and 80+ above 80 (an untrained regression head gives ages outside 0..100)."""
+    ages = tf.constant([-3.0, 0.0, 4.99, 5.0, 37.5, 79.99, 80.0, 130.0])
+    labels_got = export.age_range_labels({"age_histogram": None}, ages).numpy()
+    assert [label.decode() for label in labels_got] == [
+        "0-5", "0-5", "0-5", "5-10", "35-40", "75-80", "80+", "80+"]
+    # With the range head the label is its most probable class, whatever the age says.
+    ranges = tf.one_hot([2, 16], labels.NUM_AGE_RANGES)
+    assert list(export.age_range_labels({"age_range": ranges}, tf.constant([50.0, 1.0])).numpy()
+                ) == [b"10-15", b"80+"]
 
 
 def test_range_and_gender_export_loads_and_gives_years(tmp_path):
@@ -176,10 +203,14 @@ def test_range_and_gender_export_loads_and_gives_years(tmp_path):
     by_images = loaded.signatures["serving_images"](images=tf.constant(images))
     by_bytes = loaded.signatures["serving_default"](
         images_bytes=tf.constant(random_jpegs(4, seed=3)))
-    shapes = {"age": (4,), "age_range": (4, labels.NUM_AGE_RANGES), "female_probability": (4,)}
+    shapes = {"age": (4,), "age_range": (4, labels.NUM_AGE_RANGES), "age_range_label": (4,),
+              "female_probability": (4,)}
     for got in (by_images, by_bytes):
         assert {name: tuple(value.shape) for name, value in got.items()} == shapes
-        assert all(value.dtype == tf.float32 for value in got.values())
+        assert all(value.dtype == (tf.string if name == "age_range_label" else tf.float32)
+                   for name, value in got.items())
+        assert list(got["age_range_label"].numpy()) == [
+            labels.AGE_RANGE_NAMES[k].encode() for k in np.argmax(got["age_range"], axis=-1)]
         # Years: the expectation over range midpoints (2.5 .. 85), not a class index or a share.
         ages = got["age"].numpy()
         np.testing.assert_allclose(
@@ -281,10 +312,12 @@ def test_model_built_under_mirrored_strategy_and_mixed_precision_exports(tmp_pat
     images = np.random.default_rng(4).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
     got = tf.saved_model.load(export_dir).signatures["serving_images"](images=tf.constant(images))
     expected = expected_serving_outputs(model, image_ops.resize(images, IMG_DIM))
-    assert set(got) == {"age", "female_probability"}
+    assert set(got) == {"age", "age_range_label", "female_probability"}
     for name, value in expected.items():
         assert got[name].dtype == tf.float32
         np.testing.assert_allclose(got[name].numpy(), value, rtol=1e-3, atol=1e-4, err_msg=name)
+    assert list(got["age_range_label"].numpy()) == list(export.age_range_labels(
+        {"age": None}, got["age"]).numpy())
 
 
 def test_test_time_flip_export_averages_the_image_and_its_mirror(all_heads, tmp_path):

@@ -67,7 +67,9 @@ def reference(exported):
     images = faces(6, seed=2)
     signature = tf.saved_model.load(exported[0]).signatures[export.IMAGES_SIGNATURE]
     outputs = signature(images=tf.constant(images))
-    return images, {name: value.numpy() for name, value in outputs.items()}
+    # The TFLite models give the numbers; the range's name is the SavedModel's alone.
+    return images, {name: value.numpy() for name, value in outputs.items()
+                    if value.dtype != tf.string}
 
 
 def test_every_variant_is_written_and_smaller_variants_are_smaller(exported):
@@ -162,3 +164,4 @@ def test_a_file_that_is_not_a_tflite_model_is_a_one_line_error(tmp_path):
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="unknown TFLite variant"):
         tflite_export.convert(None, IMG_DIM, "int4")
+
