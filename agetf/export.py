@@ -5,9 +5,13 @@ in years, and the name of the predicted age range.
 evaluates, so the export predicts exactly what the model predicted in training; PNG (and
 BMP, GIF) bytes take TensorFlow's general decoder. The range names ("0-5", ..., "80+")
 travel with the model as the `age_range_label` output and the asset `age_ranges.txt`.
+
+TensorFlow Serving loads MODEL_BASE/<version>/: a run's saved_model/ folder is one version
+(docs/deployment.md); `resolve_saved_model_dir` finds the highest version of a model base.
 """
 
 import os
+import re
 import shutil
 import tempfile
 
@@ -26,6 +30,8 @@ AGE_RANGES_ASSET = "age_ranges.txt"
 # Serving output name of each head's probabilities; `age` (years) comes from any age head.
 _SERVING_NAMES = {"age_histogram": "age_histogram", "age_range": "age_range",
                   "gender": "female_probability"}
+# What tf.saved_model.contains_saved_model looks for.
+_SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
 def serving_outputs(outputs: dict) -> dict:
@@ -68,6 +74,29 @@ def decode_image(encoded, img_dim: int):
 def decode_and_resize(encoded, img_dim: int):
     """Serving preprocessing: encoded image bytes -> float32 [img_dim, img_dim, 3], 0..255."""
     return image_ops.resize(decode_image(encoded, img_dim), img_dim)
+
+
+def resolve_saved_model_dir(path: str) -> str:
+    """path if it holds a SavedModel, else its highest integer-named subfolder holding one
+    (the version TensorFlow Serving serves from a model base), else path unchanged."""
+    if _holds_saved_model(path):
+        return path
+    versions = []
+    if os.path.isdir(path):
+        for entry in os.listdir(path):
+            version = _version_number(entry)
+            if version is not None and _holds_saved_model(os.path.join(path, entry)):
+                versions.append((version, entry))
+    return os.path.join(path, max(versions)[1]) if versions else path
+
+
+def _version_number(name):
+    """The version number of a folder named by digits (as TF Serving reads 0011 as 11), or None."""
+    return int(name) if re.fullmatch(r"[0-9]+", name) else None
+
+
+def _holds_saved_model(path):
+    return any(os.path.isfile(os.path.join(path, name)) for name in _SAVED_MODEL_FILES)
 
 
 class _ServingModule(tf.Module):

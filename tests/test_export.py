@@ -163,6 +163,21 @@ def test_png_and_jpeg_of_the_same_pixels_give_the_same_outputs(exported):
     assert np.ptp(by_jpeg["age"]) > 1e-3, "ages must differ between images to prove anything"
 
 
+def test_the_saved_model_folder_or_a_tf_serving_model_base_resolves_to_an_export(tmp_path):
+    """A run's saved_model/ is one version; a TF Serving model base (MODEL/1, MODEL/2, ...)
+    resolves to its highest numbered SavedModel, as TF Serving's default policy serves."""
+    base = tmp_path / "agetf"
+    for version in ("1", "9", "10", "0011"):
+        (base / version).mkdir(parents=True)
+        (base / version / "saved_model.pb").write_bytes(b"")
+    (base / "12").mkdir()  # being copied: no saved_model.pb yet
+    (base / "13.incoming").mkdir()  # not a version number
+    (base / "13.incoming" / "saved_model.pb").write_bytes(b"")
+    assert export.resolve_saved_model_dir(str(base)) == str(base / "0011")
+    assert export.resolve_saved_model_dir(str(base / "9")) == str(base / "9")
+    assert export.resolve_saved_model_dir(str(tmp_path)) == str(tmp_path)  # the caller says why
+
+
 @pytest.mark.parametrize("heads,keys", [
     (["age_histogram"], {"age", "age_histogram", "age_range_label"}),
     (["age_range"], {"age", "age_range", "age_range_label"}),
