@@ -26,5 +26,10 @@ setuptools.setup(
         # the wheel. 1.x's detect_faces(output_type="numpy") row layout is relied on.
         "mtcnn>=1.0,<2",
     ],
-    extras_require={"test": ["pytest>=8", "scikit-image"]},
+    extras_require={
+        # LiteRT's interpreter runs the TFLite models (tf.lite.Interpreter is deprecated);
+        # the tests run them on it too.
+        "litert": ["ai-edge-litert"],
+        "test": ["pytest>=8", "scikit-image", "ai-edge-litert"],
+    },
 )

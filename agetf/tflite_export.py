@@ -7,8 +7,13 @@ with `image_ops.resize`, the function the SavedModel uses, then rounds to uint8.
 Variants: `float32` (the same arithmetic as the SavedModel), `float16` (weights stored
 as float16, half the size) and `dynamic_int8` (weights stored as int8, activations
 float, about a quarter of the size).
+
+The models run on LiteRT's interpreter (`pip install ai-edge-litert`, the `litert` extra)
+where it is installed, else on TensorFlow's deprecated tf.lite.Interpreter:
+`load_interpreter` is the one place that chooses.
 """
 
+import importlib.metadata
 import os
 import tempfile
 
@@ -94,6 +99,35 @@ class TFLiteModelError(ValueError):
     """A file that is not an agetf TFLite model."""
 
 
+class InterpreterUnavailableError(RuntimeError):
+    """Neither LiteRT nor TensorFlow's TFLite interpreter can be imported."""
+
+
+def interpreter_class():
+    """LiteRT's Interpreter class where ai-edge-litert is installed, else tf.lite.Interpreter."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = getattr(tf.lite, "Interpreter", None)  # deprecated, to be deleted
+    if Interpreter is None:
+        raise InterpreterUnavailableError(
+            "no TFLite interpreter: install LiteRT with pip install ai-edge-litert "
+            "(or pip install -e '.[litert]' in the agetf checkout)")
+    return Interpreter
+
+
+def load_interpreter(model_path: str, num_threads: int | None = None):
+    """An interpreter for the .tflite file model_path (see interpreter_class)."""
+    return interpreter_class()(model_path=model_path, num_threads=num_threads)
+
+
+def interpreter_name() -> str:
+    """Which interpreter load_interpreter uses, with its version: for benchmarks' records."""
+    if interpreter_class().__module__.startswith("ai_edge_litert"):
+        return f"ai_edge_litert {importlib.metadata.version('ai-edge-litert')}"
+    return f"tf.lite (TensorFlow {tf.__version__})"
+
+
 class TFLiteModel:
     """Runs an exported TFLite model; callable like the SavedModel's signatures."""
 
@@ -102,8 +136,10 @@ class TFLiteModel:
             raise TFLiteModelError(f"{path} does not exist; pass a .tflite file written by "
                                    "agetf.train --export_tflite")
         try:
-            self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+            self.interpreter = load_interpreter(path, num_threads=num_threads)
             self.runner = self.interpreter.get_signature_runner()
+        except InterpreterUnavailableError:
+            raise  # no runtime: the file is not to blame
         except (ValueError, RuntimeError) as error:
             raise TFLiteModelError(f"{path} is not a TFLite model ({error}); pass a .tflite "
                                    "file written by agetf.train --export_tflite") from None

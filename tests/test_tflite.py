@@ -1,6 +1,8 @@
-"""TFLite export: each variant, run by the TFLite interpreter, predicts what the SavedModel predicts."""
+"""TFLite export: each variant, run by LiteRT's interpreter, predicts what the SavedModel predicts."""
 
 import os
+import sys
+import warnings
 
 import keras
 import numpy as np
@@ -164,4 +166,38 @@ def test_a_file_that_is_not_a_tflite_model_is_a_one_line_error(tmp_path):
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="unknown TFLite variant"):
         tflite_export.convert(None, IMG_DIM, "int4")
+
+
+def test_models_run_on_litert_without_a_deprecation_warning(exported):
+    """ai-edge-litert (the `litert` and `test` extras) runs the models: tf.lite.Interpreter
+    warns on every use that it is deprecated and will be deleted."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = tflite_export.TFLiteModel(exported[1]["float32"])
+    assert type(model.interpreter).__module__.startswith("ai_edge_litert."), (
+        "ai-edge-litert is missing: pip install -e '.[test]'")
+    assert not [w for w in caught if "deprecated" in str(w.message)]
+    assert tflite_export.interpreter_name().startswith("ai_edge_litert ")
+
+
+def test_without_litert_tensorflows_interpreter_runs_the_models(exported, reference,
+                                                                monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import fails
+    images, expected = reference
+    with pytest.warns(UserWarning, match="deprecated"):
+        model = tflite_export.TFLiteModel(exported[1]["float32"])
+    assert type(model.interpreter) is tf.lite.Interpreter
+    assert tflite_export.interpreter_name().startswith("tf.lite ")
+    got = model.predict_resized(images)
+    np.testing.assert_allclose(got["age"], expected["age"], rtol=0, atol=FLOAT32_TOLERANCE_YEARS)
+
+
+def test_without_any_interpreter_the_error_is_one_line(exported, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    monkeypatch.delattr(tf.lite, "Interpreter")
+    with pytest.raises(tflite_export.InterpreterUnavailableError) as error:
+        tflite_export.TFLiteModel(exported[1]["float32"])
+    assert "\n" not in str(error.value)
+    assert "pip install ai-edge-litert" in str(error.value)
+    assert isinstance(error.value, RuntimeError)  # agetf.predict prints it as its one error line
 
