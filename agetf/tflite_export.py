@@ -19,7 +19,6 @@ import tempfile
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import convert_to_constants
 
 from agetf import export
 from agetf import image_ops
@@ -38,21 +37,18 @@ def _input_spec(img_dim):
     return tf.TensorSpec([1, img_dim, img_dim, 3], tf.uint8, name=INPUT_NAME)
 
 
-def frozen_serving_module(model, img_dim: int, flip_average: bool = False) -> tf.Module:
-    """A module whose `serve` maps a uint8 image to named outputs, with the weights as constants.
+def serving_module(model, img_dim: int, flip_average: bool = False) -> tf.Module:
+    """A module whose `serve` maps a uint8 image to named outputs, tracking the model's
+    weights as tf.Variables so the converter folds them into constants.
 
-    The converter left Keras 3 variables as TFLite resource variables that nothing
-    initializes (every output NaN), so they are folded into constants first.
+    Tracked through the Keras model, or as keras.Variables, the converter kept them as
+    TFLite resource variables that nothing initializes (every output NaN).
     """
-    serve = tf.function(
+    module = tf.Module(name="agetf_tflite")
+    module.model_variables = [variable.value for variable in model.variables]
+    module.serve = tf.function(
         lambda images: export.serving_outputs(model_lib.predict_outputs(
             model, tf.cast(images, tf.float32), flip_average=flip_average)),
-        input_signature=[_input_spec(img_dim)]).get_concrete_function()
-    frozen = convert_to_constants.convert_variables_to_constants_v2(serve)
-    module = tf.Module(name="agetf_tflite")
-    # Freezing flattens the outputs to a list; repacking restores their names.
-    module.serve = tf.function(
-        lambda images: tf.nest.pack_sequence_as(serve.structured_outputs, frozen(images)),
         input_signature=[_input_spec(img_dim)])
     return module
 
@@ -62,7 +58,7 @@ def convert(model, img_dim: int, variant: str = "float32", flip_average: bool = 
     averages the outputs for the image and its mirror image, as the SavedModel does."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown TFLite variant {variant!r}; use one of {', '.join(VARIANTS)}")
-    module = frozen_serving_module(model_lib.float32_copy(model), img_dim, flip_average)
+    module = serving_module(model_lib.float32_copy(model), img_dim, flip_average)
     # Passing the module as the trackable object gives the model a signature with named outputs.
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [module.serve.get_concrete_function()], module)
