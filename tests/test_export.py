@@ -1,8 +1,14 @@
-"""Serving export: a TensorFlow-only process loads it and predicts what the model predicts."""
+"""Serving export: a TensorFlow-only process loads it and predicts what the model predicts;
+TensorFlow Serving's REST requests, as docs/deployment.md writes them, run through it."""
 
+import base64
+import io
+import json
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 
 import numpy as np
 import pytest
@@ -17,6 +23,8 @@ from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = EXPORT_IMG_DIM
 VENV_BIN = os.path.dirname(sys.executable)
+DEPLOYMENT_PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "docs", "deployment.md")
 NUMERIC_OUTPUTS = ("age", "age_histogram", "age_range", "female_probability")
 
 # Runs in a fresh interpreter where keras and agetf cannot be imported (a None entry in
@@ -141,6 +149,147 @@ def test_loaded_signatures_have_the_declared_inputs(exported):
     assert bytes_inputs["images_bytes"].shape.as_list() == [None]
     assert image_inputs["images"].dtype == tf.uint8
     assert image_inputs["images"].shape.as_list() == [None, None, None, 3]
+
+
+# --- TensorFlow Serving's REST API, as tensorflow_serving/util/json_tensor.cc maps JSON ----
+
+def _is_b64(value):
+    return isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str)
+
+
+def _from_json(value, dtype):
+    """A request value as TF Serving reads it: {"b64": ...} is bytes, a string its UTF-8."""
+    if isinstance(value, list):
+        return [_from_json(item, dtype) for item in value]
+    if _is_b64(value):
+        assert dtype == tf.string, "TF Serving takes b64 for string tensors only"
+        return base64.b64decode(value["b64"], validate=True)
+    return value.encode() if dtype == tf.string else value
+
+
+def _to_json(name, value):
+    """An output value as TF Serving writes it: strings named *_bytes as b64, others as text."""
+    if isinstance(value, np.ndarray) and value.ndim:
+        return [_to_json(name, item) for item in value]
+    if isinstance(value, (bytes, np.bytes_)):
+        if name.endswith("_bytes"):
+            return {"b64": base64.b64encode(value).decode()}
+        return value.decode()
+    return value.item()
+
+
+def tf_serving_predict(saved_model_dir, body):
+    """The response body of `POST /v1/models/NAME:predict` with `body`: the request's row
+    ("instances") or columnar ("inputs") form decoded as TF Serving does, the signature run,
+    and the outputs written back in the same form."""
+    request = json.loads(body)
+    signature = tf.saved_model.load(saved_model_dir).signatures[
+        request.get("signature_name", "serving_default")]
+    specs = signature.structured_input_signature[1]
+    rows = "instances" in request
+    given = request["instances" if rows else "inputs"]
+    single = not (isinstance(given[0] if rows else given, dict)
+                  and not _is_b64(given[0] if rows else given))
+    if single:
+        (name,) = specs
+        inputs = {name: _from_json(given, specs[name].dtype)}
+    elif rows:
+        assert all(set(row) == set(specs) for row in given)
+        inputs = {name: [_from_json(row[name], spec.dtype) for row in given]
+                  for name, spec in specs.items()}
+    else:
+        inputs = {name: _from_json(given[name], spec.dtype) for name, spec in specs.items()}
+    outputs = {name: value.numpy() for name, value in signature(
+        **{name: tf.constant(value, dtype=specs[name].dtype) for name, value in inputs.items()}
+    ).items()}
+    if not rows:
+        return json.dumps({"outputs": {name: _to_json(name, v) for name, v in outputs.items()}})
+    batch = len(next(iter(outputs.values())))
+    return json.dumps({"predictions": [{name: _to_json(name, v[i]) for name, v in outputs.items()}
+                                       for i in range(batch)]})
+
+
+def deployment_blocks(language):
+    """The fenced code blocks of docs/deployment.md tagged `language`."""
+    with open(DEPLOYMENT_PAGE) as f:
+        return re.findall(rf"^```{language}\n(.*?)^```", f.read(), flags=re.S | re.M)
+
+
+@pytest.fixture(scope="module")
+def face_jpeg(tmp_path_factory):
+    """face.jpg, as the docs' examples name it: 150 x 120, so the export decodes it at 1/4
+    scale, the DCT path the trainer evaluates with."""
+    folder = tmp_path_factory.mktemp("rest")
+    pixels = np.random.default_rng(9).integers(0, 256, (150, 120, 3), dtype=np.uint8)
+    (folder / "face.jpg").write_bytes(tf.io.encode_jpeg(pixels, quality=90).numpy())
+    return folder / "face.jpg"
+
+
+def check_prediction(prediction, all_heads, jpeg):
+    """`prediction` (one row of a REST response) is what the model predicts for `jpeg`."""
+    expected = expected_serving_outputs(
+        all_heads, image_ops.decode_and_resize(jpeg, IMG_DIM)[tf.newaxis], traced=True)
+    assert sorted(prediction) == sorted([*expected, "age_range_label"])
+    for name, value in expected.items():
+        np.testing.assert_allclose(prediction[name], value[0], rtol=0, atol=1e-4, err_msg=name)
+    assert prediction["age_range_label"] == labels.AGE_RANGE_NAMES[
+        int(np.argmax(expected["age_range"][0]))]
+
+
+def test_the_docs_curl_request_runs_through_serving_default(all_heads, exported, face_jpeg):
+    """docs/deployment.md's shell lines build the request body; TF Serving's decoding of it
+    runs serving_default, and the response holds what the model predicts."""
+    (sh_block,) = [block for block in deployment_blocks("sh") if "curl" in block]
+    assert "http://localhost:8501/v1/models/agetf:predict" in sh_block
+    body_lines = [line for line in sh_block.splitlines() if line.startswith("printf")]
+    subprocess.run(["bash", "-c", "\n".join(body_lines)], cwd=face_jpeg.parent, check=True)
+    body = (face_jpeg.parent / "request.json").read_text()
+    assert json.loads(body) == {"instances": [
+        {"b64": base64.b64encode(face_jpeg.read_bytes()).decode()}]}
+    (prediction,) = json.loads(tf_serving_predict(exported, body))["predictions"]
+    check_prediction(prediction, all_heads, face_jpeg.read_bytes())
+
+
+def test_the_docs_python_client_gets_the_models_prediction(all_heads, exported, face_jpeg,
+                                                           monkeypatch, capsys):
+    """docs/deployment.md's Python client, run as written against a stand-in server that
+    answers as TF Serving would."""
+    (client,) = [block for block in deployment_blocks("python") if "urlopen" in block]
+    requests = []
+
+    def serve(request):
+        requests.append(request)
+        return io.BytesIO(tf_serving_predict(exported, request.data.decode()).encode())
+
+    monkeypatch.setattr(urllib.request, "urlopen", serve)
+    monkeypatch.chdir(face_jpeg.parent)
+    namespace = {}
+    exec(compile(client, DEPLOYMENT_PAGE, "exec"), namespace)  # noqa: S102 (our own docs)
+    (request,) = requests
+    assert request.full_url == "http://localhost:8501/v1/models/agetf:predict"
+    check_prediction(namespace["prediction"], all_heads, face_jpeg.read_bytes())
+    assert namespace["prediction"]["age_range_label"] in capsys.readouterr().out
+
+
+def test_named_columnar_and_image_requests_give_the_same_predictions(exported, face_jpeg):
+    """The other request forms the docs show: the input named, the columnar form, and
+    serving_images with the pixels as nested lists."""
+    jpegs = [face_jpeg.read_bytes(), random_jpegs(1, seed=4)[0]]
+    b64 = [{"b64": base64.b64encode(jpeg).decode()} for jpeg in jpegs]
+    plain = json.loads(tf_serving_predict(exported, json.dumps({"instances": b64})))
+    named = json.loads(tf_serving_predict(exported, json.dumps(
+        {"instances": [{"images_bytes": value} for value in b64]})))
+    columnar = json.loads(tf_serving_predict(exported, json.dumps(
+        {"inputs": {"images_bytes": b64}})))["outputs"]
+    assert named == plain
+    for name in NUMERIC_OUTPUTS + ("age_range_label",):
+        assert columnar[name] == [row[name] for row in plain["predictions"]], name
+    pixels = tf.io.decode_jpeg(jpegs[0]).numpy()
+    by_images = json.loads(tf_serving_predict(exported, json.dumps(
+        {"signature_name": "serving_images", "instances": [pixels.tolist()]})))["predictions"][0]
+    expected = tf.saved_model.load(exported).signatures["serving_images"](
+        images=tf.constant(pixels[np.newaxis]))
+    np.testing.assert_allclose(by_images["age"], expected["age"][0], rtol=0, atol=1e-4)
 
 
 def test_png_and_jpeg_of_the_same_pixels_give_the_same_outputs(exported):
