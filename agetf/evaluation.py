@@ -7,7 +7,7 @@ Everything is in human units (years, shares) and sits beside the constant predic
 import numpy as np
 import tensorflow as tf
 
-from agetf import heads, input_pipeline, labels, progress, schema
+from agetf import face_format, heads, input_pipeline, labels, progress, schema
 from agetf import model as model_lib
 
 RACE_NAMES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "other", -1: "unknown"}
@@ -106,7 +106,8 @@ def summarize(outputs, batch_labels, train_ages, train_genders):
         metrics["age_range_accuracy"] = float(
             (outputs["age_range"].argmax(-1) == batch_labels["age_range"]).mean())
     if "gender" in outputs:
-        gender_hit = (outputs["gender"] > 0.5) == (batch_labels["gender"] > 0.5)
+        predicted_gender = face_format.predicted_gender(outputs["gender"])
+        gender_hit = predicted_gender == (batch_labels["gender"] > 0.5)
         metrics["gender_accuracy"] = float(gender_hit.mean())
 
     median_age = float(np.median(train_ages))
@@ -135,21 +136,19 @@ def summarize(outputs, batch_labels, train_ages, train_genders):
 
 
 def prediction_lines(outputs, batch_labels, count):
-    """The older project's per-image lines for the first `count` images."""
+    """The older project's per-image lines for the first `count` images (agetf.face_format's,
+    as agetf.predict prints them, without the female probability)."""
     ages = predicted_ages(outputs)
     lines = []
     for i in range(min(count, len(batch_labels["age"]))):
         name = batch_labels["filename"][i]
         lines.append(f"Predicting for image {name.decode() if isinstance(name, bytes) else name}")
-        if ages is not None:
-            lines.append(f"Predicted age: {ages[i]:.1f}, true age: {int(batch_labels['age'][i])}")
-        if "age_range" in outputs:
-            lines.append(f"Predicted range: {labels.AGE_RANGE_NAMES[int(outputs['age_range'][i].argmax())]}, "
-                         f"true range: {labels.AGE_RANGE_NAMES[int(batch_labels['age_range'][i])]}")
-        if "gender" in outputs:
-            predicted = labels.GENDER_NAMES[int(outputs["gender"][i] > 0.5)]
-            true = labels.GENDER_NAMES[int(batch_labels["gender"][i] > 0.5)]
-            lines.append(f"Predicted gender: {predicted}, true gender: {true}")
+        lines += face_format.face_lines(
+            age=None if ages is None else ages[i],
+            age_range=outputs["age_range"][i].argmax() if "age_range" in outputs else None,
+            female_probability=float(outputs["gender"][i]) if "gender" in outputs else None,
+            true_age=batch_labels["age"][i], true_gender=int(batch_labels["gender"][i] > 0.5),
+            show_probability=False)
     return lines
 
 

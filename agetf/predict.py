@@ -42,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before agetf.labels import
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from agetf import heads, labels  # noqa: E402
+from agetf import face_format, heads, labels  # noqa: E402
 from agetf import names  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -468,28 +468,9 @@ def format_prediction(prediction: Prediction) -> list:
     lines = [f"Predicting for image {prediction.path}"]
     if prediction.error:
         return lines + [f"Error: {prediction.error}"]
-    if prediction.age is not None:
-        line = f"Predicted age: {prediction.age:.1f}"
-        if prediction.true_age is not None:
-            line += f", true age: {prediction.true_age}"
-        lines.append(line)
-    if prediction.age_range is not None:
-        line = f"Predicted range: {labels.AGE_RANGE_NAMES[prediction.age_range]}"
-        if prediction.true_age is not None:
-            true_range = int(labels.age_range(prediction.true_age))
-            line += f", true range: {labels.AGE_RANGE_NAMES[true_range]}"
-        lines.append(line)
-    if prediction.female_probability is not None:
-        line = (f"Predicted gender: {labels.GENDER_NAMES[_predicted_gender(prediction)]} "
-                f"(p_female={prediction.female_probability:.2f})")
-        if prediction.true_gender is not None:
-            line += f", true gender: {labels.GENDER_NAMES[prediction.true_gender]}"
-        lines.append(line)
-    return lines
-
-
-def _predicted_gender(prediction):
-    return int(prediction.female_probability >= 0.5)
+    return lines + face_format.face_lines(
+        prediction.age, prediction.age_range, prediction.female_probability,
+        prediction.true_age, prediction.true_gender)
 
 
 def summarize(predictions: Sequence[Prediction]) -> dict:
@@ -510,7 +491,8 @@ def summarize(predictions: Sequence[Prediction]) -> dict:
     gendered = [p for p in done if p.true_gender is not None and p.female_probability is not None]
     if gendered:
         summary["gender_accuracy"] = sum(
-            _predicted_gender(p) == p.true_gender for p in gendered) / len(gendered)
+            face_format.predicted_gender(p.female_probability) == p.true_gender
+            for p in gendered) / len(gendered)
     return summary
 
 
@@ -667,11 +649,8 @@ def predict_photo(image_predictor, path: str, image, detector,
 
 
 def face_caption(face: FacePrediction) -> str:
-    """Short label for a face: age, and gender where predicted."""
-    parts = [] if face.age is None else [f"{face.age:.0f}"]
-    if face.female_probability is not None:
-        parts.append(labels.GENDER_NAMES[int(face.female_probability >= 0.5)])
-    return " ".join(parts)
+    """Short label for a face: age, and gender where predicted (face_format.face_caption)."""
+    return face_format.face_caption(face.age, face.female_probability)
 
 
 def format_photo(photo: PhotoPrediction) -> list:
@@ -681,17 +660,10 @@ def format_photo(photo: PhotoPrediction) -> list:
         return lines + [f"Error: {photo.error}"]
     if not photo.faces:
         return lines + ["No face found"]
-    for index, face in enumerate(photo.faces, start=1):
-        box = photo_box(face.box, photo.scale)
-        parts = [] if face.age is None else [f"predicted age {face.age:.1f}"]
-        if face.age_range is not None:
-            parts.append(f"range {labels.AGE_RANGE_NAMES[face.age_range]}")
-        if face.female_probability is not None:
-            gender = labels.GENDER_NAMES[int(face.female_probability >= 0.5)]
-            parts.append(f"gender {gender} (p_female={face.female_probability:.2f})")
-        lines.append(f"Face {index} at x={box.left} y={box.top} w={box.width} h={box.height}: "
-                     + ", ".join(parts))
-    return lines
+    return lines + [face_format.photo_face_line(number, photo_box(face.box, photo.scale),
+                                                face.age, face.age_range,
+                                                face.female_probability)
+                    for number, face in enumerate(photo.faces, start=1)]
 
 
 def photo_box(box, scale: float):

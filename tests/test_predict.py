@@ -410,3 +410,40 @@ def test_a_file_over_max_file_mb_is_not_read_and_only_regular_files_are_opened(t
     assert predict.find_images([str(fifo)]) == [str(fifo)]  # named, so listed, and refused:
     with pytest.raises(predict.ImageReadError, match=r"not a regular file \(a FIFO\), not read"):
         predict.read_jpeg(str(fifo))  # without blocking: a FIFO is not opened
+
+
+# --- the gender rule: one function, over 0.5 is female, in every line ---------------------
+
+def test_a_female_probability_of_exactly_one_half_is_male_in_predicts_lines_and_summary():
+    from agetf import face_detection
+
+    P = predict.Prediction
+    half = P("a/35_0_0_1.jpg", age=35.0, female_probability=0.5, true_age=35, true_gender=0)
+    assert predict.format_prediction(half)[-1] == (
+        "Predicted gender: male (p_female=0.50), true gender: male")
+    above = P("b.jpg", female_probability=float(np.nextafter(np.float32(0.5), np.float32(1))))
+    assert predict.format_prediction(above)[-1].startswith("Predicted gender: female")
+    assert predict.summarize([half])["gender_accuracy"] == 1.0
+    face = predict.FacePrediction(
+        face=face_detection.Face(face_detection.Box(1, 2, 30, 40), 0.99, np.zeros((5, 2))),
+        matrix=None, age=35.0, female_probability=0.5)
+    photo = predict.PhotoPrediction(path="p.jpg", faces=[face])
+    assert predict.format_photo(photo)[1] == (
+        "Face 1 at x=1 y=2 w=30 h=40: predicted age 35.0, gender male (p_female=0.50)")
+    assert predict.face_caption(face) == "35 male"  # drawn by --annotate
+
+
+def test_a_female_probability_of_exactly_one_half_is_male_in_evaluations_lines_and_metric():
+    from agetf import evaluation, labels
+
+    outputs = {"gender": np.array([0.5, np.nextafter(np.float32(0.5), np.float32(1))],
+                                  np.float32)}
+    batch_labels = {"age": np.array([30, 31]), "age_range": labels.age_range(np.array([30, 31])),
+                    "gender": np.array([0.0, 1.0]), "race": np.array([0, 0]),
+                    "filename": np.array([b"30_0_0_a.jpg", b"31_1_0_b.jpg"])}
+    assert evaluation.prediction_lines(outputs, batch_labels, 2) == [
+        "Predicting for image 30_0_0_a.jpg", "Predicted gender: male, true gender: male",
+        "Predicting for image 31_1_0_b.jpg", "Predicted gender: female, true gender: female"]
+    report = evaluation.summarize(outputs, batch_labels, np.array([30]), np.array([0]))
+    assert report["metrics"]["gender_accuracy"] == 1.0
+
