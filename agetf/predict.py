@@ -16,7 +16,9 @@ detector misses would silently vanish.
 Arguments after the flags are images or folders (walked for .jpg/.jpeg/.png). For each
 image it prints the older project's lines (`Predicting for image X`, `Predicted age: A,
 true age: T`, ...), with true labels read from UTKFace-style file names, then a summary
-(MAE, CS@5, accuracies) over the images whose names carry labels.
+(MAE, CS@5, accuracies) over the images whose names carry labels. --output FILE.csv or
+FILE.jsonl also writes one row per face (agetf.prediction_file), and on a terminal a
+progress bar on stderr counts the images done.
 
 Hostile input costs one error line for that path, and the rest is predicted: only regular
 files are read (a FIFO or /dev/zero is not), none over --max_file_mb, and none decoded to
@@ -43,7 +45,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from agetf import face_format, heads, labels  # noqa: E402
-from agetf import names  # noqa: E402
+from agetf import names, prediction_file, progress  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEFAULT_BATCH_SIZE = 32
@@ -473,6 +475,17 @@ def format_prediction(prediction: Prediction) -> list:
         prediction.true_age, prediction.true_gender)
 
 
+def prediction_rows(prediction: Prediction) -> list:
+    """The --output row of one face crop (prediction_file.face_row): face 1, or 0 with the
+    error."""
+    labelled = dict(true_age=prediction.true_age, true_gender=prediction.true_gender)
+    if prediction.error:
+        return [prediction_file.face_row(prediction.path, 0, error=prediction.error, **labelled)]
+    return [prediction_file.face_row(
+        prediction.path, 1, age=prediction.age, age_range=prediction.age_range,
+        female_probability=prediction.female_probability, **labelled)]
+
+
 def summarize(predictions: Sequence[Prediction]) -> dict:
     """Metrics over the predictions whose names carry labels: MAE, CS@5, accuracies, counts."""
     done = [p for p in predictions if p.error is None]
@@ -510,28 +523,50 @@ def format_summary(summary: dict) -> list:
 
 
 def run(saved_model_dir: str, paths: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
-        out=sys.stdout, limits: Optional[ReadLimits] = None) -> dict:
-    """Predicts and prints every image under paths; returns the summary."""
+        out=sys.stdout, limits: Optional[ReadLimits] = None, output: Optional[str] = None,
+        show_progress: Optional[bool] = None) -> dict:
+    """Predicts and prints every image under paths, and with output writes their rows there
+    (agetf.prediction_file); returns the summary. A bad output is refused before any work."""
+    if output:
+        prediction_file.output_format(output)
     images = find_images(paths)
     if not images:
         raise ValueError(f"no .jpg/.jpeg/.png images in {', '.join(paths)}; pass image files "
                          "or folders that hold them")
+    if output:
+        prediction_file.check_output(output, images)
     return predict_and_print(load_predictor(saved_model_dir), images, batch_size, out,
-                             limits=limits)
+                             limits=limits, output=output, show_progress=show_progress)
 
 
 def predict_and_print(predictor, images: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
                       out=sys.stdout, read_threads: int = READ_THREADS,
-                      limits: Optional[ReadLimits] = None) -> dict:
+                      limits: Optional[ReadLimits] = None, output: Optional[str] = None,
+                      show_progress: Optional[bool] = None) -> dict:
     """Predicts images (file paths) in order, printing each one's lines as soon as its batch
-    is done, then the summary; returns the summary."""
+    is done, then the summary; with output, writes one row per image there at the end.
+    Returns the summary. A progress bar goes to stderr when show_progress, or (None) when
+    stderr is a terminal."""
     predictions = []
-    for prediction in predict_files(predictor, images, batch_size, read_threads, limits):
-        predictions.append(prediction)
-        print("\n".join(format_prediction(prediction)), file=out, flush=True)
+    with progress.progress_bar(len(images), "predicting", "image", show_progress) as bar:
+        for prediction in predict_files(predictor, images, batch_size, read_threads, limits):
+            predictions.append(prediction)
+            print_lines(format_prediction(prediction), out, bar)
+            bar.update(1)
     summary = summarize(predictions)
     print("\n".join(format_summary(summary)), file=out)
+    if output:
+        prediction_file.write_rows(output, (row for prediction in predictions
+                                            for row in prediction_rows(prediction)))
     return summary
+
+
+def print_lines(lines: Sequence[str], out, bar) -> None:
+    """Prints lines under a progress bar (progress.progress_bar): the bar is taken off the
+    terminal while they are printed, so they do not land on its line, then drawn again."""
+    bar.clear()  # nothing where the bar is not drawn
+    print("\n".join(lines), file=out, flush=True)
+    bar.refresh()
 
 
 # --- photos from the wild: detect, crop like the training crops, predict each face ----
@@ -666,6 +701,20 @@ def format_photo(photo: PhotoPrediction) -> list:
                     for number, face in enumerate(photo.faces, start=1)]
 
 
+def photo_rows(photo: PhotoPrediction) -> list:
+    """The --output rows of one photo (prediction_file.face_row): one per face, with its box
+    and landmarks in the photo's pixels, or one with face 0 (and the error) when none."""
+    true_age, true_gender = true_labels(photo.path)
+    labelled = dict(true_age=true_age, true_gender=true_gender)
+    if photo.error or not photo.faces:
+        return [prediction_file.face_row(photo.path, 0, error=photo.error, **labelled)]
+    return [prediction_file.face_row(
+        photo.path, number, age=face.age, age_range=face.age_range,
+        female_probability=face.female_probability, box=photo_box(face.box, photo.scale),
+        confidence=face.face.confidence, landmarks=face.face.landmarks * photo.scale,
+        **labelled) for number, face in enumerate(photo.faces, start=1)]
+
+
 def photo_box(box, scale: float):
     """A box found in a photo decoded at 1/scale, in the photo's own pixels."""
     from agetf import face_detection
@@ -728,19 +777,26 @@ def _file_identity(path):
 def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str] = None,
                min_confidence: Optional[float] = None, min_face: Optional[int] = None,
                refine: bool = True, out=sys.stdout, limits: Optional[ReadLimits] = None,
-               max_detection_pixels: Optional[int] = None) -> dict:
+               max_detection_pixels: Optional[int] = None, output: Optional[str] = None,
+               show_progress: Optional[bool] = None) -> dict:
     """Detects, predicts and prints every face in every photo; returns counts, and the
     median milliseconds per readable photo of detection and of alignment. With annotate_dir,
-    each readable photo is drawn there (as decoded) under its file name; a folder where
-    that could write over an input is refused before anything is loaded."""
+    each readable photo is drawn there (as decoded) under its file name; with output, every
+    face's row is written there at the end (agetf.prediction_file). An annotate folder where
+    that could write over an input, or a bad output, is refused before anything is loaded.
+    A progress bar goes to stderr when show_progress, or (None) when stderr is a terminal."""
     import numpy as np
 
     from agetf import face_detection
 
+    if output:
+        prediction_file.output_format(output)
     images = find_images(paths)
     if not images:
         raise ValueError(f"no .jpg/.jpeg/.png images in {', '.join(paths)}; pass image files "
                          "or folders that hold them")
+    if output:
+        prediction_file.check_output(output, images)
     if annotate_dir:
         used = set()
         outputs = [annotation_path(annotate_dir, path, used) for path in images]
@@ -750,25 +806,30 @@ def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str
     if annotate_dir:
         os.makedirs(annotate_dir, exist_ok=True)
     counts = {"images": len(images), "errors": 0, "faces": 0, "without_face": 0}
-    detection, alignment = [], []
-    for index, path in enumerate(images):
-        try:
-            image, scale = read_photo(path, limits)
-            photo = predict_photo(predictor, path, image, face_detector, refine)
-            photo.scale = scale
-        except ImageReadError as error:
-            image, photo = None, PhotoPrediction(path=path, error=str(error))
-        print("\n".join(format_photo(photo)), file=out, flush=True)
-        counts["errors"] += photo.error is not None
-        counts["faces"] += len(photo.faces)
-        counts["without_face"] += photo.error is None and not photo.faces
-        if photo.detection_seconds is not None:
-            detection.append(photo.detection_seconds)
-            alignment.append(photo.alignment_seconds)
-        if annotate_dir and image is not None:
-            face_detection.annotate(image, [f.face for f in photo.faces],
-                                    [face_caption(f) for f in photo.faces]).save(outputs[index])
-        del image  # before the next photo is decoded
+    detection, alignment, rows = [], [], []
+    with progress.progress_bar(len(images), "predicting", "photo", show_progress) as bar:
+        for index, path in enumerate(images):
+            try:
+                image, scale = read_photo(path, limits)
+                photo = predict_photo(predictor, path, image, face_detector, refine)
+                photo.scale = scale
+            except ImageReadError as error:
+                image, photo = None, PhotoPrediction(path=path, error=str(error))
+            print_lines(format_photo(photo), out, bar)
+            counts["errors"] += photo.error is not None
+            counts["faces"] += len(photo.faces)
+            counts["without_face"] += photo.error is None and not photo.faces
+            if photo.detection_seconds is not None:
+                detection.append(photo.detection_seconds)
+                alignment.append(photo.alignment_seconds)
+            if output:
+                rows += photo_rows(photo)
+            if annotate_dir and image is not None:
+                face_detection.annotate(image, [f.face for f in photo.faces],
+                                        [face_caption(f) for f in photo.faces]
+                                        ).save(outputs[index])
+            del image  # before the next photo is decoded
+            bar.update(1)
     print(f"Images: {counts['images']}, unreadable: {counts['errors']}, faces: {counts['faces']}, "
           f"images without a face: {counts['without_face']}", file=out)
     if detection:
@@ -777,6 +838,8 @@ def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str
         print(f"Time per photo (median of {len(detection)}): face detection "
               f"{counts['detection_ms']:.1f} ms, alignment {counts['alignment_ms']:.2f} ms",
               file=out)
+    if output:
+        prediction_file.write_rows(output, rows)
     return counts
 
 
@@ -808,6 +871,10 @@ def define_flags():
                          "given; a larger photo is scaled down for detection (default "
                          "agetf.face_detection.DEFAULT_MAX_PIXELS, 4,000,000; MTCNN takes ~130 "
                          "bytes per pixel).")
+    flags.DEFINE_string("output", None, "Also write one row per face to FILE.csv or "
+                        "FILE.jsonl (the extension chooses): file, box, landmarks, age, range, "
+                        "female probability, true labels from the file name, error; written "
+                        "whole at the end (docs/evaluation.md lists the columns).")
     flags.DEFINE_boolean("refine_alignment", True, "Face detection: find each aligned face's "
                          "landmarks again on its crop and align once more (closer to the "
                          "training crops' framing; about 60 ms per face on 2 CPU cores).")
@@ -827,14 +894,18 @@ def main(argv):
     if len(argv) < 2:
         raise app.UsageError("no images given; pass image files or folders after the flags")
     try:
+        if FLAGS.output:
+            prediction_file.output_format(FLAGS.output)  # before anything is loaded
         model_path = model_path_from_flags()
         limits = ReadLimits(FLAGS.max_pixels, FLAGS.max_file_mb)
         if FLAGS.detect_faces or FLAGS.annotate:
             counts = run_photos(model_path, argv[1:], FLAGS.annotate, FLAGS.min_confidence,
                                 FLAGS.min_face, FLAGS.refine_alignment, limits=limits,
-                                max_detection_pixels=FLAGS.max_detection_pixels)
+                                max_detection_pixels=FLAGS.max_detection_pixels,
+                                output=FLAGS.output)
             return 1 if counts["errors"] == counts["images"] else 0
-        summary = run(model_path, argv[1:], FLAGS.batch_size, limits=limits)
+        summary = run(model_path, argv[1:], FLAGS.batch_size, limits=limits,
+                      output=FLAGS.output)
     except (ValueError, RuntimeError) as error:
         sys.exit(f"agetf.predict: error: {error}")
     return 1 if summary["errors"] == summary["images"] else 0

@@ -1,6 +1,8 @@
 """agetf.predict: finding and reading images, batching, the printed lines, the summary, the CLI."""
 
+import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -424,12 +426,14 @@ def test_a_female_probability_of_exactly_one_half_is_male_in_predicts_lines_and_
     above = P("b.jpg", female_probability=float(np.nextafter(np.float32(0.5), np.float32(1))))
     assert predict.format_prediction(above)[-1].startswith("Predicted gender: female")
     assert predict.summarize([half])["gender_accuracy"] == 1.0
+    assert predict.prediction_rows(half)[0]["gender"] == "male"
     face = predict.FacePrediction(
         face=face_detection.Face(face_detection.Box(1, 2, 30, 40), 0.99, np.zeros((5, 2))),
         matrix=None, age=35.0, female_probability=0.5)
     photo = predict.PhotoPrediction(path="p.jpg", faces=[face])
     assert predict.format_photo(photo)[1] == (
         "Face 1 at x=1 y=2 w=30 h=40: predicted age 35.0, gender male (p_female=0.50)")
+    assert predict.photo_rows(photo)[0]["gender"] == "male"
     assert predict.face_caption(face) == "35 male"  # drawn by --annotate
 
 
@@ -447,3 +451,192 @@ def test_a_female_probability_of_exactly_one_half_is_male_in_evaluations_lines_a
     report = evaluation.summarize(outputs, batch_labels, np.array([30]), np.array([0]))
     assert report["metrics"]["gender_accuracy"] == 1.0
 
+
+# --- --output: one row per face, CSV or JSON Lines ---------------------------------------
+
+def read_rows(path):
+    """The rows of an --output file as lists of dicts of strings ('' where empty), whichever
+    its format, so that a CSV and a JSON Lines file compare."""
+    if path.endswith(".csv"):
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    with open(path) as f:
+        return [{key: "" if value is None else str(value) for key, value in json.loads(line).items()}
+                for line in f]
+
+
+def printed_blocks(text):
+    """{file: the lines printed after its `Predicting for image` line}, summary left out."""
+    blocks = {}
+    for block in text.split("\nImages: ")[0].split("Predicting for image ")[1:]:
+        name, *lines = block.splitlines()
+        blocks[name] = lines
+    return blocks
+
+
+@pytest.mark.parametrize("extension", ["csv", "jsonl"])
+def test_output_has_a_row_per_image_with_the_printed_numbers(saved_model, images_dir, tmp_path,
+                                                             extension):
+    from agetf import prediction_file
+
+    output = str(tmp_path / f"predictions.{extension}")
+    out = io.StringIO()
+    predict.run(saved_model, [images_dir], batch_size=4, out=out, output=output)
+    rows = read_rows(output)
+    blocks = printed_blocks(out.getvalue())
+    assert [row["file"] for row in rows] == predict.find_images([images_dir])
+    assert list(rows[0]) == list(prediction_file.COLUMNS)
+    for row in rows:
+        lines = blocks[row["file"]]
+        box_and_landmarks = [row[c] for c in prediction_file.COLUMNS[2:17]]
+        assert box_and_landmarks == [""] * 15  # crops: no detection
+        if row["error"]:
+            assert lines == [f"Error: {row['error']}"] and row["face"] == "0"
+            assert row["age"] == row["female_probability"] == ""
+            continue
+        assert row["face"] == "1"
+        true_age = f", true age: {row['true_age']}" if row["true_age"] else ""
+        assert lines[0] == f"Predicted age: {float(row['age']):.1f}{true_age}"
+        assert lines[1].startswith(f"Predicted range: {row['age_range']}")
+        gender = (f"Predicted gender: {row['gender']} "
+                  f"(p_female={float(row['female_probability']):.2f})")
+        true_gender = f", true gender: {row['true_gender']}" if row["true_gender"] else ""
+        assert lines[2] == gender + true_gender
+    by_name = {os.path.basename(row["file"]): row for row in rows}
+    assert (by_name["7_40_0.jpg"]["true_age"], by_name["7_40_0.jpg"]["true_gender"]) == (
+        "40", "male")
+    assert by_name["broken.jpg"]["error"].startswith("cannot read")
+    assert sum(bool(row["error"]) for row in rows) == 2
+
+
+def test_csv_and_jsonl_hold_the_same_rows(images_dir, tmp_path):
+    paths = predict.find_images([images_dir])
+    written = {}
+    for extension in ("csv", "jsonl"):
+        written[extension] = str(tmp_path / f"rows.{extension}")
+        predict.predict_and_print(fake_predictor, paths, 3, io.StringIO(),
+                                  output=written[extension])
+    csv_rows, json_rows = read_rows(written["csv"]), read_rows(written["jsonl"])
+    assert len(csv_rows) == len(paths)
+    for from_csv, from_json in zip(csv_rows, json_rows):
+        assert from_csv.keys() == from_json.keys()
+        for key, value in from_csv.items():  # numbers may be written 40 or 40.0
+            try:
+                assert float(value) == float(from_json[key]), key
+            except ValueError:
+                assert value == from_json[key], key
+    with open(written["jsonl"]) as f:
+        first = json.loads(f.readline())
+    assert isinstance(first["age"], float) and first["box_left"] is None
+
+
+def test_a_bad_output_is_refused_in_one_line_before_any_work(images_dir, tmp_path, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    from agetf import face_detection
+
+    monkeypatch.setattr(predict, "load_predictor", no_work)
+    monkeypatch.setattr(predict, "load_image_predictor", no_work)
+    monkeypatch.setattr(face_detection, "load_detector", no_work)
+    for run in (predict.run, predict.run_photos):
+        with pytest.raises(ValueError) as error:
+            run("unused/saved_model", [images_dir], output=str(tmp_path / "rows.txt"))
+        assert str(error.value) == (f"--output={tmp_path / 'rows.txt'} has neither of the two "
+                                    "formats; pass FILE.csv or FILE.jsonl (the extension "
+                                    "chooses)")
+    # An output that is an input (named, or through a link) would replace it: refused.
+    given = tmp_path / "given.csv"
+    given.write_bytes(b"an input named explicitly")
+    link = tmp_path / "link.jsonl"
+    os.symlink(os.path.join(images_dir, "photo.jpg"), link)
+    before = open(os.path.join(images_dir, "photo.jpg"), "rb").read()
+    for inputs, output in (([images_dir, str(given)], given), ([images_dir], link)):
+        for run in (predict.run, predict.run_photos):
+            with pytest.raises(ValueError, match=r"is the input .* pass a path that is not an "
+                                                 "input") as error:
+                run("unused/saved_model", inputs, output=str(output))
+            assert "\n" not in str(error.value)
+    assert given.read_bytes() == b"an input named explicitly"
+    assert open(os.path.join(images_dir, "photo.jpg"), "rb").read() == before
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        predict.run("unused/saved_model", [images_dir], output=str(tmp_path / "d.csv"))
+
+
+def test_a_run_that_stops_leaves_the_old_output_whole(images_dir, tmp_path):
+    paths = predict.find_images([images_dir])
+    output = tmp_path / "rows.csv"
+    output.write_text("the previous run's rows\n")
+    calls = []
+
+    def stopped(images_bytes):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as a kill in the middle of the folder
+        return fake_predictor(images_bytes)
+
+    with pytest.raises(KeyboardInterrupt):
+        predict.predict_and_print(stopped, paths, 2, io.StringIO(), output=str(output))
+    assert output.read_text() == "the previous run's rows\n"
+    assert os.listdir(tmp_path) == ["rows.csv"]  # and no temporary file beside it
+    predict.predict_and_print(fake_predictor, paths, 2, io.StringIO(), output=str(output))
+    assert len(read_rows(str(output))) == len(paths)
+    assert os.listdir(tmp_path) == ["rows.csv"]
+
+
+def test_an_output_that_cannot_be_written_is_one_line(images_dir, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    output = tmp_path / "a_file" / "rows.csv"  # its folder is a file
+    paths = predict.find_images([images_dir])[:2]
+    with pytest.raises(ValueError) as error:
+        predict.predict_and_print(fake_predictor, paths, 2, io.StringIO(), output=str(output))
+    assert str(error.value).startswith(f"cannot write --output={output} (")
+    assert "\n" not in str(error.value)
+
+
+# --- the progress bar: on a terminal only ------------------------------------------------
+
+class Terminal(io.StringIO):
+    """A captured stream that says it is a terminal."""
+
+    def isatty(self):
+        return True
+
+
+def test_a_progress_bar_counts_the_images_on_a_terminal_only(images_dir, monkeypatch):
+    paths = predict.find_images([images_dir])
+    plain_out, plain_err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", plain_err)
+    plain = predict.predict_and_print(fake_predictor, paths, 3, plain_out)
+    assert plain_err.getvalue() == ""
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    out = io.StringIO()
+    assert predict.predict_and_print(fake_predictor, paths, 3, out) == plain
+    drawn = terminal.getvalue()
+    assert "predicting" in drawn and f"/{len(paths)} " in drawn and "\r" in drawn
+    assert out.getvalue() == plain_out.getvalue()  # the printed lines are unchanged
+
+
+def test_command_line_writes_output_and_no_carriage_return_into_a_log_file(
+        saved_model, images_dir, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    output = tmp_path / "rows.jsonl"
+    with open(tmp_path / "stderr.log", "w") as log:
+        done = subprocess.run([sys.executable, "-m", "agetf.predict",
+                               f"--saved_model={saved_model}", f"--output={output}", images_dir],
+                              stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    errors = (tmp_path / "stderr.log").read_text()
+    assert done.returncode == 0, errors
+    assert "\r" not in errors
+    rows = read_rows(str(output))
+    assert len(rows) == done.stdout.count("Predicting for image") == 7
+
+    bad = subprocess.run([sys.executable, "-m", "agetf.predict", "--saved_model=/nonexistent",
+                          f"--output={tmp_path / 'rows.xlsx'}", images_dir],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"agetf.predict: error: --output={tmp_path / 'rows.xlsx'} has neither of the two "
+        "formats; pass FILE.csv or FILE.jsonl (the extension chooses)")

@@ -3,6 +3,7 @@ framed like the training crops, predicted one line per face, and drawn with --an
 The only real face is scikit-image's astronaut (public domain)."""
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -200,7 +201,9 @@ def test_run_photos_prints_a_line_per_face_and_draws_them(models, photos_dir, tm
                                                           astronaut, mtcnn):
     out = io.StringIO()
     annotated = tmp_path / "annotated"
-    counts = predict.run_photos(models[0], [photos_dir], annotate_dir=str(annotated), out=out)
+    output = tmp_path / "faces.csv"
+    counts = predict.run_photos(models[0], [photos_dir], annotate_dir=str(annotated), out=out,
+                                output=str(output))
     text = out.getvalue()
     assert {k: counts[k] for k in ("images", "errors", "faces", "without_face")} == {
         "images": 4, "errors": 1, "faces": 2, "without_face": 1}
@@ -217,6 +220,16 @@ def test_run_photos_prints_a_line_per_face_and_draws_them(models, photos_dir, tm
     assert (f"Time per photo (median of 3): face detection {counts['detection_ms']:.1f} ms, "
             f"alignment {counts['alignment_ms']:.2f} ms") in text
 
+    # --output: a row per face with its box and landmarks and the printed numbers, and a
+    # row for the photo without a face and for the unreadable one.
+    rows = {os.path.basename(row["file"]): row for row in read_csv(output)}
+    assert len(read_csv(output)) == 4
+    assert (rows["wall.jpg"]["face"], rows["wall.jpg"]["error"], rows["wall.jpg"]["age"]) == (
+        "0", "", "")
+    assert rows["broken.jpg"]["face"] == "0"
+    assert blocks["broken.jpg"][0] == f"Error: {rows['broken.jpg']['error']}"
+    assert_row_is_the_printed_face(rows["astronaut.jpg"], line)
+
     # Annotated copies of the readable photos: the box in red on the face's edge, and a
     # green dot on each landmark.
     assert sorted(os.listdir(annotated)) == ["astronaut.jpg", "pasted.png", "wall.jpg"]
@@ -226,6 +239,28 @@ def test_run_photos_prints_a_line_per_face_and_draws_them(models, photos_dir, tm
     assert edge[0] > 200 and edge[1] < 80, edge
     for x, y in face.landmarks.round().astype(int):
         assert drawn[y, x][1] > 200 and drawn[y, x][0] < 80, (x, y, drawn[y, x])
+
+
+def read_csv(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_row_is_the_printed_face(row, line):
+    """An --output row of a detected face holds the numbers of its printed line, a box, a
+    confidence, and five landmarks inside the box."""
+    box = [int(row[key]) for key in ("box_left", "box_top", "box_width", "box_height")]
+    assert line == (f"Face {row['face']} at x={box[0]} y={box[1]} w={box[2]} h={box[3]}: "
+                    f"predicted age {float(row['age']):.1f}, range {row['age_range']}, gender "
+                    f"{row['gender']} (p_female={float(row['female_probability']):.2f})")
+    assert float(row["confidence"]) >= face_detection.DEFAULT_MIN_CONFIDENCE
+    points = np.array([[float(row[f"{name}_{axis}"]) for axis in "xy"]
+                       for name in face_alignment.LANDMARK_NAMES])
+    assert (points >= box[:2]).all() and (points <= [box[0] + box[2], box[1] + box[3]]).all()
+    left_eye, right_eye = points[:2]
+    assert left_eye[0] < right_eye[0]
 
 
 def test_face_crops_are_predicted_like_the_same_aligned_crop_given_directly(models, astronaut,
@@ -252,14 +287,19 @@ def test_command_line_with_tflite_and_annotate(models, photos_dir, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     photo = os.path.join(photos_dir, "astronaut.jpg")
     done = subprocess.run([sys.executable, "-m", "agetf.predict", f"--tflite={models[1]}",
-                           f"--annotate={tmp_path / 'out'}", photo],
-                          capture_output=True, text=True, env=env)
+                           f"--annotate={tmp_path / 'out'}", f"--output={tmp_path / 'f.jsonl'}",
+                           photo], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"Predicting for image {photo}"
     assert lines[1].startswith("Face 1 at x=") and len(lines) == 4
     assert lines[3].startswith("Time per photo (median of 1): face detection ")
     assert os.path.exists(tmp_path / "out" / "astronaut.jpg")
+    with open(tmp_path / "f.jsonl") as f:
+        (row,) = [json.loads(text) for text in f]
+    assert row["file"] == photo and row["error"] is None
+    assert_row_is_the_printed_face({k: "" if v is None else str(v) for k, v in row.items()},
+                                   lines[1])
 
     both = subprocess.run([sys.executable, "-m", "agetf.predict", f"--tflite={models[1]}",
                            f"--saved_model={models[0]}", photo],
@@ -393,3 +433,39 @@ def test_mtcnn_is_given_at_most_max_pixels():
         assert abs(face.box.left - 1000) <= 4 and abs(face.box.width - 2000) <= 8, face.box
     with pytest.raises(ValueError, match="--max_detection_pixels"):
         face_detection.MTCNNDetector(mtcnn=RecordingMTCNN(), max_pixels=100)
+
+
+def test_crops_predicted_with_tflite_have_rows_without_a_box(models, photos_dir, tmp_path):
+    out, output = io.StringIO(), tmp_path / "crops.csv"
+    predict.run(models[1], [photos_dir], out=out, output=str(output))
+    rows = read_csv(output)
+    assert [os.path.basename(row["file"]) for row in rows] == [
+        "astronaut.jpg", "broken.jpg", "pasted.png", "wall.jpg"]
+    assert [row["face"] for row in rows] == ["1", "0", "1", "1"]
+    assert all(row["box_left"] == row["left_eye_x"] == "" for row in rows)
+    assert rows[1]["error"].startswith("cannot read")
+    assert f"Predicted age: {float(rows[0]['age']):.1f}\n" in out.getvalue()
+
+
+def test_a_progress_bar_counts_the_photos_on_a_terminal_only(photos_dir, monkeypatch):
+    class NoFaces:
+        def __call__(self, image):
+            return []
+
+        def for_aligned_crops(self):
+            return self
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(face_detection, "load_detector", lambda *args: NoFaces())
+    monkeypatch.setattr(predict, "load_image_predictor", lambda path: None)
+    for stream, drawn in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        out = io.StringIO()
+        counts = predict.run_photos("unused", [photos_dir], out=out)
+        assert counts["without_face"] == 3 and out.getvalue().count("No face found") == 3
+        assert ("predicting" in stream.getvalue() and "/4 " in stream.getvalue()
+                and "\r" in stream.getvalue()) == drawn
+        assert drawn or stream.getvalue() == ""

@@ -1,0 +1,113 @@
+"""agetf.predict's --output file: one row per face, as CSV or JSON Lines (from the extension).
+
+Both formats have the same flat columns (COLUMNS), so `pandas.read_csv(path)` and
+`pandas.read_json(path, lines=True)` give the same table: the box and each landmark are
+numeric columns of their own, not one encoded cell. Every input file has at least one row:
+a face crop has one, a photo one per face found, and a photo without a face or a file that
+could not be read one with `face` 0 (and the reason in `error`), so nothing goes missing.
+The file is written whole under a temporary name and renamed (agetf.run_files.write_text):
+a killed run leaves the old file or none, never part of one.
+"""
+
+import csv
+import io
+import json
+import os
+from typing import Iterable, Optional, Sequence
+
+from agetf import face_alignment, face_format, labels, run_files
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+LANDMARK_COLUMNS = tuple(f"{name}_{axis}" for name in face_alignment.LANDMARK_NAMES
+                         for axis in ("x", "y"))
+# file: the input as given; face: the face's number in its file (1 for a crop; 0: none
+# predicted, for a photo without a face or an unreadable file); box and landmarks in the
+# photo's pixels, empty for crops; age_range its label ("25-30"); gender by
+# agetf.face_format's rule; true_age and true_gender from UTKFace-style file names.
+COLUMNS = ("file", "face", "box_left", "box_top", "box_width", "box_height", "confidence",
+           *LANDMARK_COLUMNS, "age", "age_range", "female_probability", "gender",
+           "true_age", "true_gender", "error")
+_LANDMARK_DECIMALS = 2
+
+
+def output_format(path: str) -> str:
+    """'csv' or 'jsonl' from the file's extension; ValueError in one line for any other."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in FORMATS:
+        raise ValueError(f"--output={path} has neither of the two formats; pass FILE.csv or "
+                         "FILE.jsonl (the extension chooses)")
+    return FORMATS[extension]
+
+
+def check_output(path: str, inputs: Sequence[str]) -> None:
+    """Refuses in one line (ValueError) an --output that is a folder, or that is one of the
+    input files (itself, or through a link): writing it would replace that input."""
+    output_format(path)
+    if os.path.isdir(path):
+        raise ValueError(f"--output={path} is a folder; pass a file path ending in .csv or "
+                         ".jsonl")
+    target = _identity(path)
+    if target is None:
+        return  # not there yet, so no input
+    for image in inputs:
+        if _identity(image) == target:
+            raise ValueError(f"--output={path} is the input {image}, which writing it would "
+                             "replace; pass a path that is not an input")
+
+
+def _identity(path):
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def face_row(file: str, face: int, *, age=None, age_range=None, female_probability=None,
+             true_age=None, true_gender=None, box=None, confidence=None, landmarks=None,
+             error: Optional[str] = None) -> dict:
+    """One row (a dict over COLUMNS; None where empty) of face number `face` of `file`."""
+    row = dict.fromkeys(COLUMNS)
+    row.update(file=file, face=face, error=error,
+               true_age=None if true_age is None else int(true_age),
+               true_gender=None if true_gender is None else labels.GENDER_NAMES[int(true_gender)])
+    if box is not None:
+        row.update(box_left=int(box.left), box_top=int(box.top), box_width=int(box.width),
+                   box_height=int(box.height))
+    if confidence is not None:
+        row["confidence"] = float(confidence)
+    if landmarks is not None:
+        values = [round(float(value), _LANDMARK_DECIMALS) for point in landmarks
+                  for value in point]
+        row.update(zip(LANDMARK_COLUMNS, values))
+    if age is not None:
+        row["age"] = float(age)
+    if age_range is not None:
+        row["age_range"] = face_format.age_range_name(age_range)
+    if female_probability is not None:
+        row["female_probability"] = float(female_probability)
+        row["gender"] = face_format.gender_name(female_probability)
+    return row
+
+
+def to_text(rows: Iterable[dict], file_format: str) -> str:
+    """The rows as the file's text: CSV with a header row, or one JSON object a line."""
+    if file_format == "jsonl":
+        return "".join(json.dumps(row) + "\n" for row in rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)  # None is written as an empty cell
+    return buffer.getvalue()
+
+
+def write_rows(path: str, rows: Iterable[dict]) -> None:
+    """Writes the rows to path atomically in its extension's format; ValueError in one line
+    when the file cannot be written (a missing permission, a full disk)."""
+    text = to_text(rows, output_format(path))
+    try:
+        run_files.write_text(path, text)
+    except OSError as error:
+        reason = ("the disk is full" if run_files.is_disk_full(error)
+                  else error.strerror or str(error))
+        raise ValueError(f"cannot write --output={path} ({reason})") from None
