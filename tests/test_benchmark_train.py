@@ -22,3 +22,4 @@ def test_fit_row_runs_and_the_json_reports_custom_vs_fit(data_dir):
     custom = next(row for row in result["rows"] if row["loop"] == "custom"
                   and row["feed"] == "pipeline" and row["steps_per_loop"] == 2)
     assert result["custom_vs_fit_ratio"] == custom["custom_vs_fit"] > 0
+    assert result["custom_vs_fit_by_cpu_ratio"] == custom["custom_vs_fit_by_cpu"] > 0
