@@ -59,9 +59,14 @@ def define_flags():
                         "keeps its jobs; default none.")
 
 
-if __name__ == "__main__":
+def run():
+    """Console entry point (agetf-data-service), as python -m agetf.data_service."""
     from agetf import flagfiles
 
     define_flags()
     flagfiles.exit_on_bad_flagfile(sys.argv, "agetf.data_service")
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -449,27 +449,18 @@ def heading_anchors(path):
     return anchors
 
 
-# Pages another change is writing (issue 13): a link to one that does not exist yet is an
-# expected failure, reported as such; once the page exists its links are checked like any.
-PAGES_BEING_WRITTEN = {"docs/deployment.md"}
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_links_lead_to_files_and_sections(page):
     with open(os.path.join(REPO, page)) as f:
         links = LINK.findall(f.read())
-    awaited = set()
     for link in links:
         if re.match(r"[a-z]+:", link):
             continue  # a web address
         target, _, anchor = link.partition("#")
         path = os.path.normpath(os.path.join(REPO, os.path.dirname(page), target)) if target \
             else os.path.join(REPO, page)
-        if not os.path.exists(path) and os.path.relpath(path, REPO) in PAGES_BEING_WRITTEN:
-            awaited.add(os.path.relpath(path, REPO))
-            continue
         assert os.path.exists(path), f"{page}: link {link} leads nowhere"
         if anchor and path.endswith(".md"):
             assert anchor in heading_anchors(path), f"{page}: no section #{anchor} in {target}"
-    if awaited:
-        pytest.xfail(f"{page} links {', '.join(sorted(awaited))}, not written yet")
