@@ -70,7 +70,7 @@ def tiny_export(tmp_path_factory):
     import numpy as np
 
     from agetf import export, model as model_lib
-    from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
+    from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
     dim = EXPORT_IMG_DIM
     model = model_lib.build_model(backbone="MobileNetV2", img_dim=dim, heads=model_lib.HEADS,

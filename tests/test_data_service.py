@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from agetf import data_service, input_pipeline, trainer as trainer_lib
-from test_training import tiny_config
+from tiny_runs import tiny_config
 
 
 @pytest.fixture(scope="module")

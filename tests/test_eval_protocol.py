@@ -14,7 +14,7 @@ from agetf import input_pipeline
 from agetf import labels
 from agetf import model as model_lib
 from agetf import synthetic
-from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
+from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = 32
 

@@ -19,7 +19,7 @@ from agetf import image_ops
 from agetf import labels
 from agetf import model as model_lib
 from conftest import EXPORT_IMG_DIM
-from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
+from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = EXPORT_IMG_DIM
 VENV_BIN = os.path.dirname(sys.executable)

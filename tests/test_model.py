@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from agetf import model as model_lib
+from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = 32
 
@@ -19,22 +20,6 @@ def tiny_model(heads=model_lib.HEADS, backbone="MobileNetV2", **kwargs):
 def random_images(count=3, seed=0):
     shape = (count, IMG_DIM, IMG_DIM, 3)
     return np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
-
-
-def calibrate_batchnorm(model, images):
-    """Sets every BatchNormalization's moving statistics to those of `images`.
-
-    An untrained backbone in inference mode shrinks activations to ~1e-11, which would
-    make output comparisons pass trivially.
-    """
-    norms = [layer for layer in model.get_layer("backbone").layers
-             if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.momentum = 0.0
-    model(images, training=True)
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
 
 
 @pytest.fixture(scope="module")

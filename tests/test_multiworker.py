@@ -10,11 +10,8 @@ across workers is tested at the pipeline level in test_input_pipeline.py.
 
 import json
 import os
-import queue
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -22,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from agetf import worker_failure
+from worker_processes import OutputReader, free_ports  # pytest puts tests/ on sys.path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--strategy=multi_worker_mirrored", "--img_dim=32", "--alpha=0.35", "--weights=none",
@@ -34,16 +32,6 @@ TIMEOUT_S = int(os.environ.get("AGETF_TEST_TIMEOUT_S", 240))
 # A survivor must stop this soon after its peer dies (TensorFlow notices a dead peer on its
 # next collective, or within ~10 s by the coordination service's heartbeats).
 LOST_WORKER_TIMEOUT_S = 60
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def start_workers(args, tmp_dirs):
@@ -126,40 +114,6 @@ def test_two_workers_train_identically_only_the_chief_writes_and_a_rerun_resumes
     for name, value in final.items():
         np.testing.assert_array_equal(value, resumed[name], err_msg=name)
     assert any(not np.array_equal(final[n], chief_vars[n]) for n in final)
-
-
-class OutputReader:
-    """Collects a process's output lines on a thread, so a test can wait for one with a deadline."""
-
-    def __init__(self, proc):
-        self.lines, self._queue = [], queue.Queue()
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _read(self, proc):
-        for line in proc.stdout:
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def wait_for(self, text, timeout):
-        """Returns once a line containing `text` arrived; fails at the deadline or at EOF."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None
-            if line is None:
-                raise AssertionError(f"no {text!r} in time:\n" + "".join(self.lines)[-3000:])
-            self.lines.append(line)
-            if text in line:
-                return
-
-    def rest(self):
-        self._thread.join()
-        while (line := self._queue.get()) is not None:
-            self.lines.append(line)
-        return "".join(self.lines)
 
 
 def kill_one_and_check_the_survivor(args, tmp_dirs, marker, victim):

@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from agetf import distribution, heads as heads_lib, lr_finder, lr_search
 from agetf import schedules, train as train_cli, trainer as trainer_lib
-from test_training import _scalars, sha1, tiny_config
+from tiny_runs import scalar_values, sha1, tiny_config
 
 
 class Killed(Exception):
@@ -457,7 +457,7 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
     events = event_accumulator.EventAccumulator(str(model_dir / "logs" / "lr_find"),
                                                 size_guidance={"tensors": 0})
     events.Reload()
-    scalars = _scalars(events)
+    scalars = scalar_values(events)
     for tag, key in (("lr_find/learning_rate", "lrs"), ("lr_find/loss", "losses"),
                      ("lr_find/smoothed_loss", "smoothed")):
         assert np.all(np.isfinite(scalars[tag])), tag

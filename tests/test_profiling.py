@@ -6,7 +6,7 @@ import os
 import pytest
 
 from agetf import profiling, train as train_cli
-from test_training import tiny_config  # pytest puts tests/ on sys.path
+from tiny_runs import tiny_config  # pytest puts tests/ on sys.path
 
 
 def test_host_calls_end_at_the_profiles_start_and_end():

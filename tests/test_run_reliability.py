@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from agetf import run_files, run_lock, train as train_cli, trainer as trainer_lib
-from test_training import tiny_config, train  # pytest puts tests/ on sys.path
+from tiny_runs import tiny_config, train  # pytest puts tests/ on sys.path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")

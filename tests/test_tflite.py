@@ -16,7 +16,7 @@ from agetf import model as model_lib
 from agetf import predict
 from agetf import synthetic
 from agetf import tflite_export
-from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
+from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = 64
 # 1e-4 years is at float32's noise floor on this untrained model (TF itself moves ages by

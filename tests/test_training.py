@@ -1,7 +1,6 @@
 """The training loop end to end on tiny synthetic data: files, TensorBoard, resume, strategies."""
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -15,38 +14,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from agetf import augment, distribution, evaluation, input_pipeline, labels, trainer as trainer_lib
-from test_model import calibrate_batchnorm  # pytest puts tests/ on sys.path
+from tiny_runs import calibrate_batchnorm, scalar_values, sha1, tiny_config, train  # noqa: E501
 
-ALL_HEADS = ("age_histogram", "age_range", "age", "gender")
-
-
-def tiny_config(data_dir, model_dir, **overrides):
-    """A run small enough for a 2-core CI machine: 32 px, MobileNetV2 x0.35, a few steps."""
-    model_fields = {k: overrides.pop(k) for k in ("heads", "img_dim", "backbone") if k in overrides}
-    model = trainer_lib.ModelConfig(backbone=model_fields.get("backbone", "MobileNetV2"),
-                                    img_dim=model_fields.get("img_dim", 32),
-                                    heads=model_fields.get("heads", ALL_HEADS), alpha=0.35,
-                                    weights="none", batchnorm_momentum=0.9)
-    settings = dict(model_dir=str(model_dir), model=model,
-                    input=input_pipeline.InputConfig(data_dir=data_dir, img_dim=model.img_dim,
-                                                     shuffle_buffer=64, seed=1),
-                    epochs=2, batch_size=16, lr=1e-3, steps_per_loop=2, steps_per_epoch=3,
-                    strategy="default", mixed_precision="float32", summary_images=4,
-                    verbose=False)
-    settings.update(overrides)
-    return trainer_lib.TrainConfig(**settings)
-
-
-def train(config, strategy=None):
-    trainer = trainer_lib.Trainer(config, strategy=strategy)
-    trainer_lib.write_run_definition(config.model_dir, config.model)
-    history = trainer.fit()
-    return trainer, history
-
-
-def sha1(path):
-    with open(path, "rb") as f:
-        return hashlib.sha1(f.read()).hexdigest()
 
 
 @pytest.fixture(scope="session")
@@ -94,15 +63,6 @@ def test_training_fits_a_fixed_batch(data_dir, tmp_path):
     assert last < 0.5 * first
 
 
-def _scalars(accumulator):
-    values = {}
-    for tag in accumulator.Tags()["tensors"]:
-        if accumulator.SummaryMetadata(tag).plugin_data.plugin_name != "scalars":
-            continue
-        values[tag] = [float(tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)]
-    return values
-
-
 def test_tensorboard_logs_losses_metrics_lr_speed_and_faces(trained_run):
     config = trained_run[0]
     logs = os.path.join(config.model_dir, "logs")
@@ -110,7 +70,7 @@ def test_tensorboard_logs_losses_metrics_lr_speed_and_faces(trained_run):
     val_acc = event_accumulator.EventAccumulator(os.path.join(logs, "validation"), size_guidance={"tensors": 0})
     train_acc.Reload()
     val_acc.Reload()
-    train_scalars, val_scalars = _scalars(train_acc), _scalars(val_acc)
+    train_scalars, val_scalars = scalar_values(train_acc), scalar_values(val_acc)
     for tag in ("batch/loss", "learning_rate", "images_per_sec", "step_time_ms", "epoch/loss",
                 "epoch/age_histogram_loss", "epoch/mae", "epoch/cs5", "epoch/gender_accuracy",
                 "epoch/age_range_accuracy"):

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from agetf import distribution, worker_failure
-from test_multiworker import OutputReader, free_ports
+from worker_processes import OutputReader, free_ports
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPORT_TIMEOUT_S = 600  # TensorFlow's import on a loaded 2-core machine; the bounds below are tight
