@@ -562,11 +562,15 @@ def predict_and_print(predictor, images: Sequence[str], batch_size: int = DEFAUL
 
 
 def print_lines(lines: Sequence[str], out, bar) -> None:
-    """Prints lines under a progress bar (progress.progress_bar): the bar is taken off the
-    terminal while they are printed, so they do not land on its line, then drawn again."""
-    bar.clear()  # nothing where the bar is not drawn
+    """Prints lines beside a progress bar (progress.progress_bar): where both reach the
+    terminal, the bar is taken off while they are printed, so that they do not land on its
+    line, then drawn again."""
+    shared = not bar.disable and progress.on_terminal(out)
+    if shared:
+        bar.clear()
     print("\n".join(lines), file=out, flush=True)
-    bar.refresh()
+    if shared:
+        bar.refresh()
 
 
 # --- photos from the wild: detect, crop like the training crops, predict each face ----

@@ -617,6 +617,15 @@ def test_a_progress_bar_counts_the_images_on_a_terminal_only(images_dir, monkeyp
     drawn = terminal.getvalue()
     assert "predicting" in drawn and f"/{len(paths)} " in drawn and "\r" in drawn
     assert out.getvalue() == plain_out.getvalue()  # the printed lines are unchanged
+    # Printed to the same terminal, the lines would land on the bar's line: it is cleared
+    # before each image's lines (and when it closes), and only then.
+    import re
+
+    assert len(re.findall(r"\r +\r", drawn)) == 1
+    shared = Terminal()
+    monkeypatch.setattr(sys, "stderr", shared)
+    predict.predict_and_print(fake_predictor, paths, 3, shared)
+    assert len(re.findall(r"\r +\r", shared.getvalue())) == len(paths) + 1
 
 
 def test_command_line_writes_output_and_no_carriage_return_into_a_log_file(
