@@ -1,10 +1,18 @@
 """agetf: face age and gender prediction as a high-throughput TensorFlow trainer."""
 
+import os
+import re
+
 import setuptools
+
+# The version is agetf.__version__, read without importing the package (and TensorFlow).
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "agetf", "__init__.py")) as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 setuptools.setup(
     name="agetf",
-    version="0.1.0",
+    version=VERSION,
+    license="Apache-2.0",
     description="Face age and gender prediction: TFRecord converter, tf.data pipeline, "
     "distributed Keras 3 trainer, SavedModel export.",
     packages=setuptools.find_packages(include=["agetf", "agetf.*"]),
@@ -25,7 +33,15 @@ setuptools.setup(
         # Face detection with five landmarks (agetf.face_detection); its weights ship in
         # the wheel. 1.x's detect_faces(output_type="numpy") row layout is relied on.
         "mtcnn>=1.0,<2",
+        # Progress bars on a terminal (agetf.progress); tensorflow-datasets needs it too.
+        "tqdm",
     ],
+    entry_points={"console_scripts": [
+        "agetf-train=agetf.train:console_main",
+        "agetf-convert=agetf.convert:console_main",
+        "agetf-predict=agetf.predict:console_main",
+        "agetf-data-service=agetf.data_service:console_main",
+    ]},
     extras_require={
         # LiteRT's interpreter runs the TFLite models (tf.lite.Interpreter is deprecated);
         # the tests run them on it too.

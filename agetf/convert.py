@@ -80,7 +80,7 @@ def main(argv):
     return 0
 
 
-def run():
+def console_main():
     """Console entry point."""
     define_flags()
     flagfiles.exit_on_bad_flagfile(sys.argv, "make_tfrecords")
@@ -88,4 +88,4 @@ def run():
 
 
 if __name__ == "__main__":
-    run()
+    console_main()

@@ -59,7 +59,7 @@ def define_flags():
                         "keeps its jobs; default none.")
 
 
-def run():
+def console_main():
     """Console entry point (agetf-data-service), as python -m agetf.data_service."""
     from agetf import flagfiles
 
@@ -69,4 +69,4 @@ def run():
 
 
 if __name__ == "__main__":
-    run()
+    console_main()

@@ -137,6 +137,10 @@ def load_signature(saved_model_dir: str, name: str):
     take the export's input and give age or female_probability; SavedModelError otherwise."""
     import tensorflow as tf
 
+    from agetf import export
+
+    # A TF Serving model base (MODEL/1/, MODEL/2/...) serves its highest version; so do we.
+    saved_model_dir = export.resolve_saved_model_dir(saved_model_dir)
     if not tf.saved_model.contains_saved_model(saved_model_dir):
         raise SavedModelError(f"{saved_model_dir} is not a SavedModel; pass the saved_model "
                               "folder of a training run (model_dir/saved_model)")
@@ -915,9 +919,14 @@ def main(argv):
     return 1 if summary["errors"] == summary["images"] else 0
 
 
-if __name__ == "__main__":
+def console_main():
+    """Console entry point (agetf-predict), as python -m agetf.predict."""
     from agetf import flagfiles
 
     define_flags()
     flagfiles.exit_on_bad_flagfile(sys.argv, "agetf.predict")  # a stray line is no image path
     app.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

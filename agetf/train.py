@@ -552,10 +552,10 @@ def parse_flags(argv):
         sys.exit(f"agetf.train: error: {' '.join(str(error).split())}")
 
 
-def run():
+def console_main():
     """Console entry point (agetf-train), as python -m agetf.train."""
     app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
-    run()
+    console_main()

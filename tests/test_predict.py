@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -173,6 +174,25 @@ def test_run_with_a_real_export_prints_every_image_and_a_summary(saved_model, im
     assert "true age: 40" in text and "Predicted range:" in text and "Predicted gender:" in text
     assert summary["labelled"] == 4 and 0 <= summary["cs5"] <= 1
     assert "Age MAE:" in text and "Gender accuracy:" in text
+
+
+def test_a_tf_serving_model_base_predicts_with_its_highest_version(saved_model, images_dir,
+                                                                    tmp_path):
+    # TF Serving's layout: MODEL/<version>/saved_model.pb; the highest version is served.
+    base = tmp_path / "agetf"
+    os.makedirs(base / "1")
+    shutil.copytree(saved_model, base / "7")
+    shutil.copytree(saved_model, base / "10")  # 10 > 7: numbers, not names, are compared
+    (base / "10" / "saved_model.pb").write_bytes(b"not a graph")  # damaged: it must be the one
+    (base / "notes").mkdir()
+    with pytest.raises(predict.SavedModelError, match=r"agetf/10 cannot be loaded"):
+        predict.run(str(base), [images_dir], batch_size=4, out=io.StringIO())
+    shutil.rmtree(base / "10")
+    out = io.StringIO()
+    predict.run(str(base), [images_dir], batch_size=4, out=out)
+    reference = io.StringIO()
+    predict.run(saved_model, [images_dir], batch_size=4, out=reference)
+    assert out.getvalue() == reference.getvalue()
 
 
 def test_command_line(saved_model, images_dir, tmp_path):
