@@ -669,3 +669,14 @@ def test_command_line_writes_output_and_no_carriage_return_into_a_log_file(
     assert bad.stderr.strip().splitlines()[-1] == (
         f"agetf.predict: error: --output={tmp_path / 'rows.xlsx'} has neither of the two "
         "formats; pass FILE.csv or FILE.jsonl (the extension chooses)")
+
+
+def test_a_row_without_a_range_head_names_the_range_its_age_falls_in_as_the_export_does():
+    from agetf import prediction_file
+
+    ranges = [prediction_file.face_row("f.jpg", 1, age=age)["age_range"]
+              for age in (-1.5, 0.0, 4.99, 5.0, 29.7, 79.9, 80.0, 97.0)]
+    assert ranges == ["0-5", "0-5", "0-5", "5-10", "25-30", "75-80", "80+", "80+"]
+    # A range head's own class wins over the age's range.
+    assert prediction_file.face_row("f.jpg", 1, age=29.7, age_range=7)["age_range"] == "35-40"
+    assert prediction_file.face_row("f.jpg", 0, error="unreadable")["age_range"] is None
