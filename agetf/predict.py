@@ -29,6 +29,7 @@ an --annotate folder where an original could be written over, is refused in one 
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import io
 import itertools
@@ -294,6 +295,21 @@ def read_jpeg(path: str, check: bool = True, limits: Optional[ReadLimits] = None
     return jpeg_for_model(path, read_file(path, limits), check, limits.max_pixels)
 
 
+@contextlib.contextmanager
+def pillow_errors(path: str):
+    """Pillow's many error types for a bad image, as one ImageReadError naming path."""
+    from PIL import Image
+
+    try:
+        yield
+    except ImageReadError:
+        raise
+    except Image.UnidentifiedImageError as error:
+        raise ImageReadError(f"cannot read {path} as an image (not an image format)") from error
+    except Exception as error:  # Pillow raises many types for corrupt images
+        raise ImageReadError(f"cannot read {path} as an image ({error})") from error
+
+
 def jpeg_for_model(path: str, data: bytes, check: bool = True,
                    max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """read_jpeg on a file's bytes already in memory (path names it in errors).
@@ -302,9 +318,7 @@ def jpeg_for_model(path: str, data: bytes, check: bool = True,
     that fits at a reduced scale: an RGB one goes to the model, which decodes it at a DCT
     scale near its input size; any other is decoded at that scale before re-encoding.
     """
-    from PIL import Image
-
-    try:
+    with pillow_errors(path):
         image = open_image(io.BytesIO(data))
         scale = reduced_scale(path, image, max_pixels)
         if image.format == "JPEG" and image.mode == "RGB":
@@ -317,12 +331,6 @@ def jpeg_for_model(path: str, data: bytes, check: bool = True,
         elif scale > 1:
             draft(path, image, scale, max_pixels)
         image.load()  # a decode, so truncated files fail here and not inside a batch
-    except ImageReadError:
-        raise
-    except Image.UnidentifiedImageError as error:
-        raise ImageReadError(f"cannot read {path} as an image (not an image format)") from error
-    except Exception as error:  # Pillow raises many types for corrupt images
-        raise ImageReadError(f"cannot read {path} as an image ({error})") from error
     if image.format == "JPEG" and image.mode == "RGB":
         return data
     buffer = io.BytesIO()
@@ -614,27 +622,20 @@ def read_photo(path: str, limits: Optional[ReadLimits] = None):
     (phone photos); a JPEG over limits.max_pixels decoded at 1/2, 1/4 or 1/8 scale, and
     scale the photo's pixels per array pixel (1 at full size). Over limits: ImageReadError."""
     import numpy as np
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     limits = limits or ReadLimits()
     with open_image_file(path, limits) as f:
-        try:
-            with open_image(f) as image:
-                scale = reduced_scale(path, image, limits.max_pixels)
-                width = image.size[0]
-                if scale > 1:
-                    draft(path, image, scale, limits.max_pixels)
-                image.load()
-                scale = width / image.size[0]
-                ImageOps.exif_transpose(image, in_place=True)
-                upright = image if image.mode == "RGB" else image.convert("RGB")
-                return np.asarray(upright), scale
-        except ImageReadError:
-            raise
-        except Image.UnidentifiedImageError as error:
-            raise ImageReadError(f"cannot read {path} as an image (not an image format)") from error
-        except Exception as error:  # Pillow raises many types for corrupt images
-            raise ImageReadError(f"cannot read {path} as an image ({error})") from error
+        with pillow_errors(path), open_image(f) as image:
+            scale = reduced_scale(path, image, limits.max_pixels)
+            width = image.size[0]
+            if scale > 1:
+                draft(path, image, scale, limits.max_pixels)
+            image.load()
+            scale = width / image.size[0]
+            ImageOps.exif_transpose(image, in_place=True)
+            upright = image if image.mode == "RGB" else image.convert("RGB")
+            return np.asarray(upright), scale
 
 
 def load_image_predictor(model_path: str):
