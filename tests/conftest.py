@@ -80,3 +80,15 @@ def tiny_export(tmp_path_factory):
     saved_model = str(tmp_path_factory.mktemp("tiny_export") / "saved_model")
     export.export_saved_model(model, saved_model, img_dim=dim)
     return TinyExport(model, saved_model)
+
+
+# Tests that need a trained or exported model, or every entry point's flags from a
+# subprocess (test_docs' `results`), are slow, whichever of them runs first pays for the
+# fixture; `pytest -m "not slow"` leaves them all out (pytest.ini).
+SLOW_FIXTURES = {"tiny_export", "trained_run", "finished_run", "exported", "results"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

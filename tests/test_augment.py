@@ -36,6 +36,7 @@ def _only(**fields):
     return augment.AugmentConfig(**{**vars(augment.NO_AUGMENTATION), **fields})
 
 
+@pytest.mark.slow
 def test_same_seed_same_batch_eagerly_traced_and_in_tf_data():
     images = _noise_batch(16)
     eager, traced, in_data = _three_ways(images, 20, augment.AugmentConfig(blur_probability=0.5),

@@ -343,6 +343,7 @@ def test_script_fails_in_one_line_on_a_missing_input_dir_or_bad_flag(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_script_writes_a_split_file_and_reads_it_back(tmp_path):
     faces = tmp_path / "faces"
     synthetic.write_synthetic_faces(str(faces), count=12, seed=5, size=40)

@@ -11,9 +11,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 from agetf import converter, input_pipeline, schema, synthetic
+
+pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")

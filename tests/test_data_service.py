@@ -8,6 +8,8 @@ import tensorflow as tf
 from agetf import data_service, input_pipeline, trainer as trainer_lib
 from tiny_runs import tiny_config
 
+pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
+
 
 @pytest.fixture(scope="module")
 def service():

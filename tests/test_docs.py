@@ -383,6 +383,7 @@ def test_other_programs_exist(command):
         assert os.path.isfile(os.path.join(os.path.dirname(sys.executable), "tensorboard"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ENTRY_COMMANDS, ids=lambda c: c.id)
 def test_entry_point_exists_and_takes_every_flag(command, results):
     assert entry_exists(command.kind, command.name), f"no entry point {command.name}"

@@ -95,6 +95,7 @@ def exported(tiny_export):
     return tiny_export.saved_model
 
 
+@pytest.mark.slow
 def test_tensorflow_only_process_predicts_what_the_model_predicts(all_heads, exported, tmp_path):
     jpegs = random_jpegs(5)
     images = np.random.default_rng(2).integers(0, 256, (3, 45, 70, 3), dtype=np.uint8)
@@ -131,6 +132,7 @@ def test_tensorflow_only_process_predicts_what_the_model_predicts(all_heads, exp
     assert np.ptp(got["bytes_age"]) > 1e-3, "outputs must differ between images to prove anything"
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_both_signatures(exported):
     shown = subprocess.run([os.path.join(VENV_BIN, "saved_model_cli"), "show", "--dir", exported,
                             "--all"], check=True, capture_output=True, text=True).stdout
@@ -141,6 +143,7 @@ def test_saved_model_cli_lists_both_signatures(exported):
         assert f"['{name}']" in shown, name
 
 
+@pytest.mark.slow
 def test_loaded_signatures_have_the_declared_inputs(exported):
     loaded = tf.saved_model.load(exported)
     bytes_inputs = loaded.signatures["serving_default"].structured_input_signature[1]
@@ -236,6 +239,7 @@ def check_prediction(prediction, all_heads, jpeg):
         int(np.argmax(expected["age_range"][0]))]
 
 
+@pytest.mark.slow
 def test_the_docs_curl_request_runs_through_serving_default(all_heads, exported, face_jpeg):
     """docs/deployment.md's shell lines build the request body; TF Serving's decoding of it
     runs serving_default, and the response holds what the model predicts."""
@@ -250,6 +254,7 @@ def test_the_docs_curl_request_runs_through_serving_default(all_heads, exported,
     check_prediction(prediction, all_heads, face_jpeg.read_bytes())
 
 
+@pytest.mark.slow
 def test_the_docs_python_client_gets_the_models_prediction(all_heads, exported, face_jpeg,
                                                            monkeypatch, capsys):
     """docs/deployment.md's Python client, run as written against a stand-in server that
@@ -271,6 +276,7 @@ def test_the_docs_python_client_gets_the_models_prediction(all_heads, exported, 
     assert namespace["prediction"]["age_range_label"] in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_named_columnar_and_image_requests_give_the_same_predictions(exported, face_jpeg):
     """The other request forms the docs show: the input named, the columnar form, and
     serving_images with the pixels as nested lists."""
@@ -292,6 +298,7 @@ def test_named_columnar_and_image_requests_give_the_same_predictions(exported, f
     np.testing.assert_allclose(by_images["age"], expected["age"][0], rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_png_and_jpeg_of_the_same_pixels_give_the_same_outputs(exported):
     """serving_default takes PNGs (phones' screenshots, RGBA included) with the same decode:
     a JPEG's decoded pixels saved as PNG give exactly its outputs, in one batch with JPEGs."""
@@ -334,6 +341,7 @@ def test_the_saved_model_folder_or_a_tf_serving_model_base_resolves_to_an_export
     (["age", "gender"], {"age", "age_range_label", "female_probability"}),
     (["gender"], {"female_probability"}),
 ])
+@pytest.mark.slow
 def test_output_keys_follow_the_heads(heads, keys):
     model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=heads, alpha=0.35)
     module = export._ServingModule(model, IMG_DIM)
@@ -356,6 +364,7 @@ def test_without_a_range_head_the_label_names_the_range_the_age_falls_in():
                 ) == [b"10-15", b"80+"]
 
 
+@pytest.mark.slow
 def test_range_and_gender_export_loads_and_gives_years(tmp_path):
     # Saved and loaded, not just traced (an export costs ~5 s, so only this combination: the
     # regression head's x100 is saved and loaded by the mixed-precision test's age+gender).
@@ -387,6 +396,7 @@ def test_range_and_gender_export_loads_and_gives_years(tmp_path):
     assert np.ptp(expected["age"]) > 0.1, "ages must differ between images to prove anything"
 
 
+@pytest.mark.slow
 def test_gender_only_model_exports_and_predicts_gender_alone(tmp_path):
     from agetf import predict, tflite_export
 
@@ -428,6 +438,7 @@ def test_predict_years_prefers_histogram_then_range_then_regression():
     assert years(age=regression) == pytest.approx(20.0)
 
 
+@pytest.mark.slow
 def test_failed_export_keeps_the_previous_one(all_heads, tmp_path, monkeypatch):
     export_dir = tmp_path / "saved_model"
     export_dir.mkdir()
@@ -445,6 +456,7 @@ def test_failed_export_keeps_the_previous_one(all_heads, tmp_path, monkeypatch):
     assert (export_dir / "saved_model.pb").read_bytes() == b"previous export"
 
 
+@pytest.mark.slow
 def test_export_replaces_a_previous_one_when_complete(all_heads, tmp_path, monkeypatch):
     export_dir = tmp_path / "saved_model"
     export_dir.mkdir()
@@ -461,6 +473,7 @@ def test_export_replaces_a_previous_one_when_complete(all_heads, tmp_path, monke
     assert sorted(os.listdir(export_dir)) == ["saved_model.pb"]
 
 
+@pytest.mark.slow
 def test_model_built_under_mirrored_strategy_and_mixed_precision_exports(tmp_path):
     import keras
 
@@ -484,6 +497,7 @@ def test_model_built_under_mirrored_strategy_and_mixed_precision_exports(tmp_pat
         {"age": None}, got["age"]).numpy())
 
 
+@pytest.mark.slow
 def test_test_time_flip_export_averages_the_image_and_its_mirror(all_heads, tmp_path):
     """--test_time_flip: each exported output is the mean over the image and its mirror image,
     and the age is the mean of the two ages. The tiny model is not mirror-symmetric, so the

@@ -70,6 +70,7 @@ def test_the_record_audit_finds_nothing_lost_in_an_intact_split_and_names_a_brok
     assert audit.readable + audit.skipped == report["counts"]["train"]
 
 
+@pytest.mark.slow
 def test_skip_corrupt_records_counts_what_a_truncated_shard_loses_and_training_completes(
         data_dir, tmp_path):
     directory, path = damaged_copy(data_dir, tmp_path, "truncate")
@@ -249,6 +250,7 @@ def test_a_foreign_tflite_file_is_one_line(foreign_models, name):
     assert "agetf.train --load --export_tflite" in message, message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detect", [False, True], ids=["crops", "detect_faces"])
 def test_the_command_with_a_foreign_saved_model_prints_one_line_and_no_image_bytes(
         foreign_models, faces_dir, detect):
@@ -261,6 +263,7 @@ def test_the_command_with_a_foreign_saved_model_prints_one_line_and_no_image_byt
         f"agetf.predict: error: {foreign_models['other_input']} is not an agetf export")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detect", [False, True], ids=["crops", "detect_faces"])
 def test_only_regular_files_are_read_and_the_rest_of_the_folder_is_predicted(
         tiny_export, faces_dir, tmp_path, detect):
@@ -375,6 +378,7 @@ def test_the_flat_photos_are_what_they_claim_to_be(huge_photos):
         assert (image.format, image.mode, image.size) == ("PNG", "RGB", (13000, 13000))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detect", [False, True], ids=["crops", "detect_faces"])
 def test_huge_photos_take_under_2_gb_and_each_gets_its_lines(tiny_export, huge_photos, detect):
     """The JPEG is decoded at reduced scale (by the model on the crop path, by Pillow's DCT

@@ -77,6 +77,7 @@ def test_heads_compute_in_float32_under_mixed_precision():
         head: "float32" for head in model_lib.HEADS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", model_lib.BACKBONES)
 def test_keras_file_round_trips_in_safe_mode(backbone, tmp_path):
     model = tiny_model(backbone=backbone)

@@ -21,6 +21,8 @@ import tensorflow as tf
 from agetf import worker_failure
 from worker_processes import OutputReader, free_ports  # pytest puts tests/ on sys.path
 
+pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--strategy=multi_worker_mirrored", "--img_dim=32", "--alpha=0.35", "--weights=none",
         "--batch_size=16",

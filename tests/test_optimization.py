@@ -73,6 +73,7 @@ def paths(variables):
 # -- schedules in the loop ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cyclic_lr_changes_every_step_and_continues_after_resume(data_dir, tmp_path):
     params = dict(clr_base_lr=1e-4, clr_max_lr=1e-2, clr_half_cycle_steps=2)
     config = tiny_config(data_dir, tmp_path / "run", heads=("age",), schedule="cyclic_lr",
@@ -96,6 +97,7 @@ def test_cyclic_lr_changes_every_step_and_continues_after_resume(data_dir, tmp_p
     np.testing.assert_allclose(optimizer_lr(second), expected[3], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_plateau_state_and_early_stopping_survive_a_resume(data_dir, tmp_path, capsys):
     # Validation is pinned to one value, so after epoch 1 nothing ever improves.
     params = dict(plateau_patience=3, plateau_factor=0.5)
@@ -224,6 +226,7 @@ def assert_only_unfrozen_trained(trainer, before, unfrozen):
         assert np.any(slots[path.replace("/", "_") + "_velocity"] > 0), path
 
 
+@pytest.mark.slow
 def test_fine_tuning_stages_and_a_kill_in_stage_two(data_dir, tmp_path):
     fine_tune = trainer_lib.FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=1,
                                            fine_tune_lr=1e-4)
@@ -290,6 +293,7 @@ def test_fine_tuning_stages_and_a_kill_in_stage_two(data_dir, tmp_path):
     assert int(third.optimizer.iterations.numpy()) == 0
 
 
+@pytest.mark.slow
 def test_fine_tuning_under_mirrored_with_a_cosine_schedule_per_stage(data_dir, tmp_path):
     strategy = distribution.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2
@@ -332,6 +336,7 @@ def fake_training(trainer):
     return calls
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_each_stage_and_a_stopped_run_stays_stopped(data_dir, tmp_path,
                                                                         capsys):
     fine_tune = trainer_lib.FineTuneConfig(enabled=True, head_epochs=4, fine_tune_epochs=3,
@@ -398,6 +403,7 @@ def restore_float32_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.slow
 def test_loss_scale_overflow_skips_a_step_without_stopping(data_dir, tmp_path,
                                                            restore_float32_policy):
     config = tiny_config(data_dir, tmp_path / "run", heads=("age",),
@@ -420,6 +426,7 @@ def test_loss_scale_overflow_skips_a_step_without_stopping(data_dir, tmp_path,
 
 
 
+@pytest.mark.slow
 def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
         data_dir, tmp_path, parse_train_flags, monkeypatch, capsys):
     model_dir = tmp_path / "run"
@@ -514,6 +521,7 @@ def test_plateau_on_an_accuracy_waits_for_it_to_rise(data_dir, tmp_path, parse_t
     assert schedule.on_epoch_end(2, {"val_gender_accuracy": 0.65}) is not None
 
 
+@pytest.mark.slow
 def test_finder_plateau_early_stop_and_nan_stop_under_mirrored(data_dir, tmp_path, capsys):
     strategy = distribution.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2

@@ -57,6 +57,7 @@ def test_plot_training_tolerates_odd_entries(tmp_path):
     assert read_png(path).size > 0
 
 
+@pytest.mark.slow
 def test_plot_training_replaces_an_existing_plot(tmp_path):
     path = tmp_path / "training.png"
     plots.plot_training(history(1, ["loss"]), str(path))

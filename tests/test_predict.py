@@ -165,6 +165,7 @@ def saved_model(tiny_export):
     return tiny_export.saved_model
 
 
+@pytest.mark.slow
 def test_run_with_a_real_export_prints_every_image_and_a_summary(saved_model, images_dir):
     out = io.StringIO()
     summary = predict.run(saved_model, [images_dir], batch_size=4, out=out)
@@ -195,6 +196,7 @@ def test_a_tf_serving_model_base_predicts_with_its_highest_version(saved_model, 
     assert out.getvalue() == reference.getvalue()
 
 
+@pytest.mark.slow
 def test_command_line(saved_model, images_dir, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     image = os.path.join(images_dir, "7_40_0.jpg")
@@ -278,6 +280,7 @@ def checked_first_lines(predictor, paths, batch_size):
     return lines + predict.format_summary(predict.summarize(predictions))
 
 
+@pytest.mark.slow
 def test_the_lines_are_those_of_decoding_every_file_before_its_batch(
         saved_model, faces_with_damaged_files):
     predictor = predict.load_predictor(saved_model)
@@ -292,6 +295,7 @@ def test_the_lines_are_those_of_decoding_every_file_before_its_batch(
     assert sum(line.startswith("Predicted age:") for line in expected) >= 26
 
 
+@pytest.mark.slow
 def test_reading_ahead_prints_the_same_lines_in_the_same_order_as_the_plain_path(
         saved_model, faces_with_bad_files):
     predictor = predict.load_predictor(saved_model)
@@ -494,6 +498,7 @@ def printed_blocks(text):
     return blocks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extension", ["csv", "jsonl"])
 def test_output_has_a_row_per_image_with_the_printed_numbers(saved_model, images_dir, tmp_path,
                                                              extension):
@@ -648,6 +653,7 @@ def test_a_progress_bar_counts_the_images_on_a_terminal_only(images_dir, monkeyp
     assert len(re.findall(r"\r +\r", shared.getvalue())) == len(paths) + 1
 
 
+@pytest.mark.slow
 def test_command_line_writes_output_and_no_carriage_return_into_a_log_file(
         saved_model, images_dir, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

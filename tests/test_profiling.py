@@ -39,6 +39,7 @@ def test_the_flag_reaches_the_config(parse_train_flags, data_dir, tmp_path):
     assert train_cli.build_config().profile_steps is None
 
 
+@pytest.mark.slow
 def test_a_run_writes_the_profile_of_its_steps_for_tensorboard(data_dir, tmp_path, capsys):
     from agetf import trainer as trainer_lib
 

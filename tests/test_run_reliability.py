@@ -17,6 +17,8 @@ import tensorflow as tf
 from agetf import run_files, run_lock, train as train_cli, trainer as trainer_lib
 from tiny_runs import tiny_config, train  # pytest puts tests/ on sys.path
 
+pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
 TIMEOUT_S = 300

@@ -95,6 +95,7 @@ def test_coral_files_give_exactly_their_splits_with_validation_carved_from_train
     assert splits_of(tmp_path / "b") == expected
 
 
+@pytest.mark.slow
 def test_the_script_reads_per_split_files(faces, tmp_path):
     folder, file_names = faces
     spec = coral_spec(tmp_path, file_names)

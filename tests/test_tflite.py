@@ -75,6 +75,7 @@ def reference(exported):
                     if value.dtype != tf.string}
 
 
+@pytest.mark.slow
 def test_every_variant_is_written_and_smaller_variants_are_smaller(exported):
     _, paths = exported
     assert sorted(paths) == sorted(tflite_export.VARIANTS)
@@ -88,6 +89,7 @@ def test_every_variant_is_written_and_smaller_variants_are_smaller(exported):
                 if name.startswith(".tmp-")], "no temporary file may be left"
 
 
+@pytest.mark.slow
 def test_float32_matches_the_saved_model(exported, reference):
     images, expected = reference
     got = tflite_export.TFLiteModel(exported[1]["float32"]).predict_resized(images)
@@ -98,6 +100,7 @@ def test_float32_matches_the_saved_model(exported, reference):
         np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_a_mixed_precision_model_exports_the_float32_arithmetic(calibrated, reference, policy,
                                                                  tmp_path):
@@ -131,6 +134,7 @@ def test_inputs_are_uint8_images_at_the_training_size(exported):
     assert model.img_dim == IMG_DIM
 
 
+@pytest.mark.slow
 def test_predict_with_tflite_reads_files_like_the_saved_model(exported, tmp_path):
     """`agetf.predict --tflite` decodes and resizes like serving_default, then rounds to uint8."""
     from PIL import Image
@@ -209,6 +213,7 @@ def test_conversion_uses_tensorflows_public_api_only():
     assert "tensorflow.python" not in inspect.getsource(tflite_export)
 
 
+@pytest.mark.slow
 def test_test_time_flip_model_averages_the_image_and_its_mirror(calibrated, exported, reference,
                                                                 tmp_path):
     images, plain = reference

@@ -109,6 +109,7 @@ def test_loss_weights_of_heads_not_trained_are_skipped_with_one_warning(parse_tr
                         "run does not train (it trains age, gender)"]
 
 
+@pytest.mark.slow
 def test_short_overrides_on_the_demo_flagfile_give_a_run_not_an_error(data_dir, tmp_path):
     # demo.flags has --loss_weights=age_histogram=5 and a 1-epoch cosine warm-up.
     result = run_cli(f"--flagfile={os.path.join(REPO, 'flags', 'demo.flags')}",
@@ -202,6 +203,7 @@ runpy.run_module("agetf.train", run_name="__main__", alter_sys=True)
 """
 
 
+@pytest.mark.slow
 def test_default_imagenet_weights_offline_is_one_line_naming_the_fix(data_dir, tmp_path):
     tiny = [flag for flag in TINY if flag != "--weights=none"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO,
@@ -227,6 +229,7 @@ def test_absl_verbosity_is_warnings_unless_the_user_sets_it(parse_train_flags, d
     assert logging.get_verbosity() == 1
 
 
+@pytest.mark.slow
 def test_verbosity_and_log_dir_give_a_log_file_and_no_redrawn_bars(data_dir, tmp_path):
     logs = tmp_path / "logs"
     result = run_cli(f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}", *TINY,
@@ -245,6 +248,7 @@ def test_verbosity_and_log_dir_give_a_log_file_and_no_redrawn_bars(data_dir, tmp
     assert "\r" not in result.stdout + result.stderr + log
 
 
+@pytest.mark.slow
 def test_train_then_load_on_the_command_line(data_dir, tmp_path):
     model_dir = tmp_path / "run"
     result = run_cli(f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY,
@@ -326,6 +330,7 @@ def test_a_flagfile_line_without_dashes_is_one_line_naming_the_file_and_the_line
 
 @pytest.mark.parametrize("module, program", [("agetf.convert", "make_tfrecords"),
                                              ("agetf.predict", "agetf.predict")])
+@pytest.mark.slow
 def test_the_other_entry_points_name_the_flagfile_line_too(tmp_path, module, program):
     flagfile = tmp_path / "bad.flags"
     flagfile.write_text("--batch_size=4\noutput_dir=out\n")

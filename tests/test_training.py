@@ -27,6 +27,7 @@ def trained_run(data_dir, tmp_path_factory):
     return config, trainer, history
 
 
+@pytest.mark.slow
 def test_run_leaves_its_files(trained_run):
     config, trainer, history = trained_run
     model_dir = config.model_dir
@@ -45,6 +46,7 @@ def test_run_leaves_its_files(trained_run):
     assert not [f for f in os.listdir(model_dir) if ".tmp" in f]
 
 
+@pytest.mark.slow
 def test_training_fits_a_fixed_batch(data_dir, tmp_path):
     # The loop's gradient path, isolated from data noise: one repeated batch must be learned.
     config = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram", "gender"), lr=3e-3,
@@ -134,6 +136,7 @@ def test_best_keras_holds_the_weights_of_the_best_validation_epoch(trained_run):
     assert_best_keras_is_the_best_epoch(config.model_dir, history, best)
 
 
+@pytest.mark.slow
 def test_rerun_with_more_epochs_resumes(trained_run, tmp_path):
     config = trained_run[0]
     model_dir = tmp_path / "resumed"
@@ -147,6 +150,7 @@ def test_rerun_with_more_epochs_resumes(trained_run, tmp_path):
     assert history["val_loss"][:2] == trained_run[2]["val_loss"]
 
 
+@pytest.mark.slow
 def test_mid_epoch_checkpoint_resumes_at_the_same_step(data_dir, tmp_path):
     config = tiny_config(data_dir, tmp_path / "run", heads=("age",), summary_images=0)
     first = trainer_lib.Trainer(config)
@@ -170,6 +174,7 @@ def test_refuses_a_model_dir_of_another_model(trained_run):
         trainer_lib.Trainer(other)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("heads", [("age_range", "gender"), ("age",), ("gender",)])
 def test_each_head_combination_trains_resumes_and_evaluates(data_dir, tmp_path, heads):
     config = tiny_config(data_dir, tmp_path / "run", heads=heads, epochs=1, summary_images=2)
@@ -234,6 +239,7 @@ def assert_summary_table(report, heads):
         assert "mae" not in rows and "cs5" not in rows
 
 
+@pytest.mark.slow
 def test_xla_compiled_steps_train(data_dir, tmp_path):
     config = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram", "gender"),
                          jit_compile=True, summary_images=0)
@@ -246,6 +252,7 @@ def test_xla_compiled_steps_train(data_dir, tmp_path):
     assert any(not np.array_equal(b, a) for b, a in zip(before, after))
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_cpus_keeps_replicas_identical_and_resumes_a_cycle(data_dir, tmp_path):
     from agetf import schedules
 
@@ -273,6 +280,7 @@ def test_mirrored_on_two_cpus_keeps_replicas_identical_and_resumes_a_cycle(data_
     np.testing.assert_allclose(resumed.learning_rate(), at_step_3, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_one_device_and_two_replicas_take_the_same_step_on_the_same_global_batch(data_dir,
                                                                                   tmp_path):
     """The loss is averaged over the global batch, not each replica's half: in stage 1 of
@@ -325,6 +333,7 @@ def test_batch_that_does_not_divide_across_replicas_is_refused(data_dir, tmp_pat
         trainer_lib.Trainer(config, strategy=strategy)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_state(trained_run, tmp_path):
     config = trained_run[0]
     model_dir = tmp_path / "nan"

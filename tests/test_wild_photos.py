@@ -197,6 +197,7 @@ def photos_dir(astronaut, tmp_path_factory):
     return str(folder)
 
 
+@pytest.mark.slow
 def test_run_photos_prints_a_line_per_face_and_draws_them(models, photos_dir, tmp_path,
                                                           astronaut, mtcnn):
     out = io.StringIO()
@@ -263,6 +264,7 @@ def assert_row_is_the_printed_face(row, line):
     assert left_eye[0] < right_eye[0]
 
 
+@pytest.mark.slow
 def test_face_crops_are_predicted_like_the_same_aligned_crop_given_directly(models, astronaut,
                                                                            mtcnn):
     """The age printed for a face is the model's age on its aligned, training-style crop."""
@@ -283,6 +285,7 @@ def test_face_crops_are_predicted_like_the_same_aligned_crop_given_directly(mode
     assert face.age == pytest.approx(float(direct["age"][0]), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_command_line_with_tflite_and_annotate(models, photos_dir, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     photo = os.path.join(photos_dir, "astronaut.jpg")
@@ -316,6 +319,7 @@ def test_command_line_with_tflite_and_annotate(models, photos_dir, tmp_path):
         "agetf.predict: error: --min_confidence must be in [0, 1]")
 
 
+@pytest.mark.slow
 def test_command_line_without_mtcnn_is_one_line_naming_the_install(photos_dir):
     """The detector is loaded before the model, so a missing package is the first error."""
     code = ("import runpy, sys; sys.modules['mtcnn'] = None; "
@@ -369,6 +373,7 @@ def test_annotate_refuses_a_folder_where_it_would_write_over_the_inputs(
     assert not (photos / "annotated").exists()
 
 
+@pytest.mark.slow
 def test_annotate_into_the_input_folder_on_the_command_line(models, photos_dir, tmp_path):
     import shutil
 
@@ -386,6 +391,7 @@ def test_annotate_into_the_input_folder_on_the_command_line(models, photos_dir, 
     assert photo_bytes(photos) == before
 
 
+@pytest.mark.slow
 def test_a_photo_over_max_pixels_is_decoded_at_reduced_scale_and_boxes_are_in_its_pixels(
         models, astronaut, mtcnn, tmp_path):
     """A JPEG of 2x the pixels allowed decodes at 1/2 scale (DCT scaling): the face is found,

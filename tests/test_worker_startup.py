@@ -17,6 +17,8 @@ import pytest
 from agetf import distribution, worker_failure
 from worker_processes import OutputReader, free_ports
 
+pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPORT_TIMEOUT_S = 600  # TensorFlow's import on a loaded 2-core machine; the bounds below are tight
 STARTUP_TIMEOUT_S = 5
