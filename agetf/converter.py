@@ -591,25 +591,21 @@ def encode_all(candidates, age_entries_by_age, workers):
 # --- progress -------------------------------------------------------------------------
 
 class _Progress:
-    """A one-line progress bar on stderr, redrawn when the percentage changes; drawn only when
-    stderr is a terminal, so that no carriage-return bars end up in log files."""
+    """The conversion's bar (agetf.progress: tqdm, on a terminal only, so no carriage-return
+    bars end up in log files); `enabled` False (--noprogress) never draws it."""
 
     def __init__(self, label, total, enabled):
-        self.label, self.total = label, max(total, 1)
-        self.enabled = enabled and sys.stderr.isatty()
-        self.done, self.start, self.shown = 0, time.monotonic(), -1
+        from agetf import progress
+
+        self.done, self.total = 0, total  # counted here too: a hidden tqdm bar counts nothing
+        self.bar = progress.progress_bar(total, label, "images", show=None if enabled else False)
 
     def add(self, count):
         self.done += count
-        percent = 100 * self.done // self.total
-        if self.enabled and percent != self.shown:
-            self.shown = percent
-            rate = self.done / max(time.monotonic() - self.start, 1e-9)
-            bar = "#" * (percent // 4)
-            sys.stderr.write(f"\r{self.label:<10} [{bar:<25}] {self.done}/{self.total} {rate:,.0f}/s")
-            if self.done >= self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+        self.bar.update(count)
+
+    def close(self):
+        self.bar.close()
 
 
 # --- writing --------------------------------------------------------------------------
@@ -901,6 +897,7 @@ def _convert_locked(config, output):
                 sizes = image_sizes[candidate.split]
                 sizes[f"{height}x{width}"] = sizes.get(f"{height}x{width}", 0) + 1
             progress.add(1)
+    progress.close()
     for writer in writers.values():
         writer.close()
     if not kept_names["train"]:
