@@ -84,8 +84,7 @@ def face_row(file: str, face: int, *, age=None, age_range=None, female_probabili
         row["age"] = float(age)
     if age_range is None and age is not None:
         # No range head: the range the age falls in, as the SavedModel's age_range_label.
-        age_range = min(max(int(float(age) // labels.AGE_RANGE_WIDTH), 0),
-                        labels.NUM_AGE_RANGES - 1)
+        age_range = int(labels.age_range(max(float(age), 0.0)))
     if age_range is not None:
         row["age_range"] = face_format.age_range_name(age_range)
     if female_probability is not None:
