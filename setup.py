@@ -16,8 +16,8 @@ setuptools.setup(
     description="Face age and gender prediction: TFRecord converter, tf.data pipeline, "
     "distributed Keras 3 trainer, SavedModel export.",
     packages=setuptools.find_packages(include=["agetf", "agetf.*"]),
-    # The face template agetf.face_alignment aligns photos' faces to.
-    package_data={"agetf": ["face_template.json"]},
+    # The face template agetf.serving.face_alignment aligns photos' faces to.
+    package_data={"agetf.serving": ["face_template.json"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.21,<2.22",
@@ -28,12 +28,12 @@ setuptools.setup(
         "tensorboard>=2.21,<2.22",
         "matplotlib",
         "pillow>=10.1",  # ImageFont.load_default(size=...) for the annotated photos
-        # Warping and resizing photos' faces (agetf.face_alignment); tested with 4.x.
+        # Warping and resizing photos' faces (agetf.serving.face_alignment); tested with 4.x.
         "opencv-python-headless>=4.8,<5",
-        # Face detection with five landmarks (agetf.face_detection); its weights ship in
+        # Face detection with five landmarks (agetf.serving.face_detection); its weights ship in
         # the wheel. 1.x's detect_faces(output_type="numpy") row layout is relied on.
         "mtcnn>=1.0,<2",
-        # Progress bars on a terminal (agetf.progress); tensorflow-datasets needs it too.
+        # Progress bars on a terminal (agetf.common.progress); tensorflow-datasets needs it too.
         "tqdm",
     ],
     entry_points={"console_scripts": [

@@ -16,7 +16,8 @@ import sys
 
 from absl import app, flags
 
-from agetf import converter, flagfiles
+from agetf.common import flagfiles
+from agetf.data import conversion
 
 FLAGS = flags.FLAGS
 
@@ -28,7 +29,7 @@ def define_flags():
     flags.DEFINE_string("split_ratios", "0.8,0.1,0.1", "train,validation,test shares; they must sum to 1.")
     flags.DEFINE_integer("min_shards", 4, "Fewest shards per split (never more shards than records).")
     flags.DEFINE_integer("num_shards", None, "Shards per split, overriding the size-based count.")
-    flags.DEFINE_integer("shard_mb", converter.DEFAULT_SHARD_BYTES // 2**20, "Target shard size in MiB.")
+    flags.DEFINE_integer("shard_mb", conversion.DEFAULT_SHARD_BYTES // 2**20, "Target shard size in MiB.")
     flags.DEFINE_float("age_deviation", 5.0, "Sigma in years of the stored age histogram.")
     flags.DEFINE_string("dataset_name", "faces", "Dataset name in shard file names and TFDS metadata.")
     flags.DEFINE_integer("workers", None, "Processes that check images and build records while this "
@@ -49,11 +50,11 @@ def define_flags():
 def build_config():
     """Turns the flags into a ConversionConfig; raises ConversionError for bad values."""
     if FLAGS.shard_mb < 1:
-        raise converter.ConversionError(f"--shard_mb must be >= 1, got {FLAGS.shard_mb}")
-    return converter.ConversionConfig(
+        raise conversion.ConversionError(f"--shard_mb must be >= 1, got {FLAGS.shard_mb}")
+    return conversion.ConversionConfig(
         input_dirs=[os.path.expanduser(path) for path in FLAGS.input_dir],
         output_dir=os.path.expanduser(FLAGS.output_dir),
-        split_ratios=converter.parse_split_ratios(FLAGS.split_ratios),
+        split_ratios=conversion.parse_split_ratios(FLAGS.split_ratios),
         min_shards=FLAGS.min_shards,
         num_shards=FLAGS.num_shards,
         shard_bytes=FLAGS.shard_mb * 2**20,
@@ -72,11 +73,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        report = converter.convert(build_config())
-    except converter.ConversionError as error:
+        report = conversion.convert(build_config())
+    except conversion.ConversionError as error:
         sys.exit(f"make_tfrecords: error: {error}")
-    print(converter.summarize(report))
-    print(f"Wrote {FLAGS.output_dir}; details in {os.path.join(FLAGS.output_dir, converter.REPORT_FILE)}")
+    print(conversion.summarize(report))
+    print(f"Wrote {FLAGS.output_dir}; details in {os.path.join(FLAGS.output_dir, conversion.REPORT_FILE)}")
     return 0
 
 

@@ -61,7 +61,7 @@ def define_flags():
 
 def console_main():
     """Console entry point (agetf-data-service), as python -m agetf.data_service."""
-    from agetf import flagfiles
+    from agetf.common import flagfiles
 
     define_flags()
     flagfiles.exit_on_bad_flagfile(sys.argv, "agetf.data_service")

@@ -7,8 +7,8 @@ r"""Predicts age (and range, gender) for face images with an exported SavedModel
 
 Without --detect_faces every image is taken to be a face crop, framed like the training
 crops. With it (or --annotate, which implies it) each image is an ordinary photo: faces
-are found with MTCNN (agetf.face_detection), each is warped by its five landmarks into a
-crop framed like the training crops (agetf.face_alignment), and predicted one line per
+are found with MTCNN (agetf.serving.face_detection), each is warped by its five landmarks into a
+crop framed like the training crops (agetf.serving.face_alignment), and predicted one line per
 face; the summary gives the time per photo of detection and of alignment. Detection is
 never switched on by the image's shape: square photos are common, and a crop the
 detector misses would silently vanish.
@@ -17,7 +17,7 @@ Arguments after the flags are images or folders (walked for .jpg/.jpeg/.png). Fo
 image it prints the older project's lines (`Predicting for image X`, `Predicted age: A,
 true age: T`, ...), with true labels read from UTKFace-style file names, then a summary
 (MAE, CS@5, accuracies) over the images whose names carry labels. --output FILE.csv or
-FILE.jsonl also writes one row per face (agetf.prediction_file), and on a terminal a
+FILE.jsonl also writes one row per face (agetf.serving.prediction_file), and on a terminal a
 progress bar on stderr counts the images done.
 
 Hostile input costs one error line for that path, and the rest is predicted: only regular
@@ -40,13 +40,17 @@ import sys
 import warnings
 from typing import Iterable, Iterator, Optional, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before agetf.labels imports TensorFlow
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before agetf.data.labels imports TensorFlow
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from agetf import face_format, heads, labels  # noqa: E402
-from agetf import names, prediction_file, progress  # noqa: E402
+from agetf.data import labels  # noqa: E402
+from agetf.evaluation import face_format
+from agetf.modeling import heads
+from agetf.common import progress  # noqa: E402
+from agetf.data import names
+from agetf.serving import prediction_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEFAULT_BATCH_SIZE = 32
@@ -58,7 +62,7 @@ DEFAULT_BATCH_SIZE = 32
 READ_THREADS = 0
 # Non-JPEG inputs are re-encoded the way the converter stores them in TFRecords.
 _REENCODE_QUALITY = 95
-# The export's signatures and their inputs (agetf.export's names; importing it would
+# The export's signatures and their inputs (agetf.serving.export's names; importing it would
 # import Keras), and the outputs at least one of which a model must give.
 BYTES_SIGNATURE, BYTES_INPUT = "serving_default", "images_bytes"
 IMAGES_SIGNATURE, IMAGES_INPUT = "serving_images", "images"
@@ -69,7 +73,7 @@ EXPORT_COMMAND = "python -m agetf.train --load --model_dir=RUN --export_dir=DIR"
 # How much of a foreign SavedModel an error describes (it stays one readable line).
 _SIGNATURES_DESCRIBED, _NAMES_DESCRIBED = 4, 3
 # What one input may cost. Peak memory on one photo with --detect_faces is ~0.85 GB
-# (TensorFlow, the model, MTCNN) + MTCNN's own (agetf.face_detection caps the pixels it
+# (TensorFlow, the model, MTCNN) + MTCNN's own (agetf.serving.face_detection caps the pixels it
 # sees) + ~6 bytes per decoded pixel (the decode and its array): 40 MP keeps it ~1.5 GB, and
 # a JPEG over it decodes at 1/2, 1/4 or 1/8 scale (a 200 MP phone JPEG at 1/4). A file
 # over 128 MB is not read (the crop path holds each file's bytes): that is above any image
@@ -138,7 +142,7 @@ def load_signature(saved_model_dir: str, name: str):
     take the export's input and give age or female_probability; SavedModelError otherwise."""
     import tensorflow as tf
 
-    from agetf import export
+    from agetf.serving import export
 
     # A TF Serving model base (MODEL/1/, MODEL/2/...) serves its highest version; so do we.
     saved_model_dir = export.resolve_saved_model_dir(saved_model_dir)
@@ -201,7 +205,7 @@ def _describe_signature(name, function):
 
 def load_tflite(path: str):
     """A TFLiteModel of an agetf TFLite export; TFLiteModelError in one line otherwise."""
-    from agetf import tflite_export
+    from agetf.serving import tflite_export
 
     model = tflite_export.TFLiteModel(path)  # checks the input itself
     outputs = sorted(model.runner.get_output_details())
@@ -538,7 +542,7 @@ def run(saved_model_dir: str, paths: Sequence[str], batch_size: int = DEFAULT_BA
         out=sys.stdout, limits: Optional[ReadLimits] = None, output: Optional[str] = None,
         show_progress: Optional[bool] = None) -> dict:
     """Predicts and prints every image under paths, and with output writes their rows there
-    (agetf.prediction_file); returns the summary. A bad output is refused before any work."""
+    (agetf.serving.prediction_file); returns the summary. A bad output is refused before any work."""
     if output:
         prediction_file.output_format(output)
     images = find_images(paths)
@@ -647,11 +651,11 @@ def load_image_predictor(model_path: str):
 
 def face_crops(image, faces, refiner=None):
     """(crops [n, size, size, 3] uint8, their 2x3 matrices): each face warped by its five
-    landmarks into a crop framed like the training crops (agetf.face_alignment), and with
+    landmarks into a crop framed like the training crops (agetf.serving.face_alignment), and with
     a refiner (a detector's for_aligned_crops()) refined by the landmarks found on it."""
     import numpy as np
 
-    from agetf import face_alignment
+    from agetf.serving import face_alignment
 
     size = face_alignment.CROP_SIZE
     aligned = [face_alignment.align_face(image, face.landmarks, detector=refiner)
@@ -726,7 +730,7 @@ def photo_rows(photo: PhotoPrediction) -> list:
 
 def photo_box(box, scale: float):
     """A box found in a photo decoded at 1/scale, in the photo's own pixels."""
-    from agetf import face_detection
+    from agetf.serving import face_detection
 
     if scale == 1:
         return box
@@ -791,12 +795,12 @@ def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str
     """Detects, predicts and prints every face in every photo; returns counts, and the
     median milliseconds per readable photo of detection and of alignment. With annotate_dir,
     each readable photo is drawn there (as decoded) under its file name; with output, every
-    face's row is written there at the end (agetf.prediction_file). An annotate folder where
+    face's row is written there at the end (agetf.serving.prediction_file). An annotate folder where
     that could write over an input, or a bad output, is refused before anything is loaded.
     A progress bar goes to stderr when show_progress, or (None) when stderr is a terminal."""
     import numpy as np
 
-    from agetf import face_detection
+    from agetf.serving import face_detection
 
     if output:
         prediction_file.output_format(output)
@@ -868,9 +872,9 @@ def define_flags():
     flags.DEFINE_string("annotate", None, "With face detection: write each photo with boxes, "
                         "landmarks and labels into this folder (implies --detect_faces).")
     flags.DEFINE_float("min_confidence", None, "Face detection: smallest MTCNN confidence of a "
-                       "face (default agetf.face_detection.DEFAULT_MIN_CONFIDENCE, 0.8).")
+                       "face (default agetf.serving.face_detection.DEFAULT_MIN_CONFIDENCE, 0.8).")
     flags.DEFINE_integer("min_face", None, "Face detection: smallest face box side, in pixels "
-                         "(default agetf.face_detection.DEFAULT_MIN_FACE, 30).")
+                         "(default agetf.serving.face_detection.DEFAULT_MIN_FACE, 30).")
     flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Most pixels an image is decoded "
                          "to: a larger JPEG decodes at 1/2, 1/4 or 1/8 scale, any other larger "
                          "image is refused from its header (each costs ~6 bytes per pixel).")
@@ -878,7 +882,7 @@ def define_flags():
                        "not read.")
     flags.DEFINE_integer("max_detection_pixels", None, "Face detection: most pixels MTCNN is "
                          "given; a larger photo is scaled down for detection (default "
-                         "agetf.face_detection.DEFAULT_MAX_PIXELS, 4,000,000; MTCNN takes ~130 "
+                         "agetf.serving.face_detection.DEFAULT_MAX_PIXELS, 4,000,000; MTCNN takes ~130 "
                          "bytes per pixel).")
     flags.DEFINE_string("output", None, "Also write one row per face to FILE.csv or "
                         "FILE.jsonl (the extension chooses): file, box, landmarks, age, range, "
@@ -922,7 +926,7 @@ def main(argv):
 
 def console_main():
     """Console entry point (agetf-predict), as python -m agetf.predict."""
-    from agetf import flagfiles
+    from agetf.common import flagfiles
 
     define_flags()
     flagfiles.exit_on_bad_flagfile(sys.argv, "agetf.predict")  # a stray line is no image path

@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags, logging
 
-from agetf import heads as heads_lib  # no TensorFlow: the flags are checked before it starts
+from agetf.modeling import heads as heads_lib  # no TensorFlow: the flags are checked before it starts
 
 FLAGS = flags.FLAGS
 
@@ -275,7 +275,9 @@ def trained_loss_weights(heads):
 def build_config():
     """Validates the flags and turns them into a TrainConfig; raises UsageError/ValueError."""
     check_flags()
-    from agetf import augment, distribution, input_pipeline, model as model_lib, schedules, trainer
+    from agetf.data import augment, input_pipeline
+    from agetf.modeling import model as model_lib
+    from agetf.training import distribution, schedules, trainer
 
     heads = resolve_heads()
     if FLAGS.base_model not in model_lib.BACKBONES:
@@ -332,7 +334,7 @@ def skipped_test_records(input_config, split="test"):
     """With --skip_corrupt_records: logs how many records of the split are unreadable; else None."""
     if not input_config.skip_corrupt_records:
         return None
-    from agetf import record_audit
+    from agetf.data import record_audit
 
     audit = record_audit.audit_split(input_config.data_dir, split)
     if audit.lost:
@@ -345,12 +347,14 @@ def skipped_test_records(input_config, split="test"):
 def evaluate_and_export(config, export):
     """Evaluates the trained model on --eval_split; writes its report (evaluation.json for test);
     exports it."""
-    from agetf import evaluation, export as export_lib, run_files
+    from agetf.evaluation import evaluator
+    from agetf.serving import export as export_lib
+    from agetf.training import run_files
 
     # best.keras, else final.keras: a damaged one is skipped with a warning line.
     model = run_files.load_trained_model(config.model_dir)
     audit = skipped_test_records(config.input, FLAGS.eval_split)
-    report, lines = evaluation.evaluate(model, config.input, FLAGS.eval_split, batch_size=64,
+    report, lines = evaluator.evaluate(model, config.input, FLAGS.eval_split, batch_size=64,
                                         print_predictions=FLAGS.print_predictions,
                                         protocol=FLAGS.eval_protocol,
                                         flip_average=FLAGS.test_time_flip)
@@ -358,7 +362,7 @@ def evaluate_and_export(config, export):
         report["skipped_records"] = audit.skipped
     for line in lines:
         print(line)
-    print(evaluation.format_report(report))
+    print(evaluator.format_report(report))
     report_name = ("evaluation.json" if FLAGS.eval_split == "test"
                    else f"evaluation_{FLAGS.eval_split}.json")
     run_files.write_json(os.path.join(config.model_dir, report_name), report)
@@ -368,7 +372,7 @@ def evaluate_and_export(config, export):
                                       flip_average=FLAGS.test_time_flip)
         print(f"Exported SavedModel to {export_dir}")
     if FLAGS.export_tflite:
-        from agetf import tflite_export
+        from agetf.serving import tflite_export
 
         paths = tflite_export.export_tflite(model, os.path.join(config.model_dir, "tflite"),
                                             img_dim=config.model.img_dim,
@@ -398,7 +402,8 @@ def lock_model_dir(model_dir, purpose, strategy=None):
     --export_tflite, tflite/) into model_dir, and a running training replaces best.keras under
     it, so it is refused while a training runs, and a training while it evaluates.
     """
-    from agetf import distribution, run_lock
+    from agetf.common import run_lock
+    from agetf.training import distribution
 
     if strategy is not None and not distribution.is_chief(strategy):
         return None
@@ -419,7 +424,7 @@ def train(config):
 
     import tensorflow as tf
 
-    from agetf import distribution, lr_search, run_files, trainer as trainer_lib
+    from agetf.training import distribution, lr_finder, run_files, trainer as trainer_lib
 
     ensure_writable_dir(config.model_dir)
     logging.info("Configuration: %s", json.dumps(trainer_lib.config_to_json(config)))
@@ -430,7 +435,7 @@ def train(config):
         os.path.join(config.model_dir, "checkpoints")))
     if resume_auto:
         found = os.path.join(config.model_dir, "lr_find.json")
-        suggestion = lr_search.saved_suggestion(config.model_dir)
+        suggestion = lr_finder.saved_suggestion(config.model_dir)
         if suggestion is None:
             raise UsageError(f"--lr=auto: {config.model_dir} holds a checkpoint to resume but "
                              f"{found} is missing or unreadable, so the learning rate the run began "
@@ -444,7 +449,7 @@ def train(config):
     # Held until this process ends (evaluation and export included); the kernel frees it then.
     lock = lock_model_dir(config.model_dir, "training", strategy)
     if FLAGS.lr_find or (FLAGS.lr == "auto" and not resume_auto):
-        suggestion = lr_search.run_lr_finder(config, min_lr=FLAGS.lr_find_min,
+        suggestion = lr_finder.run_lr_finder(config, min_lr=FLAGS.lr_find_min,
                                              max_lr=FLAGS.lr_find_max, epochs=FLAGS.lr_find_epochs,
                                              steps=FLAGS.lr_find_steps, strategy=strategy)
         if FLAGS.lr_find:
@@ -492,10 +497,12 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines
     import tensorflow as tf
 
-    from agetf import (distribution, input_pipeline, model as model_lib, preemption, run_files,
-                       trainer as trainer_lib, worker_failure)
+    from agetf.data import input_pipeline
+    from agetf.modeling import model as model_lib
+    from agetf.training import (distribution, lost_workers, run_files, termination,
+        trainer as trainer_lib)
 
-    preemption.exit_on_sigterm()  # SIGTERM stops the run even while TensorFlow blocks in C++
+    termination.exit_on_sigterm()  # SIGTERM stops the run even while TensorFlow blocks in C++
 
     try:
         config = build_config()
@@ -511,9 +518,9 @@ def main(argv):
               f"tensorboard --logdir {os.path.join(config.model_dir, 'logs')}")
     except trainer_lib.NonFiniteLossError as error:
         sys.exit(f"agetf.train: {error}")
-    except preemption.Preempted as error:
+    except termination.Preempted as error:
         print(f"agetf.train: {error}", file=sys.stderr, flush=True)
-        return preemption.EXIT_CODE
+        return termination.EXIT_CODE
     except run_files.DiskFullError as error:
         sys.exit(f"agetf.train: error: {error}")
     except tf.errors.ResourceExhaustedError as error:
@@ -533,9 +540,9 @@ def main(argv):
         sys.exit(f"agetf.train: error: {error}")
     except tf.errors.OpError as error:
         multi_worker = distribution.resolve_strategy_name(FLAGS.strategy) == "multi_worker_mirrored"
-        if not (multi_worker and worker_failure.is_lost_worker(error)):
+        if not (multi_worker and lost_workers.is_lost_worker(error)):
             raise
-        sys.exit("agetf.train: error: " + worker_failure.lost_worker_message(
+        sys.exit("agetf.train: error: " + lost_workers.lost_worker_message(
             error, FLAGS.model_dir, FLAGS.collective_timeout))
     return 0
 
@@ -543,7 +550,7 @@ def main(argv):
 def parse_flags(argv):
     """absl's parsing, but a value it refuses (an enum, a number, a missing flag) gets one line
     like every other bad value, not absl's FATAL message and a pointer to --helpshort."""
-    from agetf import flagfiles
+    from agetf.common import flagfiles
 
     flagfiles.exit_on_bad_flagfile(argv, "agetf.train")  # else absl's help, then the error
     try:

@@ -27,7 +27,7 @@ EXPORT_IMG_DIM = 32
 @pytest.fixture(scope="session")
 def faces_dir(tmp_path_factory):
     """A folder of NUM_FACES synthetic UTKFace-named 200x200 JPEG faces."""
-    from agetf import synthetic
+    from agetf.data import synthetic
 
     out = tmp_path_factory.mktemp("faces")
     synthetic.write_synthetic_faces(str(out), count=NUM_FACES, seed=FACES_SEED)
@@ -37,10 +37,10 @@ def faces_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def data_dir(faces_dir, tmp_path_factory):
     """The synthetic faces converted to TFRecords (80/10/10, at least 2 shards a split)."""
-    from agetf import converter
+    from agetf.data import conversion
 
     out = tmp_path_factory.mktemp("tfrecords") / "faces"
-    converter.convert(converter.ConversionConfig(
+    conversion.convert(conversion.ConversionConfig(
         input_dirs=[faces_dir], output_dir=str(out), min_shards=2, workers=2,
         show_progress=False))
     return str(out)
@@ -69,7 +69,8 @@ def tiny_export(tmp_path_factory):
     """A tiny MobileNetV2 with every head, BatchNorm calibrated, and its SavedModel (32 px)."""
     import numpy as np
 
-    from agetf import export, model as model_lib
+    from agetf.modeling import model as model_lib
+    from agetf.serving import export
     from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
     dim = EXPORT_IMG_DIM

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf import augment, image_ops
+from agetf.data import augment, image_ops
 
 BATCH = 400  # images per batch where a rate or a distribution is checked
 

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from agetf import converter, labels, names, schema, synthetic
+from agetf.data import conversion, labels, names, schema, synthetic
 from conftest import NUM_FACES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,14 +32,14 @@ def _read_split(data_dir, split):
 
 
 def _report(data_dir):
-    with open(os.path.join(data_dir, converter.REPORT_FILE)) as f:
+    with open(os.path.join(data_dir, conversion.REPORT_FILE)) as f:
         return json.load(f)
 
 
 def _config(input_dirs, output_dir, **kwargs):
     settings = dict(min_shards=1, workers=1, show_progress=False)
     settings.update(kwargs)
-    return converter.ConversionConfig(input_dirs=list(input_dirs), output_dir=str(output_dir), **settings)
+    return conversion.ConversionConfig(input_dirs=list(input_dirs), output_dir=str(output_dir), **settings)
 
 
 def _copy_faces(faces_dir, destination, start, stop):
@@ -115,9 +115,9 @@ def test_tfds_loads_every_split_with_the_right_counts_and_keys(data_dir):
 
 def test_adding_files_never_moves_an_image_between_splits(faces_dir, tmp_path):
     first = _copy_faces(faces_dir, tmp_path / "in", 0, 30)
-    converter.convert(_config([tmp_path / "in"], tmp_path / "before"))
+    conversion.convert(_config([tmp_path / "in"], tmp_path / "before"))
     _copy_faces(faces_dir, tmp_path / "in", 30, 60)
-    converter.convert(_config([tmp_path / "in"], tmp_path / "after"))
+    conversion.convert(_config([tmp_path / "in"], tmp_path / "after"))
     before, after = _splits_of(str(tmp_path / "before")), _splits_of(str(tmp_path / "after"))
     assert set(before) == set(first) and len(after) == 60
     assert {name: after[name] for name in first} == before
@@ -139,9 +139,9 @@ def _write_bad_inputs(faces_dir, root):
         image.save(root / name, format=image_format, **options)
         expected[name] = outcome
 
-    write("30_0_1_20170101000000001.jpg.chip.jpg", b"", converter.REASON_EMPTY)
-    write("31_0_1_20170101000000002.jpg.chip.jpg", data[: len(data) // 2], converter.REASON_TRUNCATED)
-    write("32_1_1_20170101000000003.jpg.chip.jpg", b"not an image\n" * 20, converter.REASON_NOT_IMAGE)
+    write("30_0_1_20170101000000001.jpg.chip.jpg", b"", conversion.REASON_EMPTY)
+    write("31_0_1_20170101000000002.jpg.chip.jpg", data[: len(data) // 2], conversion.REASON_TRUNCATED)
+    write("32_1_1_20170101000000003.jpg.chip.jpg", b"not an image\n" * 20, conversion.REASON_NOT_IMAGE)
     save("33_1_2_20170101000000004.jpg.chip.jpg", Image.fromarray(pixels), "PNG")
     save("34_0_2_20170101000000005.jpg.chip.jpg", Image.fromarray(pixels).convert("L"), "JPEG")
     save("35_0_3_20170101000000006.jpg.chip.jpg", Image.new("RGB", (40, 40), (200, 30, 30)).convert("CMYK"), "JPEG")
@@ -149,9 +149,9 @@ def _write_bad_inputs(faces_dir, root):
     write("53__0_20170116184028385.jpg.chip.jpg", data, names.REASON_EMPTY_FIELD)
     write("README.txt", b"UTKFace\n", names.REASON_NOT_IMAGE_NAME)
     os.symlink(root / "gone.jpg", root / "37_0_0_20170101000000008.jpg")
-    expected["37_0_0_20170101000000008.jpg"] = converter.REASON_UNREADABLE
+    expected["37_0_0_20170101000000008.jpg"] = conversion.REASON_UNREADABLE
     os.mkfifo(root / "38_0_0_20170101000000009.jpg")  # reading it would block forever
-    expected["38_0_0_20170101000000009.jpg"] = converter.REASON_NOT_REGULAR
+    expected["38_0_0_20170101000000009.jpg"] = conversion.REASON_NOT_REGULAR
     (root / "part_2").mkdir()
     (root / "part_2" / good[1]).write_bytes(data)  # a second file with an already-seen name
     return expected, good, data
@@ -160,12 +160,12 @@ def _write_bad_inputs(faces_dir, root):
 @pytest.mark.parametrize("workers", [1, 2])  # in this process, and through the worker pool
 def test_bad_inputs_are_skipped_with_reasons_or_repaired(faces_dir, tmp_path, workers):
     expected, good, original = _write_bad_inputs(faces_dir, tmp_path / "in")
-    report = converter.convert(_config([tmp_path / "in"], tmp_path / "out", split_ratios=(1.0, 0.0, 0.0),
+    report = conversion.convert(_config([tmp_path / "in"], tmp_path / "out", split_ratios=(1.0, 0.0, 0.0),
                                        workers=workers))
 
     skipped = {os.path.relpath(item["path"], tmp_path / "in"): item["reason"] for item in report["skipped"]}
     wanted_skips = {name: outcome for name, outcome in expected.items() if outcome != "kept"}
-    wanted_skips[os.path.join("part_2", good[1])] = converter.REASON_DUPLICATE
+    wanted_skips[os.path.join("part_2", good[1])] = conversion.REASON_DUPLICATE
     assert skipped == wanted_skips
     assert sum(report["skipped_by_reason"].values()) == len(wanted_skips)
 
@@ -200,7 +200,7 @@ def test_real_odd_names_are_kept_with_their_labels_and_listed_with_a_note(faces_
     for file_name, ((age, gender, race), _) in REAL_ODD_NAMES.items():
         pixels = synthetic.render_face(age, gender, max(race, 0), rng, size=40)
         Image.fromarray(pixels).save(folder / file_name, format="JPEG")
-    report = converter.convert(_config([folder], tmp_path / "out", split_ratios=(1.0, 0.0, 0.0)))
+    report = conversion.convert(_config([folder], tmp_path / "out", split_ratios=(1.0, 0.0, 0.0)))
 
     assert report["total_skipped"] == 0
     records = _read_split(str(tmp_path / "out"), "train")
@@ -213,7 +213,7 @@ def test_real_odd_names_are_kept_with_their_labels_and_listed_with_a_note(faces_
         wanted.setdefault(note, []).append(file_name)
     assert report["kept_with_notes"] == {
         note: {"count": len(wanted[note]), "files": wanted[note]} for note in names.NOTES}
-    summary = converter.summarize(report)
+    summary = conversion.summarize(report)
     assert "kept with a note: 3 x race unknown: the name has no race field" in summary
 
 
@@ -221,7 +221,7 @@ def test_a_split_without_records_gets_no_shards_and_tfds_still_loads(faces_dir, 
     import tensorflow_datasets as tfds
 
     _copy_faces(faces_dir, tmp_path / "in", 0, 3)
-    report = converter.convert(_config([tmp_path / "in"], tmp_path / "out", min_shards=4,
+    report = conversion.convert(_config([tmp_path / "in"], tmp_path / "out", min_shards=4,
                                        split_ratios=(1.0, 0.0, 0.0)))
     assert report["counts"] == {"train": 3, "validation": 0, "test": 0}
     assert report["settings"]["shards"] == {"train": 3, "validation": 0, "test": 0}  # never more than records
@@ -237,11 +237,11 @@ def test_refuses_a_non_empty_output_without_overwrite(faces_dir, tmp_path):
     (out / "notes.md").write_text("mine")
     stale = out / "old-train.tfrecord-00000-of-00001"
     stale.write_bytes(b"stale")
-    with pytest.raises(converter.ConversionError, match="--overwrite") as info:
-        converter.convert(_config([tmp_path / "in"], out))
+    with pytest.raises(conversion.ConversionError, match="--overwrite") as info:
+        conversion.convert(_config([tmp_path / "in"], out))
     assert "\n" not in str(info.value)
     assert sorted(os.listdir(out)) == ["notes.md", stale.name]
-    converter.convert(_config([tmp_path / "in"], out, overwrite=True))
+    conversion.convert(_config([tmp_path / "in"], out, overwrite=True))
     assert not stale.exists()  # another dataset's shards would be globbed with this one's
     assert (out / "notes.md").read_text() == "mine"
 
@@ -267,23 +267,23 @@ def test_bad_settings_fail_in_one_line_and_write_nothing(faces_dir, tmp_path, se
     (tmp_path / "ONLY_BAD" / "25_0_0_20170101000000001.jpg").write_bytes(b"")
     input_dirs = [str(tmp_path / d) if d in ("EMPTY", "ONLY_BAD") else d
                   for d in settings.pop("input_dirs", [faces_dir])]
-    with pytest.raises(converter.ConversionError, match=message) as info:
-        converter.convert(_config(input_dirs, tmp_path / "out", **settings))
+    with pytest.raises(conversion.ConversionError, match=message) as info:
+        conversion.convert(_config(input_dirs, tmp_path / "out", **settings))
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()
 
 
 def test_parse_split_ratios():
-    assert converter.parse_split_ratios("0.7, 0.2,0.1") == (0.7, 0.2, 0.1)
-    with pytest.raises(converter.ConversionError, match="--split_ratios"):
-        converter.parse_split_ratios("0.8;0.1;0.1")
+    assert conversion.parse_split_ratios("0.7, 0.2,0.1") == (0.7, 0.2, 0.1)
+    with pytest.raises(conversion.ConversionError, match="--split_ratios"):
+        conversion.parse_split_ratios("0.8;0.1;0.1")
 
 
 def test_interrupted_conversion_leaves_no_partial_shard_and_overwrite_redoes_it(
         faces_dir, tmp_path, monkeypatch):
     _copy_faces(faces_dir, tmp_path / "in", 0, 30)
     out = tmp_path / "out"
-    encode_example, written = converter.encode_example, []
+    encode_example, written = conversion.encode_example, []
 
     def interrupt_after_five(**kwargs):
         if len(written) == 5:
@@ -291,38 +291,38 @@ def test_interrupted_conversion_leaves_no_partial_shard_and_overwrite_redoes_it(
         written.append(kwargs["filename"])
         return encode_example(**kwargs)
 
-    monkeypatch.setattr(converter, "encode_example", interrupt_after_five)
+    monkeypatch.setattr(conversion, "encode_example", interrupt_after_five)
     with pytest.raises(KeyboardInterrupt):
-        converter.convert(_config([tmp_path / "in"], out, min_shards=2))
+        conversion.convert(_config([tmp_path / "in"], out, min_shards=2))
     monkeypatch.undo()
     assert not tf.io.gfile.glob(schema.shard_pattern(str(out), "*"))  # the partial shard has no final name
     assert not (out / "dataset_info.json").exists()
 
-    with pytest.raises(converter.ConversionError, match="--overwrite"):
-        converter.convert(_config([tmp_path / "in"], out, min_shards=2))
-    report = converter.convert(_config([tmp_path / "in"], out, min_shards=2, overwrite=True))
-    assert not (out / converter.INCOMPLETE_DIR).exists()
+    with pytest.raises(conversion.ConversionError, match="--overwrite"):
+        conversion.convert(_config([tmp_path / "in"], out, min_shards=2))
+    report = conversion.convert(_config([tmp_path / "in"], out, min_shards=2, overwrite=True))
+    assert not (out / conversion.INCOMPLETE_DIR).exists()
     assert sum(len(_read_split(str(out), split)) for split in schema.SPLITS) == report["total_kept"] == 30
 
 
 def test_count_shards():
-    config = converter.ConversionConfig(input_dirs=[], output_dir="", min_shards=4, shard_bytes=100)
-    assert converter.count_shards(0, 0, config) == 0
-    assert converter.count_shards(1000, 150, config) == 4      # at least min_shards
-    assert converter.count_shards(1000, 1001, config) == 11    # about shard_bytes each
-    assert converter.count_shards(3, 10**6, config) == 3       # never more shards than records
-    fixed = converter.ConversionConfig(input_dirs=[], output_dir="", num_shards=7, shard_bytes=100)
-    assert converter.count_shards(1000, 10**6, fixed) == 7
+    config = conversion.ConversionConfig(input_dirs=[], output_dir="", min_shards=4, shard_bytes=100)
+    assert conversion.count_shards(0, 0, config) == 0
+    assert conversion.count_shards(1000, 150, config) == 4      # at least min_shards
+    assert conversion.count_shards(1000, 1001, config) == 11    # about shard_bytes each
+    assert conversion.count_shards(3, 10**6, config) == 3       # never more shards than records
+    fixed = conversion.ConversionConfig(input_dirs=[], output_dir="", num_shards=7, shard_bytes=100)
+    assert conversion.count_shards(1000, 10**6, fixed) == 7
 
 
 def test_assign_split_is_stable_and_follows_the_ratios():
     file_names = [f"{i % 90}_{i % 2}_0_2017010100{i:07d}.jpg.chip.jpg" for i in range(20000)]
-    splits = [converter.assign_split(name, (0.8, 0.1, 0.1)) for name in file_names]
-    assert splits == [converter.assign_split(name, (0.8, 0.1, 0.1)) for name in file_names]
+    splits = [conversion.assign_split(name, (0.8, 0.1, 0.1)) for name in file_names]
+    assert splits == [conversion.assign_split(name, (0.8, 0.1, 0.1)) for name in file_names]
     shares = {split: splits.count(split) / len(splits) for split in schema.SPLITS}
     assert shares["train"] == pytest.approx(0.8, abs=0.015)
     assert shares["validation"] == pytest.approx(0.1, abs=0.01)
-    assert {converter.assign_split(name, (1.0, 0.0, 0.0)) for name in file_names[:500]} == {"train"}
+    assert {conversion.assign_split(name, (1.0, 0.0, 0.0)) for name in file_names[:500]} == {"train"}
 
 
 def _run_script(*args):
@@ -365,10 +365,10 @@ def test_script_writes_a_split_file_and_reads_it_back(tmp_path):
                                                    (37, 2, "37_0_2_20170101000000001.jpg.chip.jpg"),
                                                    (116, 4, "116_1_4_ünïcode.jpg")])
 def test_records_built_without_tensorflow_equal_the_schemas(age, race, file_name):
-    entries = converter.label_entries([age, 5], age_deviation=3.5)
+    entries = conversion.label_entries([age, 5], age_deviation=3.5)
     fields = dict(jpeg=bytes(range(256)) * 40, gender=1, race=race, filename=file_name,
                   height=200, width=180)
-    ours = converter.encode_example(age_entries=entries[age], **fields)
+    ours = conversion.encode_example(age_entries=entries[age], **fields)
     theirs = schema.make_example(age=age, age_deviation=3.5, **fields)
     assert tf.train.Example.FromString(ours) == tf.train.Example.FromString(theirs)
 
@@ -399,16 +399,16 @@ def test_the_reduced_scale_check_rejects_what_a_full_size_decode_rejects(faces_d
     verdicts = []
     for content in damaged:
         path.write_bytes(content)
-        reason = converter.check_image(str(path))[0]
+        reason = conversion.check_image(str(path))[0]
         assert (reason is None) == _decodes_at_full_size(content)
         verdicts.append(reason)
-    assert verdicts.count(converter.REASON_TRUNCATED) > 100  # the cuts did break the files
+    assert verdicts.count(conversion.REASON_TRUNCATED) > 100  # the cuts did break the files
 
 
 def test_workers_hold_a_bounded_number_of_images_whatever_the_dataset_size(faces_dir):
-    candidates, _ = converter.collect_candidates(converter.list_files([faces_dir]), (1.0, 0.0, 0.0))
+    candidates, _ = conversion.collect_candidates(conversion.list_files([faces_dir]), (1.0, 0.0, 0.0))
     candidates *= 6  # more than max_in_flight, so a queue of every task would show
-    entries = converter.label_entries([c.labels.age for c in candidates], 5.0)
+    entries = conversion.label_entries([c.labels.age for c in candidates], 5.0)
     taken = 0
 
     def lazily():
@@ -417,9 +417,9 @@ def test_workers_hold_a_bounded_number_of_images_whatever_the_dataset_size(faces
             taken += 1
             yield candidate
 
-    bound = converter.max_in_flight(2)
+    bound = conversion.max_in_flight(2)
     assert len(candidates) > 2 * bound
-    results = converter.encode_all(lazily(), entries, workers=2)
+    results = conversion.encode_all(lazily(), entries, workers=2)
     for written, (reason, height, width, record) in enumerate(results, start=1):
         assert reason is None and (height, width) == (200, 200) and record
         assert taken - written <= bound
@@ -429,7 +429,7 @@ def test_workers_hold_a_bounded_number_of_images_whatever_the_dataset_size(faces
 def test_skipped_images_leave_no_empty_shard(faces_dir, tmp_path):
     names_in = _copy_faces(faces_dir, tmp_path / "in", 0, 3)
     (tmp_path / "in" / names_in[1]).write_bytes(b"")
-    report = converter.convert(_config([tmp_path / "in"], tmp_path / "out", min_shards=3,
+    report = conversion.convert(_config([tmp_path / "in"], tmp_path / "out", min_shards=3,
                                        split_ratios=(1.0, 0.0, 0.0)))
     assert report["settings"]["shard_lengths"]["train"] == [1, 1]
     shards = sorted(os.listdir(tmp_path / "out"))
@@ -441,18 +441,18 @@ def test_skipped_images_leave_no_empty_shard(faces_dir, tmp_path):
 def test_a_failed_overwrite_keeps_the_previous_dataset(faces_dir, tmp_path):
     _copy_faces(faces_dir, tmp_path / "in", 0, 20)
     out = tmp_path / "out"
-    converter.convert(_config([tmp_path / "in"], out))
+    conversion.convert(_config([tmp_path / "in"], out))
     before = sorted(os.listdir(out))
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "25_0_0_20170101000000001.jpg").write_bytes(b"")
-    with pytest.raises(converter.ConversionError, match="no usable training image"):
-        converter.convert(_config([tmp_path / "bad"], out, overwrite=True))
+    with pytest.raises(conversion.ConversionError, match="no usable training image"):
+        conversion.convert(_config([tmp_path / "bad"], out, overwrite=True))
     assert sorted(os.listdir(out)) == before
     assert sum(len(_read_split(str(out), split)) for split in schema.SPLITS) == 20
 
 
 def test_worker_processes_import_no_tensorflow():
-    # Spawned workers import the entry point and agetf.converter; TensorFlow in each would
+    # Spawned workers import the entry point and agetf.data.conversion; TensorFlow in each would
     # cost seconds and hundreds of MiB per worker.
-    code = "import sys, agetf.convert, agetf.converter; assert 'tensorflow' not in sys.modules"
+    code = "import sys, agetf.convert, agetf.data.conversion; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)

@@ -14,7 +14,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from agetf import converter, input_pipeline, schema, synthetic
+from agetf.data import conversion, input_pipeline, schema, synthetic
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
 
@@ -30,29 +30,29 @@ SETTINGS = ["--workers=1", "--split_ratios=1,0,0", "--min_shards=1"]
 # after the last image is encoded.
 _AT_MOMENT = """
 import os, runpy, shutil, signal, sys
-from agetf import converter
+from agetf.data import conversion
 moment = sys.argv.pop(1)
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 if moment == "pause":
-    write_metadata = converter._write_metadata
+    write_metadata = conversion._write_metadata
     def pause_then_write(*args, **kwargs):
         print("paused", flush=True)
         sys.stdin.readline()
         return write_metadata(*args, **kwargs)
-    converter._write_metadata = pause_then_write
+    conversion._write_metadata = pause_then_write
 else:
     doomed = int(moment.split("=")[1])
     state = {"encoded": False, "changes": 0, "inside": False}
-    add = converter._Progress.add
+    add = conversion._Progress.add
     def add_then_watch(self, count):
         add(self, count)
         if doomed == 0 and 2 * self.done >= self.total:
             die()
         state["encoded"] = self.done >= self.total
-    converter._Progress.add = add_then_watch
+    conversion._Progress.add = add_then_watch
     def counted(change):
         def call(*args, **kwargs):
             if not state["encoded"] or state["inside"]:
@@ -69,8 +69,8 @@ else:
     for name in ("remove", "unlink", "rename", "replace", "link", "rmdir"):
         setattr(os, name, counted(getattr(os, name)))
     shutil.rmtree = counted(shutil.rmtree)
-    if hasattr(converter, "_exchange"):
-        converter._exchange = counted(converter._exchange)
+    if hasattr(conversion, "_exchange"):
+        conversion._exchange = counted(conversion._exchange)
 sys.argv[0] = "agetf.convert"
 runpy.run_module("agetf.convert", run_name="__main__", alter_sys=True)
 """
@@ -108,7 +108,7 @@ def error_lines(stderr):
 def test_a_second_conversion_into_a_folder_in_use_is_refused_in_one_line(tmp_path):
     old, new = make_faces(tmp_path / "old", 4, seed=1), make_faces(tmp_path / "new", 6, seed=2)
     out = tmp_path / "out"
-    converter.convert(converter.ConversionConfig(
+    conversion.convert(conversion.ConversionConfig(
         input_dirs=[old], output_dir=str(out), min_shards=1, workers=1, show_progress=False,
         split_ratios=(1.0, 0.0, 0.0)))
     with open(tmp_path / "first.err", "w") as first_err:
@@ -143,7 +143,7 @@ def test_a_second_conversion_into_a_folder_in_use_is_refused_in_one_line(tmp_pat
 def test_a_conversion_killed_at_any_moment_leaves_a_whole_dataset_and_no_stuck_lock(tmp_path):
     old, new = make_faces(tmp_path / "old", 4, seed=1), make_faces(tmp_path / "new", 6, seed=2)
     out = tmp_path / "out"
-    converter.convert(converter.ConversionConfig(
+    conversion.convert(conversion.ConversionConfig(
         input_dirs=[old], output_dir=str(out), min_shards=1, workers=1, show_progress=False,
         split_ratios=(1.0, 0.0, 0.0)))
     # The output folder's own files and folders go with it, whatever happens.
@@ -170,7 +170,7 @@ def test_a_conversion_killed_at_any_moment_leaves_a_whole_dataset_and_no_stuck_l
     assert (out / "notes.md").read_text() == "mine"
     assert (out / "mine" / "kept.txt").read_text() == "kept"
     assert sorted(os.listdir(tmp_path)) == ["new", "old", "out"]  # nothing left beside it
-    assert not (out / converter.INCOMPLETE_DIR).exists()
+    assert not (out / conversion.INCOMPLETE_DIR).exists()
 
 
 def test_the_progress_bar_is_drawn_on_a_terminal_only(tmp_path, monkeypatch):
@@ -189,9 +189,9 @@ def test_the_progress_bar_is_drawn_on_a_terminal_only(tmp_path, monkeypatch):
 
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    converter._Progress("converting", 2, enabled=False).add(2)  # --noprogress
+    conversion._Progress("converting", 2, enabled=False).add(2)  # --noprogress
     assert terminal.getvalue() == ""
-    progress = converter._Progress("converting", 2, enabled=True)
+    progress = conversion._Progress("converting", 2, enabled=True)
     progress.add(1)
     progress.add(1)
     progress.close()

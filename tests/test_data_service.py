@@ -5,7 +5,9 @@ import collections
 import pytest
 import tensorflow as tf
 
-from agetf import data_service, input_pipeline, trainer as trainer_lib
+from agetf import data_service
+from agetf.data import input_pipeline
+from agetf.training import trainer as trainer_lib
 from tiny_runs import tiny_config
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)

@@ -189,7 +189,7 @@ with contextlib.redirect_stdout(help_text):
         status = f"{type(error).__name__}: {error}"
 FLAGS = flags.FLAGS
 known = {flag: FLAGS[flag].boolean for flag in FLAGS}
-from agetf import flagfiles
+from agetf.common import flagfiles
 problems = []
 for args in commands:
     FLAGS.unparse_flags()

@@ -8,12 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from agetf import converter
-from agetf import evaluation
-from agetf import input_pipeline
-from agetf import labels
-from agetf import model as model_lib
-from agetf import synthetic
+from agetf.data import conversion
+from agetf.evaluation import evaluator
+from agetf.data import input_pipeline
+from agetf.data import labels
+from agetf.modeling import model as model_lib
+from agetf.data import synthetic
 from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = 32
@@ -27,11 +27,11 @@ def fake_outputs(predicted_ages, female_probability):
 
 def test_protocol_masks():
     ages = np.array([0, 20, 21, 40, 60, 61, 90])
-    assert evaluation.protocol_mask(ages, "random").all()
-    assert evaluation.protocol_mask(ages, "ages_21_60").tolist() == [
+    assert evaluator.protocol_mask(ages, "random").all()
+    assert evaluator.protocol_mask(ages, "ages_21_60").tolist() == [
         False, False, True, True, True, False, False]
     with pytest.raises(ValueError, match="unknown evaluation protocol 'imdb'"):
-        evaluation.protocol_mask(ages, "imdb")
+        evaluator.protocol_mask(ages, "imdb")
 
 
 def test_breakdowns_by_decade_gender_and_race_with_unknown_race_and_the_baseline():
@@ -40,7 +40,7 @@ def test_breakdowns_by_decade_gender_and_race_with_unknown_race_and_the_baseline
     batch_labels = {"age": true_age, "gender": np.array([0, 1, 1, 0, 1]),
                     "race": np.array([0, -1, -1, 2, 0]), "age_range": labels.age_range(true_age)}
     outputs = fake_outputs(predicted, [0.2, 0.9, 0.3, 0.1, 0.8])
-    report = evaluation.summarize(outputs, batch_labels, train_ages=np.array([20, 30, 40]),
+    report = evaluator.summarize(outputs, batch_labels, train_ages=np.array([20, 30, 40]),
                                   train_genders=np.array([0, 0, 1]))
     assert report["metrics"]["mae"] == pytest.approx((2 + 0 + 3 + 10 + 0) / 5, abs=0.05)
     assert report["metrics"]["gender_accuracy"] == pytest.approx(4 / 5)
@@ -70,12 +70,12 @@ def test_breakdowns_by_decade_gender_and_race_with_unknown_race_and_the_baseline
     json.dumps(report)  # evaluation.json must be plain JSON
     # With a range head, the constant predictor's range is the median's, [30, 35): 1 of 5.
     with_range = {**outputs, "age_range": np.eye(labels.NUM_AGE_RANGES)[labels.age_range(true_age)]}
-    ranged = evaluation.summarize(with_range, batch_labels, train_ages=np.array([20, 30, 40]),
+    ranged = evaluator.summarize(with_range, batch_labels, train_ages=np.array([20, 30, 40]),
                                   train_genders=np.array([0, 0, 1]))
     assert ranged["metrics"]["age_range_accuracy"] == 1.0
     assert ranged["constant_baseline"]["age_range_accuracy"] == pytest.approx(1 / 5)
 
-    text = evaluation.format_report({**report, "protocol": "ages_21_60"})
+    text = evaluator.format_report({**report, "protocol": "ages_21_60"})
     assert "protocol ages_21_60: images aged 21 to 60 only" in text
     assert "unknown" in text and "by race:" in text and "constant" in text
     assert "80+" in text and "MAE   0.00 (constant  55.00)" in text
@@ -98,7 +98,7 @@ def test_prediction_lines_with_a_range_head():
     batch_labels = {"age": true_age, "age_range": labels.age_range(true_age),
                     "gender": np.array([1.0, 1.0]),
                     "filename": np.array([b"33_1_0_a.jpg.chip.jpg", b"79_1_0_b.jpg.chip.jpg"])}
-    lines = evaluation.prediction_lines(outputs, batch_labels, count=5)
+    lines = evaluator.prediction_lines(outputs, batch_labels, count=5)
     assert lines == [
         "Predicting for image 33_1_0_a.jpg.chip.jpg",
         "Predicted age: 34.0, true age: 33",
@@ -109,8 +109,8 @@ def test_prediction_lines_with_a_range_head():
         "Predicted range: 80+, true range: 75-80",
         "Predicted gender: male, true gender: female",
     ]
-    assert evaluation.prediction_lines(outputs, batch_labels, count=1) == lines[:4]
-    report = evaluation.summarize(outputs, {**batch_labels, "race": np.array([0, 0])},
+    assert evaluator.prediction_lines(outputs, batch_labels, count=1) == lines[:4]
+    report = evaluator.summarize(outputs, {**batch_labels, "race": np.array([0, 0])},
                                   train_ages=np.array([30]), train_genders=np.array([1]))
     assert report["metrics"]["age_range_accuracy"] == 0.5
     assert report["metrics"]["mae"] == pytest.approx((1 + 6) / 2, abs=1e-4)
@@ -127,13 +127,13 @@ def tiny_model():
 
 def test_evaluate_under_each_protocol(tiny_model, data_dir):
     config = input_pipeline.InputConfig(data_dir=data_dir, img_dim=IMG_DIM)
-    test_ages, _ = evaluation.split_ages_and_genders(data_dir, "test")
-    train_ages, _ = evaluation.split_ages_and_genders(data_dir, "train")
+    test_ages, _ = evaluator.split_ages_and_genders(data_dir, "test")
+    train_ages, _ = evaluator.split_ages_and_genders(data_dir, "train")
     kept = int(((test_ages >= 21) & (test_ages <= 60)).sum())
     assert 0 < kept < len(test_ages), "the fixture must have test ages on both sides of the range"
 
-    everything, _ = evaluation.evaluate(tiny_model, config, protocol="random")
-    narrow, lines = evaluation.evaluate(tiny_model, config, protocol="ages_21_60",
+    everything, _ = evaluator.evaluate(tiny_model, config, protocol="random")
+    narrow, lines = evaluator.evaluate(tiny_model, config, protocol="ages_21_60",
                                         print_predictions=3)
     assert everything["protocol"] == "random" and everything["num_images"] == len(test_ages)
     assert narrow["protocol"] == "ages_21_60" and narrow["num_images"] == kept
@@ -146,7 +146,7 @@ def test_evaluate_under_each_protocol(tiny_model, data_dir):
     true_ages = [int(line.rsplit(" ", 1)[-1]) for line in lines if "true age:" in line]
     assert len(true_ages) == 3 and all(21 <= age <= 60 for age in true_ages)
     with pytest.raises(ValueError, match="unknown evaluation protocol"):
-        evaluation.evaluate(tiny_model, config, protocol="imdb")
+        evaluator.evaluate(tiny_model, config, protocol="imdb")
 
 
 # --- split files ------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def small_faces(tmp_path_factory):
 
 
 def convert(input_dir, output_dir, **settings):
-    return converter.convert(converter.ConversionConfig(
+    return conversion.convert(conversion.ConversionConfig(
         input_dirs=[input_dir], output_dir=str(output_dir), min_shards=1, workers=1,
         show_progress=False, **settings))
 
@@ -174,7 +174,7 @@ def test_a_written_split_file_reproduces_the_split_exactly(small_faces, tmp_path
     rows = read_rows(tmp_path / "a" / "splits.csv")
     assert rows[0] == ["filename", "split"]
     assert len(rows) - 1 == first["total_kept"] == 30
-    assert all(split == converter.assign_split(name) for name, split in rows[1:])
+    assert all(split == conversion.assign_split(name) for name, split in rows[1:])
 
     # Another ratio would move files, but the split file wins.
     again = convert(small_faces, tmp_path / "b", split_file=str(tmp_path / "a" / "splits.csv"),
@@ -198,7 +198,7 @@ def test_a_published_split_is_used_exactly_and_unlisted_files_are_skipped(small_
     skipped = {os.path.basename(item["path"]): item["reason"] for item in report["skipped"]}
     assert skipped == {name: "not in the split file" for name in names[27:]}
     assert report["settings"]["split_file_missing"] == ["ghost.jpg"]
-    assert "1 files of the split file are not in the input (e.g. ghost.jpg)" in converter.summarize(report)
+    assert "1 files of the split file are not in the input (e.g. ghost.jpg)" in conversion.summarize(report)
     written = dict(read_rows(tmp_path / "out" / "splits.csv")[1:])
     assert written == {**{n: "train" for n in names[:20]}, **{n: "validation" for n in names[20:23]},
                        **{n: "test" for n in names[23:27]}}
@@ -213,12 +213,12 @@ def test_a_published_split_is_used_exactly_and_unlisted_files_are_skipped(small_
 def test_bad_split_files_are_one_line_errors(small_faces, tmp_path, text, message):
     path = tmp_path / "split.csv"
     path.write_text(text)
-    with pytest.raises(converter.ConversionError, match=message) as error:
+    with pytest.raises(conversion.ConversionError, match=message) as error:
         convert(small_faces, tmp_path / "out", split_file=str(path))
     assert "\n" not in str(error.value)
     assert not (tmp_path / "out").exists(), "nothing may be written for a bad split file"
 
 
 def test_a_missing_split_file_is_a_one_line_error(small_faces, tmp_path):
-    with pytest.raises(converter.ConversionError, match="cannot read --split_file"):
+    with pytest.raises(conversion.ConversionError, match="cannot read --split_file"):
         convert(small_faces, tmp_path / "out", split_file=str(tmp_path / "missing.csv"))

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf import export, heads
-from agetf import image_ops
-from agetf import labels
-from agetf import model as model_lib
+from agetf.modeling import heads
+from agetf.serving import export
+from agetf.data import image_ops
+from agetf.data import labels
+from agetf.modeling import model as model_lib
 from conftest import EXPORT_IMG_DIM
 from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
@@ -114,7 +115,7 @@ def test_tensorflow_only_process_predicts_what_the_model_predicts(all_heads, exp
         assert sorted(k[len(prefix):] for k in got if k.startswith(prefix)) == sorted(
             [*expected, "age_range_label"])
         # The name of the most probable range, read with the asset's names: a client needs
-        # no copy of agetf.labels.
+        # no copy of agetf.data.labels.
         names = got["asset_age_range_names"]
         assert [label.decode() for label in got[prefix + "age_range_label"]] == list(
             names[np.argmax(got[prefix + "age_range"], axis=-1)])
@@ -398,7 +399,8 @@ def test_range_and_gender_export_loads_and_gives_years(tmp_path):
 
 @pytest.mark.slow
 def test_gender_only_model_exports_and_predicts_gender_alone(tmp_path):
-    from agetf import predict, tflite_export
+    from agetf import predict
+    from agetf.serving import tflite_export
 
     model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=["gender"],
                                   alpha=0.35)
@@ -518,19 +520,20 @@ def test_test_time_flip_export_averages_the_image_and_its_mirror(all_heads, tmp_
 
 def test_test_time_flip_evaluation_scores_the_averaged_outputs(all_heads, data_dir):
     """Evaluation with flip_average scores the mean of the two passes, inside tf.data's batches."""
-    from agetf import evaluation, input_pipeline
+    from agetf.data import input_pipeline
+    from agetf.evaluation import evaluator
 
     config = input_pipeline.InputConfig(data_dir=data_dir, img_dim=IMG_DIM)
-    plain, batch_labels = evaluation.predict_split(all_heads, config, "test")
-    flipped, _ = evaluation.predict_split(all_heads, config, "test", flip_average=True)
+    plain, batch_labels = evaluator.predict_split(all_heads, config, "test")
+    flipped, _ = evaluator.predict_split(all_heads, config, "test", flip_average=True)
     images = np.concatenate([x.numpy() for x, _ in input_pipeline.build_dataset(
         config, "test", 64, training=False)])
     mirror = all_heads(images[:, :, ::-1], training=False)
     for name in ("age_histogram", "gender"):
         np.testing.assert_allclose(flipped[name], (plain[name] + np.asarray(mirror[name])) / 2,
                                    atol=1e-5, err_msg=name)
-    report, _ = evaluation.evaluate(all_heads, config, "test", flip_average=True)
+    report, _ = evaluator.evaluate(all_heads, config, "test", flip_average=True)
     assert report["test_time_flip"] is True
-    ages = evaluation.predicted_ages(flipped)
+    ages = evaluator.predicted_ages(flipped)
     assert report["metrics"]["mae"] == pytest.approx(
         np.abs(ages - batch_labels["age"]).mean(), abs=1e-6)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from agetf import face_alignment
+from agetf.serving import face_alignment
 
 
 def similarity(angle_degrees, scale, shift):

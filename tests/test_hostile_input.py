@@ -15,7 +15,9 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from agetf import input_pipeline, record_audit, train, trainer as trainer_lib
+from agetf import train
+from agetf.data import input_pipeline, record_audit
+from agetf.training import trainer as trainer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf import image_ops, input_pipeline, labels, schema
+from agetf.data import image_ops, input_pipeline, labels, schema
 
 IMG_DIM = 32
 SHARDED_FILES = 6

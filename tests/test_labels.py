@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf import labels
+from agetf.data import labels
 
 
 @pytest.mark.parametrize("age", [0, 1, 30, 99, 100, 116])

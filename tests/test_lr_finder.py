@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from agetf.lr_finder import LRRangeTest
+from agetf.training.lr_finder import LRRangeTest
 
 
 def test_lr_at_spans_the_range_geometrically():

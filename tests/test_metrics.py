@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf import (heads, input_pipeline, labels, plots, run_monitor, schedules,
-                   trainer as trainer_lib)
+from agetf.data import input_pipeline, labels
+from agetf.modeling import heads
+from agetf.training import callbacks, plots, schedules, trainer as trainer_lib
 
 
 # --- MetricSet: known outputs, known labels, exact numbers -----------------------------
@@ -192,7 +193,7 @@ def set_weights(model, value):
 
 def run_fake_epochs(trainer, val_values, metric):
     """One epoch per value of `metric`; before each, the weights are set to the epoch number."""
-    monitor = run_monitor.RunMonitor(trainer)
+    monitor = callbacks.RunMonitor(trainer)
     for epoch, value in enumerate(val_values):
         monitor.epoch_begin(epoch)
         set_weights(trainer.model, float(epoch + 1))
@@ -234,7 +235,7 @@ def test_a_resumed_monitor_remembers_the_best_so_far(tmp_path):
     trainer = fake_trainer(tmp_path)
     run_fake_epochs(trainer, [3.0, 1.0], "val_loss")
     trainer.resumed = True
-    monitor = run_monitor.RunMonitor(trainer)
+    monitor = callbacks.RunMonitor(trainer)
     assert monitor.best == 1.0
     monitor.epoch_begin(2)
     set_weights(trainer.model, 3.0)
@@ -250,7 +251,7 @@ def test_a_resumed_monitor_remembers_the_best_so_far(tmp_path):
 
 def test_progress_bar_shows_loss_metrics_and_images_per_second(tmp_path, capsys):
     trainer = fake_trainer(tmp_path, verbose=True, steps_per_epoch=4, batch_size=16)
-    monitor = run_monitor.RunMonitor(trainer)
+    monitor = callbacks.RunMonitor(trainer)
     capsys.readouterr()
     monitor.epoch_begin(0)
     trainer.train_results.update(loss=1.25, mae=7.5, cs5=0.25, gender_accuracy=0.75,
@@ -273,7 +274,7 @@ def test_progress_bar_shows_loss_metrics_and_images_per_second(tmp_path, capsys)
 def test_progress_bar_off_a_terminal_is_one_line_an_epoch_without_redraws(tmp_path, capsys):
     # Keras takes any POSIX system for a terminal and would redraw with \r and \b into a log.
     trainer = fake_trainer(tmp_path, verbose=True, steps_per_epoch=4, batch_size=16)
-    monitor = run_monitor.RunMonitor(trainer)
+    monitor = callbacks.RunMonitor(trainer)
     capsys.readouterr()
     for epoch in range(2):
         monitor.epoch_begin(epoch)
@@ -292,7 +293,7 @@ def test_progress_bar_off_a_terminal_is_one_line_an_epoch_without_redraws(tmp_pa
 
 def test_progress_bar_is_silent_when_not_verbose(tmp_path, capsys):
     trainer = fake_trainer(tmp_path, verbose=False)
-    monitor = run_monitor.RunMonitor(trainer)
+    monitor = callbacks.RunMonitor(trainer)
     monitor.epoch_begin(0)
     trainer.step_in_epoch.assign(4)
     monitor.steps_end(4, 1.0, seconds=1.0)

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from agetf import model as model_lib
+from agetf.modeling import model as model_lib
 from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = 32

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf import worker_failure
+from agetf.training import lost_workers
 from worker_processes import OutputReader, free_ports  # pytest puts tests/ on sys.path
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
@@ -197,9 +197,9 @@ _TIMEOUT = "Graph execution error:\n\nCollective has timed out during execution.
 ])
 def test_a_lost_worker_is_told_in_one_line_with_the_fix(error_class, message, reason):
     error = error_class(None, None, message)
-    assert worker_failure.is_lost_worker(error)
-    line = worker_failure.lost_worker_message(error, "/runs/a/", collective_timeout=30)
+    assert lost_workers.is_lost_worker(error)
+    line = lost_workers.lost_worker_message(error, "/runs/a/", collective_timeout=30)
     assert f"lost contact with another worker ({reason})" in line and "\n" not in line, line
     assert line.endswith("Restart every worker with the same command to resume from the last "
                          "checkpoint in /runs/a/checkpoints")
-    assert not worker_failure.is_lost_worker(tf.errors.InvalidArgumentError(None, None, "bad shape"))
+    assert not lost_workers.is_lost_worker(tf.errors.InvalidArgumentError(None, None, "bad shape"))

@@ -2,8 +2,8 @@
 
 import pytest
 
-from agetf import names
-from agetf.names import FaceLabels
+from agetf.data import names
+from agetf.data.names import FaceLabels
 
 
 @pytest.mark.parametrize("file_name, expected", [

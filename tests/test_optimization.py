@@ -17,8 +17,10 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from agetf import distribution, heads as heads_lib, lr_finder, lr_search
-from agetf import schedules, train as train_cli, trainer as trainer_lib
+from agetf.modeling import heads as heads_lib
+from agetf.training import distribution, lr_finder
+from agetf import train as train_cli
+from agetf.training import schedules, trainer as trainer_lib
 from tiny_runs import scalar_values, sha1, tiny_config
 
 
@@ -439,7 +441,7 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
             "--noaugment"]  # the step augments: a fixed batch stays fixed only without
     parse_train_flags(*argv)
     restored = []
-    real_find_lr = lr_search.find_lr
+    real_find_lr = lr_finder.find_lr
 
     def find_lr_checking_restore(trainer, test):
         state = list(trainer.model.variables) + list(trainer.optimizer.variables)
@@ -448,7 +450,7 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
         restored.append(all(np.array_equal(b, v.numpy()) for b, v in zip(before, state)))
         return result
 
-    monkeypatch.setattr(lr_search, "find_lr", find_lr_checking_restore)
+    monkeypatch.setattr(lr_finder, "find_lr", find_lr_checking_restore)
     trainer = train_cli.train(train_cli.build_config())
     out = capsys.readouterr().out
 
@@ -531,7 +533,7 @@ def test_finder_plateau_early_stop_and_nan_stop_under_mirrored(data_dir, tmp_pat
                          early_stopping_patience=2, steps_per_epoch=2, summary_images=0,
                          verbose=True)
     # The LR range test on two replicas records a finite curve inside its range.
-    lr_search.run_lr_finder(config, min_lr=1e-5, max_lr=1.0, steps=12, strategy=strategy)
+    lr_finder.run_lr_finder(config, min_lr=1e-5, max_lr=1.0, steps=12, strategy=strategy)
     found = json.load(open(tmp_path / "run" / "lr_find.json"))
     assert found["lrs"] and np.all(np.isfinite(found["losses"]))
     assert 1e-5 <= min(found["lrs"]) <= max(found["lrs"]) <= 1.0

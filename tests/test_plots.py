@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agetf import plots
+from agetf.training import plots
 
 
 def read_png(path):
@@ -144,18 +144,19 @@ HEAD_COMBINATIONS = [combo for n in range(1, 5)
 @pytest.mark.parametrize("heads", HEAD_COMBINATIONS, ids="+".join)
 def test_monitor_files_show_each_heads_metrics(tmp_path, heads):
     # The monitor's own code from the metric sets' keys to the files, with made-up values.
-    from agetf import heads as heads_lib, run_monitor
+    from agetf.modeling import heads as heads_lib
+    from agetf.training import callbacks
 
     assert len(HEAD_COMBINATIONS) == 15
     train_keys = heads_lib.MetricSet(heads).results()
     val_keys = heads_lib.MetricSet(heads, prefix="val_").results()
     history = {}
     for epoch in range(2):
-        logs = run_monitor.epoch_logs({k: 0.5 - 0.1 * epoch for k in train_keys},
+        logs = callbacks.epoch_logs({k: 0.5 - 0.1 * epoch for k in train_keys},
                                       {k: 0.6 - 0.1 * epoch for k in val_keys}, lr=1e-3,
                                       images_per_sec=100.0, seconds=2.0)
-        run_monitor.append_epoch(history, epoch, logs)
-    run_monitor.write_history_files(str(tmp_path), history)
+        callbacks.append_epoch(history, epoch, logs)
+    callbacks.write_history_files(str(tmp_path), history)
 
     saved = json.load(open(tmp_path / "history.json"))
     assert saved == history and saved["epoch"] == [1, 2]

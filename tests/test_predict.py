@@ -441,7 +441,7 @@ def test_a_file_over_max_file_mb_is_not_read_and_only_regular_files_are_opened(t
 # --- the gender rule: one function, over 0.5 is female, in every line ---------------------
 
 def test_a_female_probability_of_exactly_one_half_is_male_in_predicts_lines_and_summary():
-    from agetf import face_detection
+    from agetf.serving import face_detection
 
     P = predict.Prediction
     half = P("a/35_0_0_1.jpg", age=35.0, female_probability=0.5, true_age=35, true_gender=0)
@@ -462,17 +462,18 @@ def test_a_female_probability_of_exactly_one_half_is_male_in_predicts_lines_and_
 
 
 def test_a_female_probability_of_exactly_one_half_is_male_in_evaluations_lines_and_metric():
-    from agetf import evaluation, labels
+    from agetf.data import labels
+    from agetf.evaluation import evaluator
 
     outputs = {"gender": np.array([0.5, np.nextafter(np.float32(0.5), np.float32(1))],
                                   np.float32)}
     batch_labels = {"age": np.array([30, 31]), "age_range": labels.age_range(np.array([30, 31])),
                     "gender": np.array([0.0, 1.0]), "race": np.array([0, 0]),
                     "filename": np.array([b"30_0_0_a.jpg", b"31_1_0_b.jpg"])}
-    assert evaluation.prediction_lines(outputs, batch_labels, 2) == [
+    assert evaluator.prediction_lines(outputs, batch_labels, 2) == [
         "Predicting for image 30_0_0_a.jpg", "Predicted gender: male, true gender: male",
         "Predicting for image 31_1_0_b.jpg", "Predicted gender: female, true gender: female"]
-    report = evaluation.summarize(outputs, batch_labels, np.array([30]), np.array([0]))
+    report = evaluator.summarize(outputs, batch_labels, np.array([30]), np.array([0]))
     assert report["metrics"]["gender_accuracy"] == 1.0
 
 
@@ -502,7 +503,7 @@ def printed_blocks(text):
 @pytest.mark.parametrize("extension", ["csv", "jsonl"])
 def test_output_has_a_row_per_image_with_the_printed_numbers(saved_model, images_dir, tmp_path,
                                                              extension):
-    from agetf import prediction_file
+    from agetf.serving import prediction_file
 
     output = str(tmp_path / f"predictions.{extension}")
     out = io.StringIO()
@@ -559,7 +560,7 @@ def test_a_bad_output_is_refused_in_one_line_before_any_work(images_dir, tmp_pat
     def no_work(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    from agetf import face_detection
+    from agetf.serving import face_detection
 
     monkeypatch.setattr(predict, "load_predictor", no_work)
     monkeypatch.setattr(predict, "load_image_predictor", no_work)
@@ -678,7 +679,7 @@ def test_command_line_writes_output_and_no_carriage_return_into_a_log_file(
 
 
 def test_a_row_without_a_range_head_names_the_range_its_age_falls_in_as_the_export_does():
-    from agetf import prediction_file
+    from agetf.serving import prediction_file
 
     ranges = [prediction_file.face_row("f.jpg", 1, age=age)["age_range"]
               for age in (-1.5, 0.0, 4.99, 5.0, 29.7, 79.9, 80.0, 97.0)]

@@ -11,7 +11,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from agetf import input_pipeline, schema
+from agetf.data import input_pipeline, schema
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
 

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf import evaluation, input_pipeline, lr_finder, lr_search, model as model_lib, progress
+from agetf.common import progress
+from agetf.data import input_pipeline
+from agetf.evaluation import evaluator
+from agetf.modeling import model as model_lib
+from agetf.training import lr_finder
 
 IMG_DIM = 32
 
@@ -44,7 +48,7 @@ def tiny_model():
 
 def evaluate(model, data_dir):
     config = input_pipeline.InputConfig(data_dir=data_dir, img_dim=IMG_DIM)
-    report, lines = evaluation.evaluate(model, config, "test", batch_size=8, print_predictions=2)
+    report, lines = evaluator.evaluate(model, config, "test", batch_size=8, print_predictions=2)
     return report, lines
 
 
@@ -66,7 +70,7 @@ def test_evaluation_on_a_terminal_draws_a_bar_and_gives_the_same_report(tiny_mod
 
 
 def fake_trainer(losses, chief=True):
-    """What lr_search.find_lr reads from a Trainer: one weight, and a loss per step."""
+    """What lr_finder.find_lr reads from a Trainer: one weight, and a loss per step."""
     steps = iter(losses)
     return types.SimpleNamespace(
         chief=chief, model=types.SimpleNamespace(variables=[tf.Variable(1.0)]),
@@ -79,18 +83,18 @@ LOSSES = list(np.linspace(2.0, 1.0, 12))
 
 
 def test_the_lr_finder_off_a_terminal_writes_no_bar(capsys):
-    test = lr_search.find_lr(fake_trainer(LOSSES), lr_finder.LRRangeTest(1e-4, 1.0, 12))
+    test = lr_finder.find_lr(fake_trainer(LOSSES), lr_finder.LRRangeTest(1e-4, 1.0, 12))
     assert capsys.readouterr().err == ""
     assert test.losses == pytest.approx(LOSSES)
 
 
 def test_the_lr_finder_draws_a_bar_on_the_chiefs_terminal_only(monkeypatch):
     terminal = use_terminal(monkeypatch)
-    test = lr_search.find_lr(fake_trainer(LOSSES), lr_finder.LRRangeTest(1e-4, 1.0, 12))
+    test = lr_finder.find_lr(fake_trainer(LOSSES), lr_finder.LRRangeTest(1e-4, 1.0, 12))
     drawn = terminal.getvalue()
     assert "LR finder" in drawn and "/12 " in drawn and "\r" in drawn
     assert test.losses == pytest.approx(LOSSES)
     terminal.seek(0)
     terminal.truncate()
-    lr_search.find_lr(fake_trainer(LOSSES, chief=False), lr_finder.LRRangeTest(1e-4, 1.0, 12))
+    lr_finder.find_lr(fake_trainer(LOSSES, chief=False), lr_finder.LRRangeTest(1e-4, 1.0, 12))
     assert terminal.getvalue() == ""

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from agetf import evaluation
+from agetf.evaluation import evaluator
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
                       "results_table")
@@ -19,7 +19,7 @@ def test_tables_carry_the_report_numbers(tmp_path):
     histogram[np.arange(5), [5, 25, 30, 40, 70]] = 1.0  # predicted ages 5, 25, 30, 40, 70
     outputs = {"age_histogram": histogram, "gender": np.array([0.9, 0.2, 0.7, 0.1, 0.6])}
     labels = {"age": ages, "gender": np.array([1, 0, 0, 0, 1]), "race": np.zeros(5, int)}
-    report = evaluation.summarize(outputs, labels, train_ages=np.array([20, 30, 40]),
+    report = evaluator.summarize(outputs, labels, train_ages=np.array([20, 30, 40]),
                                   train_genders=np.array([0, 0, 1]))
     path = tmp_path / "evaluation.json"
     path.write_text(json.dumps(report))

@@ -14,7 +14,9 @@ import sys
 import pytest
 import tensorflow as tf
 
-from agetf import run_files, run_lock, train as train_cli, trainer as trainer_lib
+from agetf import train as train_cli
+from agetf.common import run_lock
+from agetf.training import run_files, trainer as trainer_lib
 from tiny_runs import tiny_config, train  # pytest puts tests/ on sys.path
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
@@ -94,7 +96,7 @@ def test_the_lock_names_its_holder_and_is_free_again_once_released(tmp_path):
 
 
 def test_only_the_chief_takes_the_lock(tmp_path, monkeypatch):
-    from agetf import distribution
+    from agetf.training import distribution
 
     strategy = tf.distribute.get_strategy()
     monkeypatch.setattr(distribution, "is_chief", lambda _: False)

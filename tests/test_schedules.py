@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf import schedules
+from agetf.training import schedules
 
 
 def lr_at(schedule, step):

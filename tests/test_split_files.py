@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from agetf import converter, names, schema, synthetic
+from agetf.data import conversion, names, schema, synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GHOSTS = {"train": ["30_0_0_20170101000000991.jpg.chip.jpg", "44_1_1_20170101000000992.jpg.chip.jpg"],
@@ -22,7 +22,7 @@ def faces(tmp_path_factory):
     return str(folder), sorted(os.listdir(folder))
 
 
-def write_coral_csv(path, file_names, offset=converter.CORAL_AGE_OFFSET, header=("", "file", "age")):
+def write_coral_csv(path, file_names, offset=conversion.CORAL_AGE_OFFSET, header=("", "file", "age")):
     """A CSV as the CORAL split publishes it: an unnamed index, file, age class (age - 21)."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -41,7 +41,7 @@ def coral_spec(tmp_path, file_names):
 
 def convert(input_dir, output_dir, **settings):
     settings = {"min_shards": 1, "workers": 1, "show_progress": False, **settings}
-    return converter.convert(converter.ConversionConfig(
+    return conversion.convert(conversion.ConversionConfig(
         input_dirs=[input_dir], output_dir=str(output_dir), **settings))
 
 
@@ -63,14 +63,14 @@ def test_coral_files_give_exactly_their_splits_with_validation_carved_from_train
     report = convert(folder, tmp_path / "a", split_file=spec, split_ratios=(0.5, 0.4, 0.1))
 
     share = 0.4 / (0.5 + 0.4)
-    carved = {name: converter.assign_split(name, (1 - share, share, 0.0)) for name in file_names[:30]}
+    carved = {name: conversion.assign_split(name, (1 - share, share, 0.0)) for name in file_names[:30]}
     expected = {**carved, **dict.fromkeys(file_names[30:38], "test")}
     assert 0 < list(carved.values()).count("validation") < 30  # both sides of the cut are used
     assert splits_of(tmp_path / "a") == expected
     assert report["counts"] == {split: list(expected.values()).count(split) for split in schema.SPLITS}
 
     # Files of the input named in no split file are left out, and counted.
-    assert report["skipped_by_reason"] == {converter.REASON_NOT_IN_SPLIT_FILE: 2}
+    assert report["skipped_by_reason"] == {conversion.REASON_NOT_IN_SPLIT_FILE: 2}
     assert {os.path.basename(item["path"]) for item in report["skipped"]} == set(file_names[38:])
 
     settings = report["settings"]
@@ -85,7 +85,7 @@ def test_coral_files_give_exactly_their_splits_with_validation_carved_from_train
     # Rows naming files the input lacks: listed, counted per file, and warned about once.
     assert settings["split_file_missing"] == sorted(GHOSTS["train"] + GHOSTS["test"])
     assert settings["split_file_missing_by_file"] == {"train": 2, "test": 1}
-    warnings = [line for line in converter.summarize(report).splitlines() if "warning" in line]
+    warnings = [line for line in conversion.summarize(report).splitlines() if "warning" in line]
     assert len(warnings) == 1
     assert "3 files of the split files are not in the input (train= 2, test= 1, e.g." in warnings[0]
 
@@ -114,7 +114,7 @@ def test_a_validation_file_replaces_the_carving(faces, tmp_path):
     _, file_names = faces
     train = write_coral_csv(tmp_path / "train.csv", file_names[:20])
     validation = write_coral_csv(tmp_path / "val.csv", file_names[20:25], offset=0)  # ages in years
-    plan = converter.read_split_files(f"train={train},validation={validation}")
+    plan = conversion.read_split_files(f"train={train},validation={validation}")
     assert plan.splits == {**dict.fromkeys(file_names[:20], "train"),
                            **dict.fromkeys(file_names[20:25], "validation")}
     assert plan.validation_share is None
@@ -128,9 +128,9 @@ def test_the_one_file_form_still_reads_file_name_split_rows(faces, tmp_path):
     path = tmp_path / "a=b" / "splits.csv"  # a folder with '=' is still one file's path
     path.write_text("filename,split\n" + "".join(f"{name},test\n" for name in file_names[:3]))
     for text in (str(path), os.path.relpath(path)):
-        plan = converter.read_split_files(text)
+        plan = conversion.read_split_files(text)
         assert plan.splits == dict.fromkeys(file_names[:3], "test")
-        assert plan.files == {converter.ONE_SPLIT_FILE: str(path)} and plan.validation_share is None
+        assert plan.files == {conversion.ONE_SPLIT_FILE: str(path)} and plan.validation_share is None
 
 
 def bad_csvs(tmp_path, file_names):
@@ -160,7 +160,7 @@ def test_bad_specs_are_one_line_errors_naming_the_fix(faces, tmp_path, monkeypat
     folder, file_names = faces
     bad_csvs(tmp_path, file_names)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(converter.ConversionError) as error:
+    with pytest.raises(conversion.ConversionError) as error:
         convert(folder, tmp_path / "out", split_file=spec)
     assert message in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "out").exists(), "nothing may be written for a bad split file"
@@ -173,7 +173,7 @@ def test_an_age_mismatch_names_the_row_and_both_ages(faces, tmp_path):
     with open(tmp_path / "train.csv", "w", newline="") as f:
         csv.writer(f).writerows([["", "file", "age"], *rows])
     age = names.parse_face_name(file_names[1]).age
-    with pytest.raises(converter.ConversionError, match=(
+    with pytest.raises(conversion.ConversionError, match=(
             f"in 1 of 2 rows read as the CORAL class \\(age - 21\\), e.g. row 3: {file_names[1]} has 3, "
             f"its name says {age} \\(class {age - 21}\\); fix the file or remove its age column")):
-        converter.read_split_files(f"train={tmp_path / 'train.csv'}")
+        conversion.read_split_files(f"train={tmp_path / 'train.csv'}")

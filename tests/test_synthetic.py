@@ -5,7 +5,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from agetf import names, synthetic
+from agetf.data import names, synthetic
 
 
 def _read_all(paths):

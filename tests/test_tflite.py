@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf import export
-from agetf import image_ops
-from agetf import model as model_lib
+from agetf.serving import export
+from agetf.data import image_ops
+from agetf.modeling import model as model_lib
 from agetf import predict
-from agetf import synthetic
-from agetf import tflite_export
+from agetf.data import synthetic
+from agetf.serving import tflite_export
 from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = 64

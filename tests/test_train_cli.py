@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from agetf import input_pipeline, train, trainer as trainer_lib
+from agetf import train
+from agetf.data import input_pipeline
+from agetf.training import trainer as trainer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--img_dim=32", "--alpha=0.35", "--weights=none", "--batch_size=16",
@@ -196,7 +198,7 @@ def test_weights_default_to_imagenet_as_in_keras_applications(parse_train_flags,
 # agetf.train with the ImageNet weights host unreachable, whatever this machine's network.
 _OFFLINE = """
 import runpy, sys
-from agetf import model
+from agetf.modeling import model
 model._can_reach_weights_host = lambda: False
 sys.argv[0] = "agetf.train"
 runpy.run_module("agetf.train", run_name="__main__", alter_sys=True)
@@ -345,7 +347,7 @@ def test_the_other_entry_points_name_the_flagfile_line_too(tmp_path, module, pro
 
 
 def test_flagfiles_absl_reads_as_flags_pass_the_check(tmp_path):
-    from agetf import flagfiles
+    from agetf.common import flagfiles
 
     recipes = [os.path.join(REPO, "flags", recipe) for recipe in os.listdir(os.path.join(REPO, "flags"))]
     looped = tmp_path / "looped.flags"  # absl skips a flagfile that includes itself

@@ -13,7 +13,9 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from agetf import augment, distribution, evaluation, input_pipeline, labels, trainer as trainer_lib
+from agetf.data import augment, input_pipeline, labels
+from agetf.evaluation import evaluator
+from agetf.training import distribution, trainer as trainer_lib
 from tiny_runs import calibrate_batchnorm, scalar_values, sha1, tiny_config, train  # noqa: E501
 
 
@@ -188,7 +190,7 @@ def test_each_head_combination_trains_resumes_and_evaluates(data_dir, tmp_path, 
                                          summary_images=2))
     assert resumed.resumed and history["epoch"] == [1, 2]
     model = keras.saving.load_model(os.path.join(config.model_dir, "best.keras"), safe_mode=True)
-    report, lines = evaluation.evaluate(model, config.input, "test", batch_size=16,
+    report, lines = evaluator.evaluate(model, config.input, "test", batch_size=16,
                                         print_predictions=1)
     assert report["num_images"] == input_pipeline.num_examples(data_dir, "test")
     wanted = {"gender": "gender_accuracy", "age": "mae", "age_range": "age_range_accuracy"}
@@ -226,7 +228,7 @@ def assert_prediction_lines(lines, heads):
 def assert_summary_table(report, heads):
     """The printed table's rows carry the report's numbers: metric, model, constant predictor."""
     rows = {line.split()[0]: line.split()[1:] for line in
-            evaluation.format_report(report).splitlines()[2:] if len(line.split()) == 3}
+            evaluator.format_report(report).splitlines()[2:] if len(line.split()) == 3}
     names = (["mae", "cs5"] if any(h != "gender" for h in heads) else []) + [
         {"age_range": "age_range_accuracy", "gender": "gender_accuracy"}[h]
         for h in heads if h in ("age_range", "gender")]
@@ -254,7 +256,7 @@ def test_xla_compiled_steps_train(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_mirrored_on_two_cpus_keeps_replicas_identical_and_resumes_a_cycle(data_dir, tmp_path):
-    from agetf import schedules
+    from agetf.training import schedules
 
     strategy = distribution.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2

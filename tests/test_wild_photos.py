@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agetf import face_alignment
-from agetf import face_detection
+from agetf.serving import face_alignment
+from agetf.serving import face_detection
 from agetf import predict
-from agetf import tflite_export
+from agetf.serving import tflite_export
 from conftest import EXPORT_IMG_DIM
 # The astronaut's face in scikit-image's 512x512 photo (checked by eye on a drawn box):
 # forehead to chin about y 66-160, ear to ear about x 180-270.

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from agetf import distribution, worker_failure
+from agetf.training import distribution, lost_workers
 from worker_processes import OutputReader, free_ports
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
@@ -134,7 +134,7 @@ def test_tf_config_parsing_and_peers(monkeypatch):
 
 
 def test_the_never_came_line_names_every_missing_worker():
-    line = worker_failure.workers_never_came_message(
+    line = lost_workers.workers_never_came_message(
         [("/job:chief/task:0", "c:1"), ("/job:worker/task:2", "w2:3")], timeout=30)
     assert line.startswith("/job:chief/task:0 at c:1, /job:worker/task:2 at w2:3 never came "
                            "(nothing listens there) within --worker_startup_timeout=30s; the "

@@ -8,7 +8,8 @@ import hashlib
 import keras
 import tensorflow as tf
 
-from agetf import input_pipeline, trainer as trainer_lib
+from agetf.data import input_pipeline
+from agetf.training import trainer as trainer_lib
 
 ALL_HEADS = ("age_histogram", "age_range", "age", "gender")
 

@@ -1,7 +1,7 @@
 """Finding faces in ordinary photos: MTCNN boxes, confidences and five landmarks.
 
 The detector is MTCNN from the `mtcnn` package (TensorFlow networks whose weights ship
-inside its wheel, so nothing is downloaded at run time). agetf.face_alignment maps each
+inside its wheel, so nothing is downloaded at run time). agetf.serving.face_alignment maps each
 face's landmarks onto the training crops' template, so the crop fed to the model is framed
 like the training crops whatever the face's size, place or roll. One MTCNN is built per
 process (`shared_mtcnn`: building it loads three networks) and every detector shares it,

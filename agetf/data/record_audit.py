@@ -10,7 +10,7 @@ converter only writes images it could decode); tf.data logs each of those itself
 
 import dataclasses
 
-from agetf import input_pipeline
+from agetf.data import input_pipeline
 
 @dataclasses.dataclass(frozen=True)
 class SplitAudit:

@@ -13,7 +13,7 @@ import time
 import keras
 import tensorflow as tf
 
-from agetf import preemption, worker_failure
+from agetf.training import lost_workers, termination
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker_mirrored", "tpu")
 MIXED_PRECISION = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -197,25 +197,25 @@ def wait_for_workers(create, timeout):
           "TF_CONFIG to start", flush=True)
     deadline = time.monotonic() + timeout if timeout else None
     missing = peers
-    with preemption.during("waiting for the other workers to start"), \
+    with termination.during("waiting for the other workers to start"), \
             _placeholder(_own_address()) as drop_probes:
         while True:
             missing = [(name, address) for name, address in missing if not _listening(address)]
             if not missing:
                 break
             if deadline is not None and time.monotonic() > deadline:
-                raise WorkersNeverCame(worker_failure.workers_never_came_message(missing, timeout))
+                raise WorkersNeverCame(lost_workers.workers_never_came_message(missing, timeout))
             drop_probes()
             time.sleep(0.5)
     if timeout:
         faulthandler.dump_traceback_later(timeout, exit=True)
     try:
-        with preemption.during("joining the other workers"):
+        with termination.during("joining the other workers"):
             strategy = create()
     finally:
         if timeout:
             faulthandler.cancel_dump_traceback_later()
-    preemption.keep_sigterm()  # back from TensorFlow's handler
+    termination.keep_sigterm()  # back from TensorFlow's handler
     return strategy
 
 

@@ -57,7 +57,7 @@ def per_example_losses(batch_labels, outputs, regression_loss="mse"):
     import keras
     import tensorflow as tf
 
-    from agetf import labels
+    from agetf.data import labels
 
     losses = {}
     if "age_histogram" in outputs:
@@ -90,7 +90,7 @@ def total_loss(per_head, loss_weights=None):
 
 def age_years_by_head(outputs):
     """Predicted age in years from each age head present: {head: float32 [B]}."""
-    from agetf import labels
+    from agetf.data import labels
 
     years = {}
     if "age_histogram" in outputs:

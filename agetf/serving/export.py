@@ -17,8 +17,9 @@ import tempfile
 
 import tensorflow as tf
 
-from agetf import heads, image_ops, labels
-from agetf import model as model_lib
+from agetf.data import image_ops, labels
+from agetf.modeling import heads
+from agetf.modeling import model as model_lib
 
 BYTES_SIGNATURE = "serving_default"
 IMAGES_SIGNATURE = "serving_images"

@@ -6,7 +6,7 @@ One `tf.train.Example` per face. Keys and types are the design's data contract;
 
 import tensorflow as tf
 
-from agetf import labels
+from agetf.data import labels
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "validation", "test")

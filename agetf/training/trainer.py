@@ -16,8 +16,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from agetf import (augment, distribution, heads, input_pipeline, model as model_lib, preemption,
-                   profiling, run_files, run_monitor, schedules)
+from agetf.data import augment, input_pipeline
+from agetf.modeling import heads, model as model_lib
+from agetf.training import callbacks, distribution, profiling, run_files, schedules, termination
 
 # Checkpointed epoch at which stage 2 of --fine_tuning begins (newer than the other objects).
 _FINE_TUNE_START = "fine_tune_start_epoch"
@@ -603,9 +604,9 @@ class Trainer:
     def fit(self):
         """Trains from the current state to `total_epochs`; returns the history dict.
 
-        On SIGTERM it saves a checkpoint between host calls and raises `preemption.Preempted`.
+        On SIGTERM it saves a checkpoint between host calls and raises `termination.Preempted`.
         """
-        with preemption.TerminationWatcher(self.strategy) as watcher:
+        with termination.TerminationWatcher(self.strategy) as watcher:
             try:
                 return self._fit(watcher)
             finally:
@@ -614,7 +615,7 @@ class Trainer:
     def _stop_for_termination(self, save):
         if save:
             self.save_checkpoint()
-        raise preemption.Preempted(
+        raise termination.Preempted(
             f"terminated (SIGTERM) at epoch {int(self.epoch.numpy()) + 1}, step "
             f"{int(self.step_in_epoch.numpy())}; checkpoint saved in {self.restore_dir}; "
             "rerun the same command to resume")
@@ -623,7 +624,7 @@ class Trainer:
         config = self.config
         for warning in self.schedule_warnings:
             self._warn(warning)
-        monitor = run_monitor.RunMonitor(self)
+        monitor = callbacks.RunMonitor(self)
         iterator = iter(self.train_data)
         while int(self.epoch.numpy()) < self.total_epochs:
             epoch = int(self.epoch.numpy())

@@ -7,8 +7,11 @@ Everything is in human units (years, shares) and sits beside the constant predic
 import numpy as np
 import tensorflow as tf
 
-from agetf import face_format, heads, input_pipeline, labels, progress, schema
-from agetf import model as model_lib
+from agetf.common import progress
+from agetf.data import input_pipeline, labels, schema
+from agetf.evaluation import face_format
+from agetf.modeling import heads
+from agetf.modeling import model as model_lib
 
 RACE_NAMES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "other", -1: "unknown"}
 # Which test images count. ages_21_60 is the protocol of the ordinal-regression papers
@@ -136,7 +139,7 @@ def summarize(outputs, batch_labels, train_ages, train_genders):
 
 
 def prediction_lines(outputs, batch_labels, count):
-    """The older project's per-image lines for the first `count` images (agetf.face_format's,
+    """The older project's per-image lines for the first `count` images (agetf.evaluation.face_format's,
     as agetf.predict prints them, without the female probability)."""
     ages = predicted_ages(outputs)
     lines = []

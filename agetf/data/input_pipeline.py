@@ -22,8 +22,8 @@ import re
 import tensorflow as tf
 from absl import logging
 
-from agetf import augment, image_ops, labels, schema
-from agetf.augment import AugmentConfig
+from agetf.data import augment, image_ops, labels, schema
+from agetf.data.augment import AugmentConfig
 
 __all__ = ["AugmentConfig", "InputConfig", "build_dataset", "num_examples", "list_shards"]
 

@@ -14,7 +14,10 @@ import tensorflow as tf
 from absl import logging
 from tensorboard.plugins.hparams import api as hparams_api
 
-from agetf import heads, labels, plots, progress, run_files
+from agetf.common import progress
+from agetf.data import labels
+from agetf.modeling import heads
+from agetf.training import plots, run_files
 
 _PROGRESS_METRICS = ("loss", "mae", "cs5", "age_range_accuracy", "gender_accuracy")
 
@@ -113,7 +116,7 @@ class RunMonitor:
 
     def _report_skipped_records(self):
         """Logs, and writes as data/skipped_records, how many records each split loses."""
-        from agetf import record_audit
+        from agetf.data import record_audit
 
         step = int(self.trainer.global_step.numpy())
         for split, writer in (("train", self.train_writer), ("validation", self.val_writer)):
@@ -129,7 +132,7 @@ class RunMonitor:
     def _take_sample_faces(self, config):
         if not config.summary_images:
             return None
-        from agetf import input_pipeline
+        from agetf.data import input_pipeline
 
         data = input_pipeline.build_dataset(config.input, "validation", config.summary_images,
                                             training=False)

@@ -12,7 +12,7 @@ from typing import Sequence
 import keras
 from absl import logging
 
-from agetf import labels
+from agetf.data import labels
 
 BACKBONES = ("MobileNetV2", "ResNet50")
 HEADS = ("age_histogram", "age_range", "age", "gender")

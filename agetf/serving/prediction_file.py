@@ -5,7 +5,7 @@ Both formats have the same flat columns (COLUMNS), so `pandas.read_csv(path)` an
 numeric columns of their own, not one encoded cell. Every input file has at least one row:
 a face crop has one, a photo one per face found, and a photo without a face or a file that
 could not be read one with `face` 0 (and the reason in `error`), so nothing goes missing.
-The file is written whole under a temporary name and renamed (agetf.run_files.write_text):
+The file is written whole under a temporary name and renamed (agetf.training.run_files.write_text):
 a killed run leaves the old file or none, never part of one.
 """
 
@@ -15,7 +15,10 @@ import json
 import os
 from typing import Iterable, Optional, Sequence
 
-from agetf import face_alignment, face_format, labels, run_files
+from agetf.data import labels
+from agetf.evaluation import face_format
+from agetf.serving import face_alignment
+from agetf.training import run_files
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 LANDMARK_COLUMNS = tuple(f"{name}_{axis}" for name in face_alignment.LANDMARK_NAMES
@@ -23,7 +26,7 @@ LANDMARK_COLUMNS = tuple(f"{name}_{axis}" for name in face_alignment.LANDMARK_NA
 # file: the input as given; face: the face's number in its file (1 for a crop; 0: none
 # predicted, for a photo without a face or an unreadable file); box and landmarks in the
 # photo's pixels, empty for crops; age_range its label ("25-30"); gender by
-# agetf.face_format's rule; true_age and true_gender from UTKFace-style file names.
+# agetf.evaluation.face_format's rule; true_age and true_gender from UTKFace-style file names.
 COLUMNS = ("file", "face", "box_left", "box_top", "box_width", "box_height", "confidence",
            *LANDMARK_COLUMNS, "age", "age_range", "female_probability", "gender",
            "true_age", "true_gender", "error")

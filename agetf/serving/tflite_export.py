@@ -20,9 +20,9 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from agetf import export
-from agetf import image_ops
-from agetf import model as model_lib
+from agetf.serving import export
+from agetf.data import image_ops
+from agetf.modeling import model as model_lib
 
 VARIANTS = ("float32", "float16", "dynamic_int8")
 INPUT_NAME = "images"

@@ -36,7 +36,8 @@ import time
 
 from PIL import Image
 
-from agetf import names, run_lock
+from agetf.common import run_lock
+from agetf.data import names
 
 SPLITS = ("train", "validation", "test")  # the same as schema.SPLITS, without importing TF
 DEFAULT_SPLIT_RATIOS = (0.8, 0.1, 0.1)
@@ -461,9 +462,9 @@ def _int_entry(key, value):
 def label_entries(ages, age_deviation):
     """{age: its records' age, age_histogram and age_range entries}, computed once per age.
 
-    Runs in the main process (agetf.labels imports TensorFlow); workers get the table.
+    Runs in the main process (agetf.data.labels imports TensorFlow); workers get the table.
     """
-    from agetf import labels
+    from agetf.data import labels
 
     return {age: (_int_entry("age", age)
                   + _feature_entry("age_histogram", _FLOAT_LIST,
@@ -591,11 +592,11 @@ def encode_all(candidates, age_entries_by_age, workers):
 # --- progress -------------------------------------------------------------------------
 
 class _Progress:
-    """The conversion's bar (agetf.progress: tqdm, on a terminal only, so no carriage-return
+    """The conversion's bar (agetf.common.progress: tqdm, on a terminal only, so no carriage-return
     bars end up in log files); `enabled` False (--noprogress) never draws it."""
 
     def __init__(self, label, total, enabled):
-        from agetf import progress
+        from agetf.common import progress
 
         self.done, self.total = 0, total  # counted here too: a hidden tqdm bar counts nothing
         self.bar = progress.progress_bar(total, label, "images", show=None if enabled else False)
@@ -648,7 +649,7 @@ class _SplitWriter:
 
     def publish(self, output_dir, dataset_name):
         """Renames the non-empty shards to their final names in output_dir; returns (lengths, bytes)."""
-        from agetf import schema
+        from agetf.data import schema
 
         self.close()
         kept = [(path, length) for path, length in zip(self.paths, self.lengths) if length]
@@ -798,7 +799,7 @@ def _write_metadata(folder, shard_lengths, split_bytes):
     """dataset_info.json + features.json, so tfds.builder_from_directory loads the folder."""
     import tensorflow_datasets as tfds
 
-    from agetf import schema
+    from agetf.data import schema
 
     split_infos = [
         tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths[split], num_bytes=split_bytes[split])
@@ -946,7 +947,7 @@ def _write_report(config, shard_lengths, skipped, start, plan=None, image_sizes=
                   missing_from_split_file=(), noted=None, folder=None):
     """Writes conversion_report.json into `folder` (default: the output folder) and returns
     its contents."""
-    from agetf import labels, schema
+    from agetf.data import labels, schema
 
     elapsed = time.monotonic() - start
     counts = {split: sum(shard_lengths[split]) for split in SPLITS}

@@ -1,0 +1,1 @@
+"""Helpers every part uses: folder locks, progress bars, flagfile checks."""
