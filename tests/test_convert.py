@@ -1,5 +1,6 @@
 """The TFRecord converter: counts, splits, bad input, refusal, interruption, TFDS loading, CLI."""
 
+import errno
 import io
 import json
 import os
@@ -303,6 +304,24 @@ def test_interrupted_conversion_leaves_no_partial_shard_and_overwrite_redoes_it(
     report = conversion.convert(_config([tmp_path / "in"], out, min_shards=2, overwrite=True))
     assert not (out / conversion.INCOMPLETE_DIR).exists()
     assert sum(len(_read_split(str(out), split)) for split in schema.SPLITS) == report["total_kept"] == 30
+
+
+def test_the_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    config = _config([str(tmp_path / "in")], tmp_path)
+    lengths = {"train": [3, 2], "validation": [1], "test": []}
+    (tmp_path / conversion.REPORT_FILE).write_text("the old report")
+
+    def no_space(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", no_space)  # the write fails after the data, before the rename
+        with pytest.raises(OSError, match="No space left"):
+            conversion._write_report(config, lengths, [], start=0.0)
+    assert (tmp_path / conversion.REPORT_FILE).read_text() == "the old report"
+    assert sorted(os.listdir(tmp_path)) == [conversion.REPORT_FILE]  # no temporary file left
+    report = conversion._write_report(config, lengths, [], start=0.0)
+    assert _report(str(tmp_path)) == report and report["counts"]["train"] == 5
 
 
 def test_count_shards():

@@ -36,7 +36,7 @@ import time
 
 from PIL import Image
 
-from agetf.common import run_lock
+from agetf.common import files, run_lock
 from agetf.data import names
 
 SPLITS = ("train", "validation", "test")  # the same as schema.SPLITS, without importing TF
@@ -362,12 +362,11 @@ def read_split_file(path):
 def write_split_file(path, kept_names):
     """Writes `filename,split` rows of every kept file ({split: [file name]}), sorted by name, atomically."""
     rows = sorted((name, split) for split, file_names in kept_names.items() for name in file_names)
-    temporary = path + ".tmp"
-    with open(temporary, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["filename", "split"])
-        writer.writerows(rows)
-    os.replace(temporary, path)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["filename", "split"])
+    writer.writerows(rows)
+    files.write_text(path, text.getvalue())
 
 
 def count_shards(num_records, num_bytes, config):
@@ -945,8 +944,8 @@ def _split_settings(config, plan, missing):
 
 def _write_report(config, shard_lengths, skipped, start, plan=None, image_sizes=None,
                   missing_from_split_file=(), noted=None, folder=None):
-    """Writes conversion_report.json into `folder` (default: the output folder) and returns
-    its contents."""
+    """Writes conversion_report.json into `folder` (default: the output folder) atomically and
+    returns its contents."""
     from agetf.data import labels, schema
 
     elapsed = time.monotonic() - start
@@ -980,8 +979,8 @@ def _write_report(config, shard_lengths, skipped, start, plan=None, image_sizes=
         "elapsed_seconds": round(elapsed, 3),
         "images_per_second": round((kept + len(skipped)) / max(elapsed, 1e-9), 1),
     }
-    with open(os.path.join(folder or config.output_dir, REPORT_FILE), "w") as f:
-        json.dump(report, f, indent=2)
+    files.write_text(os.path.join(folder or config.output_dir, REPORT_FILE),
+                     json.dumps(report, indent=2))
     return report
 
 

@@ -5,8 +5,8 @@ Both formats have the same flat columns (COLUMNS), so `pandas.read_csv(path)` an
 numeric columns of their own, not one encoded cell. Every input file has at least one row:
 a face crop has one, a photo one per face found, and a photo without a face or a file that
 could not be read one with `face` 0 (and the reason in `error`), so nothing goes missing.
-The file is written whole under a temporary name and renamed (agetf.training.run_files.write_text):
-a killed run leaves the old file or none, never part of one.
+The file is written whole under a temporary name and renamed (agetf.common.files.write_text): a
+killed run leaves the old file or none, never part of one.
 """
 
 import csv
@@ -15,10 +15,10 @@ import json
 import os
 from typing import Iterable, Optional, Sequence
 
+from agetf.common import files
 from agetf.data import labels
 from agetf.evaluation import face_format
 from agetf.serving import face_alignment
-from agetf.training import run_files
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 LANDMARK_COLUMNS = tuple(f"{name}_{axis}" for name in face_alignment.LANDMARK_NAMES
@@ -112,8 +112,8 @@ def write_rows(path: str, rows: Iterable[dict]) -> None:
     when the file cannot be written (a missing permission, a full disk)."""
     text = to_text(rows, output_format(path))
     try:
-        run_files.write_text(path, text)
+        files.write_text(path, text)
     except OSError as error:
-        reason = ("the disk is full" if run_files.is_disk_full(error)
+        reason = ("the disk is full" if files.is_disk_full(error)
                   else error.strerror or str(error))
         raise ValueError(f"cannot write --output={path} ({reason})") from None

@@ -15,11 +15,11 @@ where it is installed, else on TensorFlow's deprecated tf.lite.Interpreter:
 
 import importlib.metadata
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
+from agetf.common import files
 from agetf.serving import export
 from agetf.data import image_ops
 from agetf.modeling import model as model_lib
@@ -78,15 +78,7 @@ def export_tflite(model, output_dir: str, *, img_dim: int, variants=VARIANTS,
     for variant in variants:
         flatbuffer = convert(model, img_dim, variant, flip_average)
         path = os.path.join(output_dir, tflite_file_name(variant))
-        # Written under a temporary name and renamed: a reader never sees half a model.
-        handle, temporary = tempfile.mkstemp(dir=output_dir, prefix=".tmp-", suffix=".tflite")
-        try:
-            with os.fdopen(handle, "wb") as f:
-                f.write(flatbuffer)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        files.write_bytes(path, flatbuffer)  # atomically: a reader never sees half a model
         paths[variant] = path
     return paths
 

@@ -6,13 +6,13 @@ PNG, and a crash leaves the previous plot in place.
 """
 
 import math
-import os
-import tempfile
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from agetf.common import files
 
 _DPI = 100
 # Each panel of the training plot, in inches, and the room around its axes for tick labels,
@@ -39,18 +39,9 @@ def _new_figure(width_in, height_in):
 
 
 def _save_figure(figure, path):
-    """Writes `figure` as PNG to a temporary file beside `path`, then renames it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, temp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            figure.savefig(f, format="png", dpi=_DPI)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
-        raise
+    """Writes `figure` as PNG to `path` atomically (agetf.common.files.atomic_path)."""
+    with files.atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=_DPI)
 
 
 def _as_series(values):

@@ -1,78 +1,39 @@
-"""Writing the small files of a model_dir so that a kill at any moment leaves no torn file."""
+"""The files of a model_dir: written whole (agetf.common.files), so that a kill at any moment
+leaves no torn file, with a full disk said in one line naming the fix; and the trained model
+read back, a damaged .keras file skipped."""
 
 import csv
-import errno
 import io
-import json
 import os
 import zipfile
 
 from absl import logging
 
+from agetf.common import files
+# The writes and the disk-full helpers live in agetf.common.files; these names stay here for
+# the trainer and agetf.train, which reach them as run_files.*.
+from agetf.common.files import DiskFullError, is_disk_full, read_json  # noqa: F401
 
-class DiskFullError(OSError):
-    """A write failed because the disk (or the user's quota) is full; the message names the path."""
-
-    def __init__(self, message):
-        super().__init__(errno.ENOSPC, message)
-
-    def __str__(self):
-        return self.strerror  # the one line, without OSError's "[Errno 28]"
-
-
-_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def is_disk_full(error):
-    """Whether an OSError (or TensorFlow's error text) says the disk or the quota is full."""
-    return (getattr(error, "errno", None) in _FULL or "No space left" in str(error)
-            or "quota exceeded" in str(error).lower())
+# What to do when the disk holding a model_dir is full.
+FULL_DISK_FIX = ("free some space, or use a --model_dir on another disk, then rerun the same "
+                 "command to resume")
 
 
 def disk_full_error(path, what=None, detail=None):
     """The one-line DiskFullError for a failed write of `path` (`what`: the thing written)."""
-    what = what or os.path.basename(path)
-    detail = f"; {detail}" if detail else ""
-    return DiskFullError(f"the disk holding {path} is full (no space left while writing "
-                         f"{what}{detail}); free some space, or use a --model_dir on another "
-                         "disk, then rerun the same command to resume")
-
-
-def _remove_quietly(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+    return files.disk_full_error(path, what, detail, fix=FULL_DISK_FIX)
 
 
 def write_text(path, text):
-    """Writes `text` to a temporary file beside `path` and renames it into place."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        _remove_quietly(tmp)
-        if is_disk_full(error):
-            raise disk_full_error(path) from error
-        raise
+    """Writes `text` to `path` atomically (agetf.common.files); a full disk is a DiskFullError."""
+    with files.disk_full_named(path, fix=FULL_DISK_FIX):
+        files.write_text(path, text)
 
 
 def write_json(path, data):
-    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path):
-    """The parsed JSON at `path`, or None when there is no such file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
+    """Writes `data` as indented JSON with sorted keys, atomically; see write_text."""
+    with files.disk_full_named(path, fix=FULL_DISK_FIX):
+        files.write_json(path, data)
 
 
 def write_history_csv(path, history):
@@ -88,16 +49,8 @@ def write_history_csv(path, history):
 
 def save_model(model, path):
     """Saves a `.keras` file under a temporary name and renames it, so a kill leaves the old one."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.keras"
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except OSError as error:
-        _remove_quietly(tmp)
-        if is_disk_full(error):
-            raise disk_full_error(path) from error
-        raise
+    with files.disk_full_named(path, fix=FULL_DISK_FIX), files.atomic_path(path) as temporary:
+        model.save(temporary)
 
 
 class NoTrainedModelError(ValueError):
