@@ -29,15 +29,10 @@ an --annotate folder where an original could be written over, is refused in one 
 
 import collections
 import concurrent.futures
-import contextlib
 import dataclasses
-import io
 import itertools
-import math
 import os
-import stat
 import sys
-import warnings
 from typing import Iterable, Iterator, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before agetf.data.labels imports TensorFlow
@@ -50,9 +45,13 @@ from agetf.evaluation import face_format
 from agetf.modeling import heads
 from agetf.common import progress  # noqa: E402
 from agetf.data import names
+# The reading of image files is agetf.data.image_files'; its names stay reachable as
+# agetf.predict's (ImageReadError, ReadLimits, read_jpeg...) for callers of this module.
+from agetf.data.image_files import (DEFAULT_MAX_FILE_MB, DEFAULT_MAX_PIXELS,  # noqa: F401
+                                    IMAGE_EXTENSIONS, ImageReadError, ReadLimits, read_jpeg,
+                                    read_photo, rgb_jpeg)
 from agetf.serving import prediction_file
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEFAULT_BATCH_SIZE = 32
 # Threads that read the next batches' files while the model runs on the current one (each
 # reads a whole batch, so this many batches are read ahead). None by default: reading a
@@ -60,8 +59,6 @@ DEFAULT_BATCH_SIZE = 32
 # competing with TensorFlow's made a small model ~10% slower and a larger one no faster
 # (scripts/benchmark_predict); they pay off where files are slow to read (network storage).
 READ_THREADS = 0
-# Non-JPEG inputs are re-encoded the way the converter stores them in TFRecords.
-_REENCODE_QUALITY = 95
 # The export's signatures and their inputs (agetf.serving.export's names; importing it would
 # import Keras), and the outputs at least one of which a model must give.
 BYTES_SIGNATURE, BYTES_INPUT = "serving_default", "images_bytes"
@@ -72,45 +69,8 @@ PREDICTED_OUTPUTS = ("age", "female_probability")
 EXPORT_COMMAND = "python -m agetf.train --load --model_dir=RUN --export_dir=DIR"
 # How much of a foreign SavedModel an error describes (it stays one readable line).
 _SIGNATURES_DESCRIBED, _NAMES_DESCRIBED = 4, 3
-# What one input may cost. Peak memory on one photo with --detect_faces is ~0.85 GB
-# (TensorFlow, the model, MTCNN) + MTCNN's own (agetf.serving.face_detection caps the pixels it
-# sees) + ~6 bytes per decoded pixel (the decode and its array): 40 MP keeps it ~1.5 GB, and
-# a JPEG over it decodes at 1/2, 1/4 or 1/8 scale (a 200 MP phone JPEG at 1/4). A file
-# over 128 MB is not read (the crop path holds each file's bytes): that is above any image
-# within 40 MP stored as 8-bit RGB even uncompressed (120 MB), and than camera JPEGs.
-DEFAULT_MAX_PIXELS = 40_000_000
-DEFAULT_MAX_FILE_MB = 128
-_JPEG_SCALES = (1, 2, 4, 8)  # the DCT scalings libjpeg decodes at: 1/1 ... 1/8
-_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
-               (stat.S_ISDIR, "a folder"))
-
-
 class SavedModelError(ValueError):
     """The --saved_model directory is not a usable agetf export."""
-
-
-class ImageReadError(ValueError):
-    """A file that cannot be read or decoded as an image, or is not read (see ReadLimits)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ReadLimits:
-    """What one input may cost: the file's size, and the pixels it is decoded to (a JPEG
-    over max_pixels decodes at 1/2, 1/4 or 1/8 scale; any other image over it is refused)."""
-
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_file_mb: float = DEFAULT_MAX_FILE_MB
-
-    def __post_init__(self):
-        if self.max_pixels < 1 or self.max_file_mb <= 0:
-            raise ValueError(f"--max_pixels and --max_file_mb must be positive, got "
-                             f"{self.max_pixels} and {self.max_file_mb}; the defaults are "
-                             f"{DEFAULT_MAX_PIXELS} and {DEFAULT_MAX_FILE_MB}")
-
-    @property
-    def max_bytes(self) -> int:
-        return int(self.max_file_mb * 1_000_000)
 
 
 @dataclasses.dataclass
@@ -221,7 +181,7 @@ def find_images(paths: Sequence[str]) -> list:
     """Files as given, plus the images under each folder (sorted); a missing path raises.
 
     What is not a regular file (a FIFO, a device) is listed too: reading it is refused
-    with an error line for that path (open_image_file).
+    with an error line for that path (image_files.open_image_file).
     """
     found = []
     for path in paths:
@@ -240,141 +200,6 @@ def _walk_images(folder):
         for file_name in sorted(files):
             if file_name.lower().endswith(IMAGE_EXTENSIONS):
                 yield os.path.join(root, file_name)
-
-
-def open_image_file(path: str, limits: ReadLimits):
-    """The file opened for reading (binary) if it is a regular file, after following links,
-    of at most limits.max_bytes; ImageReadError otherwise. Nothing else is opened: a FIFO
-    would block until a writer comes, and a device such as /dev/zero never ends."""
-    try:
-        _check_file(path, os.stat(path), limits)
-        # Non-blocking, so that a FIFO put in the file's place after the check cannot block
-        # the open; the checks are repeated on what was opened.
-        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
-                         | getattr(os, "O_NOCTTY", 0))
-    except OSError as error:
-        raise ImageReadError(f"cannot read {path} as an image ({error})") from error
-    try:
-        _check_file(path, os.fstat(handle), limits)
-    except ImageReadError:
-        os.close(handle)
-        raise
-    return os.fdopen(handle, "rb")
-
-
-def _check_file(path, status, limits):
-    if not stat.S_ISREG(status.st_mode):
-        kind = next((name for test, name in _FILE_KINDS if test(status.st_mode)), "not a file")
-        raise ImageReadError(f"{path} is not a regular file ({kind}), not read")
-    _check_size(path, status.st_size, limits)
-
-
-def _check_size(path, size, limits):
-    if size > limits.max_bytes:
-        raise ImageReadError(f"{path} is {size / 1e6:.1f} MB, more than the "
-                             f"{limits.max_file_mb:g} MB an image file may have "
-                             "(--max_file_mb), not read")
-
-
-def read_file(path: str, limits: ReadLimits) -> bytes:
-    """The bytes of a regular file within limits.max_bytes (open_image_file)."""
-    with open_image_file(path, limits) as f:
-        try:
-            data = f.read(limits.max_bytes + 1)  # +1: a file that grew since its check
-        except OSError as error:
-            raise ImageReadError(f"cannot read {path} as an image ({error})") from error
-    _check_size(path, len(data), limits)
-    return data
-
-
-def read_jpeg(path: str, check: bool = True, limits: Optional[ReadLimits] = None) -> bytes:
-    """The file's bytes if an RGB JPEG, else the image re-encoded as one, as the converter does.
-
-    Every image is decoded, so a truncated or corrupt file raises ImageReadError here;
-    check=False skips that decode for RGB JPEGs, whose bytes go to the model unchanged:
-    the model's own decode then checks them (predict_files asks jpeg_for_model why, when
-    that decode fails). Files and images over limits raise ImageReadError before any decode.
-    """
-    limits = limits or ReadLimits()
-    return jpeg_for_model(path, read_file(path, limits), check, limits.max_pixels)
-
-
-@contextlib.contextmanager
-def pillow_errors(path: str):
-    """Pillow's many error types for a bad image, as one ImageReadError naming path."""
-    from PIL import Image
-
-    try:
-        yield
-    except ImageReadError:
-        raise
-    except Image.UnidentifiedImageError as error:
-        raise ImageReadError(f"cannot read {path} as an image (not an image format)") from error
-    except Exception as error:  # Pillow raises many types for corrupt images
-        raise ImageReadError(f"cannot read {path} as an image ({error})") from error
-
-
-def jpeg_for_model(path: str, data: bytes, check: bool = True,
-                   max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
-    """read_jpeg on a file's bytes already in memory (path names it in errors).
-
-    An image over max_pixels is refused from its header (reduced_scale), except a JPEG
-    that fits at a reduced scale: an RGB one goes to the model, which decodes it at a DCT
-    scale near its input size; any other is decoded at that scale before re-encoding.
-    """
-    with pillow_errors(path):
-        image = open_image(io.BytesIO(data))
-        scale = reduced_scale(path, image, max_pixels)
-        if image.format == "JPEG" and image.mode == "RGB":
-            if not check:
-                return data
-            # Its pixels are thrown away (the bytes go to the model as they are): decoding
-            # at 1/8 scale parses the same entropy-coded stream, so truncated and corrupt
-            # files fail here as in a full decode, with the same errors, at half the CPU time.
-            image.draft("RGB", (1, 1))
-        elif scale > 1:
-            draft(path, image, scale, max_pixels)
-        image.load()  # a decode, so truncated files fail here and not inside a batch
-    if image.format == "JPEG" and image.mode == "RGB":
-        return data
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=_REENCODE_QUALITY)
-    return buffer.getvalue()
-
-
-def open_image(file):
-    """Image.open without Pillow's DecompressionBombWarning: reduced_scale checks the size
-    against --max_pixels instead (Pillow still refuses over twice its own limit, 179 MP)."""
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(file)
-
-
-def reduced_scale(path: str, image, max_pixels: int) -> int:
-    """1 if an opened (not yet decoded) image has at most max_pixels, else the DCT scale
-    (2, 4 or 8) at which a JPEG fits; ImageReadError for any other image over max_pixels."""
-    width, height = image.size
-    for scale in _JPEG_SCALES if image.format == "JPEG" else (1,):
-        if math.ceil(width / scale) * math.ceil(height / scale) <= max_pixels:
-            return scale
-    raise ImageReadError(
-        f"{path} has {width}x{height} pixels ({width * height / 1e6:.1f} MP), more than the "
-        f"{max_pixels / 1e6:g} MP an image may have (--max_pixels)"
-        + (" even decoded at 1/8 scale" if image.format == "JPEG"
-           else "; only JPEGs are decoded at reduced scale"))
-
-
-def draft(path: str, image, scale: int, max_pixels: int) -> None:
-    """Makes an opened JPEG decode at 1/scale (libjpeg's DCT scaling, in Pillow's draft)."""
-    width, height = image.size
-    # draft() picks the largest scale that leaves at least the size asked for.
-    image.draft(None, (width // scale, height // scale))
-    if image.size[0] * image.size[1] > max_pixels:  # a JPEG Pillow could not scale
-        raise ImageReadError(f"{path} has {width}x{height} pixels ({width * height / 1e6:.1f} "
-                             f"MP), more than the {max_pixels / 1e6:g} MP an image may have "
-                             "(--max_pixels), and cannot be decoded at reduced scale")
 
 
 def true_labels(path: str):
@@ -467,7 +292,7 @@ def _fill(prediction, outputs, index, predictor, jpeg):
             outputs, index = _run(predictor, [jpeg]), 0
         except tf.errors.InvalidArgumentError as error:
             try:  # Pillow's reason, as when every file was decoded before its batch
-                jpeg_for_model(prediction.path, jpeg)
+                rgb_jpeg(prediction.path, jpeg)
             except ImageReadError as reason:
                 prediction.error = str(reason)
                 return
@@ -619,27 +444,6 @@ class PhotoPrediction:
     detection_seconds: Optional[float] = None
     alignment_seconds: Optional[float] = None
     scale: float = 1.0
-
-
-def read_photo(path: str, limits: Optional[ReadLimits] = None):
-    """(a uint8 RGB array, its scale): the photo turned upright by its EXIF orientation
-    (phone photos); a JPEG over limits.max_pixels decoded at 1/2, 1/4 or 1/8 scale, and
-    scale the photo's pixels per array pixel (1 at full size). Over limits: ImageReadError."""
-    import numpy as np
-    from PIL import ImageOps
-
-    limits = limits or ReadLimits()
-    with open_image_file(path, limits) as f:
-        with pillow_errors(path), open_image(f) as image:
-            scale = reduced_scale(path, image, limits.max_pixels)
-            width = image.size[0]
-            if scale > 1:
-                draft(path, image, scale, limits.max_pixels)
-            image.load()
-            scale = width / image.size[0]
-            ImageOps.exif_transpose(image, in_place=True)
-            upright = image if image.mode == "RGB" else image.convert("RGB")
-            return np.asarray(upright), scale
 
 
 def load_image_predictor(model_path: str):

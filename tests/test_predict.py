@@ -14,6 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from agetf import predict
+from agetf.data import image_files
 
 
 def write_image(path, seed, image_format="JPEG", mode="RGB", size=(48, 40)):
@@ -267,7 +268,7 @@ def checked_first_lines(predictor, paths, batch_size):
             if verdict is not None:
                 prediction.error = f"cannot read {path} as an image ({verdict})"
             else:
-                jpegs.append(predict.jpeg_for_model(path, data))
+                jpegs.append(image_files.rgb_jpeg(path, data)[0])
             batch.append(prediction)
         try:
             outputs = predict._run(predictor, jpegs) if jpegs else None

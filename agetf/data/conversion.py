@@ -34,15 +34,14 @@ import stat
 import sys
 import time
 
-from PIL import Image
-
 from agetf.common import files, run_lock
-from agetf.data import names
+from agetf.data import image_files, names
+from agetf.data.image_files import (REASON_EMPTY, REASON_NOT_IMAGE,  # noqa: F401
+                                    REASON_NOT_REGULAR, REASON_TRUNCATED, REASON_UNREADABLE)
 
 SPLITS = ("train", "validation", "test")  # the same as schema.SPLITS, without importing TF
 DEFAULT_SPLIT_RATIOS = (0.8, 0.1, 0.1)
 DEFAULT_SHARD_BYTES = 128 * 1024 * 1024
-REENCODE_QUALITY = 95
 REPORT_FILE = "conversion_report.json"
 SPLIT_FILE = "splits.csv"  # file name, split: written with write_split_file, read with split_file
 METADATA_FILES = ("dataset_info.json", "features.json", REPORT_FILE, SPLIT_FILE)
@@ -52,12 +51,8 @@ LOCK_FILE = ".convert.lock"  # held (run_lock.hold) by the conversion writing in
 # conversion killed during the swap leaves it, and the next one into NAME removes it.
 SWAP_SUFFIX = ".agetf-swap"
 
-REASON_EMPTY = "empty file"
-REASON_NOT_IMAGE = "not a decodable image"
-REASON_TRUNCATED = "truncated or corrupt image"
+# Why a file is skipped, beside what reading it can find (image_files' REASON_*, imported).
 REASON_DUPLICATE = "duplicate file name"
-REASON_UNREADABLE = "unreadable file"
-REASON_NOT_REGULAR = "not a regular file"
 REASON_NOT_IN_SPLIT_FILE = "not in the split file"
 
 _DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -487,38 +482,15 @@ def check_image(path):
     """Reads and decodes one file: returns (reason, height, width, jpeg).
 
     reason is None for a usable image, and jpeg then holds the bytes to store: the file's
-    own for a valid RGB JPEG, else the image re-encoded as an RGB JPEG.
+    own for a valid RGB JPEG, else the image re-encoded as an RGB JPEG (image_files.rgb_jpeg,
+    without limits); else it is one of image_files' REASON_* strings.
     """
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return REASON_NOT_REGULAR, 0, 0, None  # opening a FIFO or a device could block forever
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:  # vanished, no permission, a broken link
-        return REASON_UNREADABLE, 0, 0, None
-    if not data:
-        return REASON_EMPTY, 0, 0, None
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Exception:  # Pillow raises many types for non-images
-        return REASON_NOT_IMAGE, 0, 0, None
-    width, height = image.size
-    passed_through = image.format == "JPEG" and image.mode == "RGB"
-    if passed_through:
-        # Decode at 1/8 scale: libjpeg still entropy-decodes every coefficient, so cut or
-        # corrupt data fails exactly as in a full-size decode (tests/test_convert.py cuts
-        # and flips files to check), at about half the cost; only the pixels we never
-        # store are skipped.
-        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-    try:
-        image.load()
-    except Exception:
-        return REASON_TRUNCATED, 0, 0, None
-    if passed_through:
-        return None, height, width, data
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=REENCODE_QUALITY)
-    return None, height, width, buffer.getvalue()
+        jpeg, width, height = image_files.rgb_jpeg(path, image_files.read_file(path),
+                                                   max_pixels=None)
+    except image_files.ImageReadError as error:
+        return error.reason, 0, 0, None
+    return None, height, width, jpeg
 
 
 def encode_face(candidate, age_entries_by_age):
