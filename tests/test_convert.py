@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from agetf.data import conversion, labels, names, schema, synthetic
+from agetf.data import conversion, dataset_files, labels, names, schema, synthetic
 from conftest import NUM_FACES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _read_split(data_dir, split):
     """Every record of a split, read with tf.data and the schema's parser, keyed by filename."""
-    files = sorted(tf.io.gfile.glob(schema.shard_pattern(data_dir, split)))
+    files = sorted(tf.io.gfile.glob(dataset_files.shard_pattern(data_dir, split)))
     if not files:
         return {}
     dataset = tf.data.TFRecordDataset(files).batch(16).map(schema.parse_examples)
@@ -52,14 +52,14 @@ def _copy_faces(faces_dir, destination, start, stop):
 
 
 def _splits_of(data_dir):
-    return {name: split for split in schema.SPLITS for name in _read_split(data_dir, split)}
+    return {name: split for split in dataset_files.SPLITS for name in _read_split(data_dir, split)}
 
 
 def test_report_counts_equal_readable_records_with_right_labels(data_dir):
     report = _report(data_dir)
     assert report["schema_version"] == schema.SCHEMA_VERSION
     assert report["total_kept"] == NUM_FACES and report["total_skipped"] == 0
-    for split in schema.SPLITS:
+    for split in dataset_files.SPLITS:
         records = _read_split(data_dir, split)
         assert len(records) == report["counts"][split] > 0
         assert report["settings"]["shards"][split] == 2  # min_shards=2, far below the size-based count
@@ -83,7 +83,7 @@ def test_report_counts_equal_readable_records_with_right_labels(data_dir):
 
 
 def test_splits_are_disjoint_complete_and_near_the_ratios(data_dir, faces_dir):
-    splits = {split: set(_read_split(data_dir, split)) for split in schema.SPLITS}
+    splits = {split: set(_read_split(data_dir, split)) for split in dataset_files.SPLITS}
     assert not splits["train"] & splits["validation"]
     assert not splits["train"] & splits["test"]
     assert not splits["validation"] & splits["test"]
@@ -93,7 +93,7 @@ def test_splits_are_disjoint_complete_and_near_the_ratios(data_dir, faces_dir):
 
 def test_records_are_not_sorted_by_age_within_a_shard(data_dir):
     # UTKFace names start with the age: writing in name order would put one age band per shard.
-    first_shard = sorted(tf.io.gfile.glob(schema.shard_pattern(data_dir, "train")))[0]
+    first_shard = sorted(tf.io.gfile.glob(dataset_files.shard_pattern(data_dir, "train")))[0]
     ages = [schema.parse_examples(record)["age"].numpy() for record in tf.data.TFRecordDataset(first_shard)]
     assert ages != sorted(ages)
 
@@ -103,8 +103,8 @@ def test_tfds_loads_every_split_with_the_right_counts_and_keys(data_dir):
 
     builder = tfds.builder_from_directory(data_dir)
     report = _report(data_dir)
-    assert set(builder.info.splits) == set(schema.SPLITS)
-    for split in schema.SPLITS:
+    assert set(builder.info.splits) == set(dataset_files.SPLITS)
+    for split in dataset_files.SPLITS:
         assert builder.info.splits[split].num_examples == report["counts"][split]
         dataset = builder.as_dataset(split=split)
         assert sum(1 for _ in dataset) == report["counts"][split]
@@ -296,14 +296,14 @@ def test_interrupted_conversion_leaves_no_partial_shard_and_overwrite_redoes_it(
     with pytest.raises(KeyboardInterrupt):
         conversion.convert(_config([tmp_path / "in"], out, min_shards=2))
     monkeypatch.undo()
-    assert not tf.io.gfile.glob(schema.shard_pattern(str(out), "*"))  # the partial shard has no final name
+    assert not tf.io.gfile.glob(dataset_files.shard_pattern(str(out), "*"))  # the partial shard has no final name
     assert not (out / "dataset_info.json").exists()
 
     with pytest.raises(conversion.ConversionError, match="--overwrite"):
         conversion.convert(_config([tmp_path / "in"], out, min_shards=2))
     report = conversion.convert(_config([tmp_path / "in"], out, min_shards=2, overwrite=True))
     assert not (out / conversion.INCOMPLETE_DIR).exists()
-    assert sum(len(_read_split(str(out), split)) for split in schema.SPLITS) == report["total_kept"] == 30
+    assert sum(len(_read_split(str(out), split)) for split in dataset_files.SPLITS) == report["total_kept"] == 30
 
 
 def test_the_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
@@ -338,7 +338,7 @@ def test_assign_split_is_stable_and_follows_the_ratios():
     file_names = [f"{i % 90}_{i % 2}_0_2017010100{i:07d}.jpg.chip.jpg" for i in range(20000)]
     splits = [conversion.assign_split(name, (0.8, 0.1, 0.1)) for name in file_names]
     assert splits == [conversion.assign_split(name, (0.8, 0.1, 0.1)) for name in file_names]
-    shares = {split: splits.count(split) / len(splits) for split in schema.SPLITS}
+    shares = {split: splits.count(split) / len(splits) for split in dataset_files.SPLITS}
     assert shares["train"] == pytest.approx(0.8, abs=0.015)
     assert shares["validation"] == pytest.approx(0.1, abs=0.01)
     assert {conversion.assign_split(name, (1.0, 0.0, 0.0)) for name in file_names[:500]} == {"train"}
@@ -380,7 +380,7 @@ def test_script_writes_a_split_file_and_reads_it_back(tmp_path):
     assert len(written.splitlines()) == 13
 
 
-@pytest.mark.parametrize("age, race, file_name", [(0, schema.UNKNOWN_RACE, "0_1_7.jpg"),
+@pytest.mark.parametrize("age, race, file_name", [(0, names.UNKNOWN_RACE, "0_1_7.jpg"),
                                                    (37, 2, "37_0_2_20170101000000001.jpg.chip.jpg"),
                                                    (116, 4, "116_1_4_ünïcode.jpg")])
 def test_records_built_without_tensorflow_equal_the_schemas(age, race, file_name):
@@ -467,7 +467,7 @@ def test_a_failed_overwrite_keeps_the_previous_dataset(faces_dir, tmp_path):
     with pytest.raises(conversion.ConversionError, match="no usable training image"):
         conversion.convert(_config([tmp_path / "bad"], out, overwrite=True))
     assert sorted(os.listdir(out)) == before
-    assert sum(len(_read_split(str(out), split)) for split in schema.SPLITS) == 20
+    assert sum(len(_read_split(str(out), split)) for split in dataset_files.SPLITS) == 20
 
 
 def test_worker_processes_import_no_tensorflow():

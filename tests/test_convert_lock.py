@@ -14,7 +14,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from agetf.data import conversion, input_pipeline, schema, synthetic
+from agetf.data import conversion, dataset_files, input_pipeline, synthetic
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
 
@@ -92,9 +92,9 @@ def records_in(out):
 
     report = input_pipeline.read_report(str(out))
     builder = tfds.builder_from_directory(str(out))
-    for split in schema.SPLITS:
+    for split in dataset_files.SPLITS:
         count = report["counts"][split]
-        files = tf.io.gfile.glob(schema.shard_pattern(str(out), split))
+        files = tf.io.gfile.glob(dataset_files.shard_pattern(str(out), split))
         assert sum(1 for _ in tf.data.TFRecordDataset(files)) == count, split
         assert (builder.info.splits[split].num_examples if count else 0) == count, split
     assert sum(1 for _ in builder.as_dataset(split="train")) == report["counts"]["train"]

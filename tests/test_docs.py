@@ -38,6 +38,8 @@ import sys
 
 import pytest
 
+from agetf.data import dataset_files
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = sorted(["README.md", "BUILD.md", os.path.join("tfrecords", "README.md"),
                 *(os.path.relpath(path, REPO)
@@ -433,7 +435,7 @@ def test_short_commands_run(command, results):
     assert result.returncode == 0, f"{command.id}\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
     output = dict(passed_flags(command.args)).get("output_dir")
     if command.name in ("scripts/make_tfrecords", "agetf.convert"):
-        with open(os.path.join(workspace, output, "conversion_report.json")) as f:
+        with open(os.path.join(workspace, output, dataset_files.REPORT_FILE)) as f:
             assert sum(json.load(f)["counts"].values()) > 0
     elif command.name == "scripts/make_synthetic_faces":
         assert len(os.listdir(os.path.join(workspace, output))) > 0

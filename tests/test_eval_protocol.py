@@ -12,6 +12,7 @@ from agetf.data import conversion
 from agetf.evaluation import evaluator
 from agetf.data import input_pipeline
 from agetf.data import labels
+from agetf.data import names
 from agetf.modeling import model as model_lib
 from agetf.data import synthetic
 from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
@@ -37,8 +38,10 @@ def test_protocol_masks():
 def test_breakdowns_by_decade_gender_and_race_with_unknown_race_and_the_baseline():
     true_age = np.array([25, 27, 33, 70, 85])
     predicted = [27, 27, 30, 60, 85]
+    unknown = names.UNKNOWN_RACE
     batch_labels = {"age": true_age, "gender": np.array([0, 1, 1, 0, 1]),
-                    "race": np.array([0, -1, -1, 2, 0]), "age_range": labels.age_range(true_age)}
+                    "race": np.array([0, unknown, unknown, 2, 0]),
+                    "age_range": labels.age_range(true_age)}
     outputs = fake_outputs(predicted, [0.2, 0.9, 0.3, 0.1, 0.8])
     report = evaluator.summarize(outputs, batch_labels, train_ages=np.array([20, 30, 40]),
                                   train_genders=np.array([0, 0, 1]))

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from agetf import train
-from agetf.data import input_pipeline, record_audit
+from agetf.data import dataset_files, input_pipeline, record_audit
 from agetf.training import trainer as trainer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +62,7 @@ def complete_records(path):
 
 def test_the_record_audit_finds_nothing_lost_in_an_intact_split_and_names_a_broken_file(
         data_dir, tmp_path):
-    report = json.load(open(os.path.join(data_dir, input_pipeline.REPORT_FILE)))
+    report = json.load(open(os.path.join(data_dir, dataset_files.REPORT_FILE)))
     intact = record_audit.audit_split(data_dir, "train")
     assert (intact.readable, intact.expected, intact.lost) == (report["counts"]["train"],) * 2 + ({},)
     assert "all" in intact.describe() and "readable" in intact.describe()
@@ -76,7 +76,7 @@ def test_the_record_audit_finds_nothing_lost_in_an_intact_split_and_names_a_brok
 def test_skip_corrupt_records_counts_what_a_truncated_shard_loses_and_training_completes(
         data_dir, tmp_path):
     directory, path = damaged_copy(data_dir, tmp_path, "truncate")
-    report = json.load(open(os.path.join(directory, input_pipeline.REPORT_FILE)))
+    report = json.load(open(os.path.join(directory, dataset_files.REPORT_FILE)))
     index = input_pipeline.list_shards(directory, "train").index(path)
     lost = report["settings"]["shard_lengths"]["train"][index] - complete_records(path)
     assert lost > 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf.data import image_ops, input_pipeline, labels, schema
+from agetf.data import dataset_files, image_ops, input_pipeline, labels, schema
 
 IMG_DIM = 32
 SHARDED_FILES = 6
@@ -24,7 +24,7 @@ def _tiny_jpeg(index):
 def _write_shards(directory, split, num_files, per_file, start=0):
     index = start
     for shard in range(num_files):
-        path = os.path.join(directory, schema.shard_name("tiny", split, shard, num_files))
+        path = os.path.join(directory, dataset_files.shard_name("tiny", split, shard, num_files))
         with tf.io.TFRecordWriter(path) as writer:
             for _ in range(per_file):
                 writer.write(schema.make_example(
@@ -245,7 +245,7 @@ def test_corrupt_shard_raises_unless_skipped(tiny_dir, tmp_path, training):
 def test_an_undecodable_image_in_a_readable_record_raises_unless_skipped(tmp_path, training):
     directory = str(tmp_path / "bad_jpeg")
     os.makedirs(directory)
-    path = os.path.join(directory, schema.shard_name("tiny", "test", 0, 1))
+    path = os.path.join(directory, dataset_files.shard_name("tiny", "test", 0, 1))
     with tf.io.TFRecordWriter(path) as writer:
         for index in range(12):
             jpeg = b"not a jpeg" if index == 5 else _tiny_jpeg(index)

@@ -11,7 +11,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from agetf.data import input_pipeline, schema
+from agetf.data import dataset_files, input_pipeline
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
 
@@ -91,13 +91,14 @@ def test_kill_9_during_conversion_then_the_same_command_converts_everything(face
     proc.kill()
     proc.communicate(timeout=60)
     # Shards reach their final names only when complete: whatever is there reads to the end.
-    assert not input_pipeline.find_corrupt_shards(tf.io.gfile.glob(schema.shard_pattern(str(out), "*")))
+    shards = tf.io.gfile.glob(dataset_files.shard_pattern(str(out), "*"))
+    assert not input_pipeline.find_corrupt_shards(shards)
 
     result = subprocess.run([sys.executable, *command], env=ENV, cwd=REPO, text=True,
                             capture_output=True, timeout=TIMEOUT_S)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.load(open(out / input_pipeline.REPORT_FILE))
-    for split in schema.SPLITS:
+    report = json.load(open(out / dataset_files.REPORT_FILE))
+    for split in dataset_files.SPLITS:
         files = input_pipeline.list_shards(str(out), split)
         assert sum(1 for _ in tf.data.TFRecordDataset(files)) == report["counts"][split]
     assert not (out / ".incomplete").exists()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from agetf.data import conversion, names, schema, synthetic
+from agetf.data import conversion, dataset_files, names, schema, synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GHOSTS = {"train": ["30_0_0_20170101000000991.jpg.chip.jpg", "44_1_1_20170101000000992.jpg.chip.jpg"],
@@ -50,8 +50,8 @@ def splits_of(data_dir):
     import tensorflow as tf
 
     found = {}
-    for split in schema.SPLITS:
-        for shard in tf.io.gfile.glob(schema.shard_pattern(str(data_dir), split)):
+    for split in dataset_files.SPLITS:
+        for shard in tf.io.gfile.glob(dataset_files.shard_pattern(str(data_dir), split)):
             for record in tf.data.TFRecordDataset(shard):
                 found[schema.parse_examples(record)["filename"].numpy().decode()] = split
     return found
@@ -67,7 +67,7 @@ def test_coral_files_give_exactly_their_splits_with_validation_carved_from_train
     expected = {**carved, **dict.fromkeys(file_names[30:38], "test")}
     assert 0 < list(carved.values()).count("validation") < 30  # both sides of the cut are used
     assert splits_of(tmp_path / "a") == expected
-    assert report["counts"] == {split: list(expected.values()).count(split) for split in schema.SPLITS}
+    assert report["counts"] == {split: list(expected.values()).count(split) for split in dataset_files.SPLITS}
 
     # Files of the input named in no split file are left out, and counted.
     assert report["skipped_by_reason"] == {conversion.REASON_NOT_IN_SPLIT_FILE: 2}

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from agetf.data import dataset_files
 from agetf.training import distribution, lost_workers
 from worker_processes import OutputReader, free_ports
 
@@ -29,8 +30,8 @@ ERROR = "agetf.train: error:"
 def _start(tmp_path, name, tf_config, *flags):
     data_dir = tmp_path / "data"
     data_dir.mkdir(exist_ok=True)
-    for split in ("train", "validation", "test"):
-        (data_dir / f"faces-{split}.tfrecord-00000-of-00001").touch()
+    for split in dataset_files.SPLITS:
+        (data_dir / dataset_files.shard_name("faces", split, 0, 1)).touch()
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=tf_config,
                TF_NUM_INTEROP_THREADS="2", TF_NUM_INTRAOP_THREADS="1")
     proc = subprocess.Popen(

@@ -36,13 +36,12 @@ import time
 
 from agetf.common import files, run_lock
 from agetf.data import image_files, names
+from agetf.data.dataset_files import REPORT_FILE, SHARD_FILE, SPLITS, shard_name
 from agetf.data.image_files import (REASON_EMPTY, REASON_NOT_IMAGE,  # noqa: F401
                                     REASON_NOT_REGULAR, REASON_TRUNCATED, REASON_UNREADABLE)
 
-SPLITS = ("train", "validation", "test")  # the same as schema.SPLITS, without importing TF
 DEFAULT_SPLIT_RATIOS = (0.8, 0.1, 0.1)
 DEFAULT_SHARD_BYTES = 128 * 1024 * 1024
-REPORT_FILE = "conversion_report.json"
 SPLIT_FILE = "splits.csv"  # file name, split: written with write_split_file, read with split_file
 METADATA_FILES = ("dataset_info.json", "features.json", REPORT_FILE, SPLIT_FILE)
 INCOMPLETE_DIR = ".incomplete"  # the new dataset is built here, then swapped in
@@ -56,7 +55,6 @@ REASON_DUPLICATE = "duplicate file name"
 REASON_NOT_IN_SPLIT_FILE = "not in the split file"
 
 _DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_SHARD_FILE = re.compile(r"-(?:train|validation|test)\.tfrecord-\d{5,}-of-\d{5,}$")
 
 
 class ConversionError(ValueError):
@@ -620,13 +618,11 @@ class _SplitWriter:
 
     def publish(self, output_dir, dataset_name):
         """Renames the non-empty shards to their final names in output_dir; returns (lengths, bytes)."""
-        from agetf.data import schema
-
         self.close()
         kept = [(path, length) for path, length in zip(self.paths, self.lengths) if length]
         num_bytes = 0
         for index, (path, _) in enumerate(kept):
-            final = os.path.join(output_dir, schema.shard_name(dataset_name, self.split, index, len(kept)))
+            final = os.path.join(output_dir, shard_name(dataset_name, self.split, index, len(kept)))
             num_bytes += os.path.getsize(path)
             os.replace(path, final)
         for path, length in zip(self.paths, self.lengths):
@@ -637,7 +633,8 @@ class _SplitWriter:
 
 def _is_dataset_file(entry):
     """Whether a name in the output folder is a dataset's shard or metadata file."""
-    return entry in METADATA_FILES or entry.endswith(".labels.txt") or bool(_SHARD_FILE.search(entry))
+    return (entry in METADATA_FILES or entry.endswith(".labels.txt")
+            or bool(SHARD_FILE.search(entry)))
 
 
 def _start_incomplete(output_dir):
@@ -736,7 +733,7 @@ def _replace_in_place(staged, output, error):
         if _is_dataset_file(entry):
             os.remove(os.path.join(output, entry))
     entries = [entry for entry in os.listdir(staged) if _is_dataset_file(entry)]
-    for entry in sorted(entries, key=lambda entry: (not _SHARD_FILE.search(entry),
+    for entry in sorted(entries, key=lambda entry: (not SHARD_FILE.search(entry),
                                                     entry == "dataset_info.json")):
         os.replace(os.path.join(staged, entry), os.path.join(output, entry))
     shutil.rmtree(staged)  # what is left are hard links to the output folder's own files

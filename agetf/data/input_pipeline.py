@@ -17,19 +17,15 @@ import glob
 import hashlib
 import json
 import os
-import re
 
 import tensorflow as tf
 from absl import logging
 
-from agetf.data import augment, image_ops, labels, schema
+from agetf.data import augment, dataset_files, image_ops, labels, schema
 from agetf.data.augment import AugmentConfig
 
 __all__ = ["AugmentConfig", "InputConfig", "build_dataset", "num_examples", "list_shards"]
 
-REPORT_FILE = "conversion_report.json"
-# A complete shard's name ends like this; the groups are its index and the shard count.
-SHARD_SUFFIX = re.compile(r"\.tfrecord-(\d{5})-of-(\d{5})$")
 # Deterministic interleave order for evaluation: this many files are read at once.
 _EVAL_CYCLE_LENGTH = 4
 
@@ -78,7 +74,7 @@ def find_corrupt_shards(files):
 
 def corrupt_data_error(data_dir):
     """A CorruptDataError naming every broken shard of `data_dir` (after a DataLossError)."""
-    files = [f for split in schema.SPLITS for f in _shards_or_none(data_dir, split)]
+    files = [f for split in dataset_files.SPLITS for f in _shards_or_none(data_dir, split)]
     bad = find_corrupt_shards(files)
     named = "; ".join(f"{path} ({reason})" for path, reason in bad) or f"a shard in {data_dir}"
     return CorruptDataError(f"corrupt or truncated TFRecord data: {named}; reconvert the dataset "
@@ -111,14 +107,14 @@ def _service_job_name(config):
 
 def list_shards(data_dir, split):
     """Sorted shard files of a split; ValueError naming the problem if there are none."""
-    if split not in schema.SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {', '.join(schema.SPLITS)}")
+    if split not in dataset_files.SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(dataset_files.SPLITS)}")
     if not os.path.isdir(data_dir):
         raise ValueError(f"data directory {data_dir} does not exist; convert a dataset into it "
                          "with scripts/make_tfrecords")
     # The converter writes shards under a temporary name first; only complete ones match.
-    files = sorted(f for f in glob.glob(schema.shard_pattern(data_dir, split))
-                   if SHARD_SUFFIX.search(f))
+    files = sorted(f for f in glob.glob(dataset_files.shard_pattern(data_dir, split))
+                   if dataset_files.SHARD_FILE.search(f))
     if not files:
         raise ValueError(f"no {split} shards (*-{split}.tfrecord-NNNNN-of-NNNNN) in {data_dir}; "
                          "convert a dataset into it with scripts/make_tfrecords")
@@ -137,7 +133,7 @@ def num_examples(data_dir, split):
 def read_report(data_dir):
     """The converter's report (conversion_report.json) as a dict; {} when missing or unreadable."""
     try:
-        with open(os.path.join(data_dir, REPORT_FILE)) as f:
+        with open(os.path.join(data_dir, dataset_files.REPORT_FILE)) as f:
             report = json.load(f)
     except (OSError, ValueError):
         return {}
@@ -275,7 +271,7 @@ def training_canvas(config, split="train"):
         logging.warning("%s has no image sizes in %s (converted by an older agetf): every "
                         "training image is decoded and resized to %dx%d, slower than decoding "
                         "straight to size; reconvert with scripts/make_tfrecords to avoid this.",
-                        config.data_dir, REPORT_FILE, canvas.height, canvas.width)
+                        config.data_dir, dataset_files.REPORT_FILE, canvas.height, canvas.width)
     return canvas
 
 

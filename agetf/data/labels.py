@@ -18,7 +18,6 @@ MAX_AGE_BIN = NUM_AGE_BINS - 1
 NUM_AGE_RANGES = 17
 AGE_RANGE_WIDTH = 5
 REGRESSION_SCALE = 100.0
-MAX_AGE = 116  # oldest age in UTKFace; the converter rejects ages above it
 DEFAULT_AGE_DEVIATION = 5.0
 
 # Midpoint of each range in years, used to read an age off a range prediction.

@@ -10,7 +10,7 @@ converter only writes images it could decode); tf.data logs each of those itself
 
 import dataclasses
 
-from agetf.data import input_pipeline
+from agetf.data import dataset_files, input_pipeline
 
 @dataclasses.dataclass(frozen=True)
 class SplitAudit:
@@ -46,9 +46,9 @@ def _shard_lengths(data_dir, split, files):
         return {}
     known = {}
     for path in files:
-        match = input_pipeline.SHARD_SUFFIX.search(path)
-        if match and int(match.group(2)) == len(lengths):
-            known[path] = lengths[int(match.group(1))]
+        match = dataset_files.SHARD_FILE.search(path)
+        if match and int(match["count"]) == len(lengths):
+            known[path] = lengths[int(match["index"])]
     return known
 
 

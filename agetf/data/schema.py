@@ -1,26 +1,15 @@
 """The TFRecord schema shared by the converter, the input pipeline and TFDS.
 
 One `tf.train.Example` per face. Keys and types are the design's data contract;
-`tfrecords/README.md` documents them for people.
+`tfrecords/README.md` documents them for people; agetf.data.dataset_files names the files
+that hold them.
 """
 
 import tensorflow as tf
 
-from agetf.data import labels
+from agetf.data import labels, names
 
 SCHEMA_VERSION = 1
-SPLITS = ("train", "validation", "test")
-UNKNOWN_RACE = -1
-
-
-def shard_name(dataset_name, split, index, num_shards):
-    """File name of one shard, in the TFDS naming convention."""
-    return f"{dataset_name}-{split}.tfrecord-{index:05d}-of-{num_shards:05d}"
-
-
-def shard_pattern(data_dir, split):
-    """Glob pattern matching every shard of a split in `data_dir`."""
-    return f"{data_dir}/*-{split}.tfrecord-*-of-*"
 
 
 def _bytes(value):
@@ -58,7 +47,7 @@ FEATURE_SPEC = {
     "age_histogram": tf.io.FixedLenFeature([labels.NUM_AGE_BINS], tf.float32),
     "age_range": tf.io.FixedLenFeature([], tf.int64),
     "gender": tf.io.FixedLenFeature([], tf.int64),
-    "race": tf.io.FixedLenFeature([], tf.int64, default_value=UNKNOWN_RACE),
+    "race": tf.io.FixedLenFeature([], tf.int64, default_value=names.UNKNOWN_RACE),
     "filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
 

@@ -14,7 +14,8 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-MAX_AGE = 116
+from agetf.data.names import MAX_AGE
+
 JPEG_QUALITY = 90
 
 # UTKFace's race shares (white, black, asian, indian, others) and base skin colours.

@@ -8,12 +8,13 @@ import numpy as np
 import tensorflow as tf
 
 from agetf.common import progress
-from agetf.data import input_pipeline, labels, schema
+from agetf.data import input_pipeline, labels, names, schema
 from agetf.evaluation import face_format
 from agetf.modeling import heads
 from agetf.modeling import model as model_lib
 
-RACE_NAMES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "other", -1: "unknown"}
+RACE_NAMES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "other",
+              names.UNKNOWN_RACE: "unknown"}
 # Which test images count. ages_21_60 is the protocol of the ordinal-regression papers
 # on UTKFace (OR-CNN, CORAL), which keep ages 21 to 60 only.
 PROTOCOLS = {
