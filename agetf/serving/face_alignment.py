@@ -27,6 +27,8 @@ import re
 
 import numpy as np
 
+from agetf.common import files
+
 TEMPLATE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "face_template.json")
 # The order of the five points everywhere: "left" is the one on the image's left.
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -88,8 +90,7 @@ def write_template(points, crop_size: int, about: dict, path: str = TEMPLATE_FIL
     text = json.dumps(content, indent=2)
     # One line per (x, y) pair, not three.
     text = re.sub(r"\[\s+(-?[\d.]+),\s+(-?[\d.]+)\s+\]", r"[\1, \2]", text)
-    with open(path, "w") as f:
-        f.write(text + "\n")
+    files.write_text(path, text + "\n")  # whole or not at all: agetf reads it at every start
 
 
 @functools.lru_cache(maxsize=1)
