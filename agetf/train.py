@@ -3,17 +3,19 @@
     python -m agetf.train --flagfile flags/demo.flags
     python -m agetf.train --flagfile flags/demo.flags --load          # evaluate the trained model
 
-Flags are defined here only and become plain dataclasses once; rerunning the same
-command resumes from the latest checkpoint in --model_dir.
+Flags are defined here only and become one agetf.config.TrainConfig, checked once
+(`build_config`); agetf.training.job runs it. Rerunning the same command resumes from the
+latest checkpoint in --model_dir. A UsageError is printed as one line; anything else keeps
+its traceback.
 """
 
-import json
 import os
 import sys
 
 from absl import app, flags, logging
 
-from agetf.modeling import heads as heads_lib  # no TensorFlow: the flags are checked before it starts
+from agetf import UsageError, config  # no TensorFlow: the flags are checked before it starts
+from agetf.modeling import heads as heads_lib
 
 FLAGS = flags.FLAGS
 
@@ -45,10 +47,10 @@ flags.DEFINE_string("export_dir", None, "SavedModel destination; default MODEL_D
 flags.DEFINE_boolean("export", True, "Export a SavedModel after training.")
 flags.DEFINE_boolean("export_tflite", False, "Also write TFLite models (float32, float16, dynamic "
                      "int8; uint8 image in) to MODEL_DIR/tflite after the SavedModel export.")
-flags.DEFINE_enum("eval_split", "test", ["test", "validation"],
+flags.DEFINE_enum("eval_split", "test", list(config.EVAL_SPLITS),
                   "Split that --load and the end of training evaluate; validation writes "
                   "evaluation_validation.json, so settings can be chosen without looking at test.")
-flags.DEFINE_enum("eval_protocol", "random", ["random", "ages_21_60"],
+flags.DEFINE_enum("eval_protocol", "random", list(config.EVAL_PROTOCOLS),
                   "Test images to evaluate: random (the whole test split) or ages_21_60 (the "
                   "ordinal-regression papers' UTKFace protocol).")
 flags.DEFINE_boolean("test_time_flip", False, "Evaluate and export the mean of each face's and its "
@@ -70,18 +72,18 @@ flags.DEFINE_float("dropout", 0.2, "Dropout before the heads.")
 flags.DEFINE_float("batchnorm_momentum", None, "Override the backbone's BatchNorm momentum "
                    "(e.g. 0.9 for short runs from scratch); default: Keras'.")
 flags.DEFINE_list("loss_weights", [], "Per-head loss weights, e.g. age_histogram=1,gender=0.5.")
-flags.DEFINE_enum("regression_loss", "mse", ["mse", "huber"], "Loss of the regression head.")
+flags.DEFINE_enum("regression_loss", "mse", list(config.REGRESSION_LOSSES), "Loss of the regression head.")
 
 # Optimization.
 flags.DEFINE_integer("epochs", 30, "Epochs (without --fine_tuning).")
 flags.DEFINE_string("lr", "1e-3", "Learning rate, or 'auto' to run the LR finder first and use its suggestion.")
-flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Optimizer.")
+flags.DEFINE_enum("optimizer", "adam", list(config.OPTIMIZERS), "Optimizer.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_string("best_metric", "val_loss", "Validation metric that picks best.keras.")
 flags.DEFINE_integer("early_stopping_patience", 0, "Stop after this many epochs without "
                      "improvement of --best_metric; 0 = off.")
 flags.DEFINE_string("plateau_monitor", "val_loss", "ReduceLROnPlateau: monitored metric.")
-flags.DEFINE_enum("plateau_mode", "auto", ["auto", "min", "max"], "ReduceLROnPlateau: whether "
+flags.DEFINE_enum("plateau_mode", "auto", list(config.PLATEAU_MODES), "ReduceLROnPlateau: whether "
                   "the monitored metric should fall or rise; auto: rise for accuracies and CS@5.")
 flags.DEFINE_float("plateau_factor", 0.2, "ReduceLROnPlateau: factor.")
 flags.DEFINE_integer("plateau_patience", 3, "ReduceLROnPlateau: patience in epochs.")
@@ -89,7 +91,7 @@ flags.DEFINE_integer("plateau_cooldown", 0, "ReduceLROnPlateau: cooldown in epoc
 flags.DEFINE_float("plateau_min_lr", 1e-6, "ReduceLROnPlateau: lower bound.")
 flags.DEFINE_float("clr_base_lr", 1e-4, "CyclicLR: lower bound.")
 flags.DEFINE_float("clr_max_lr", 1e-1, "CyclicLR: upper bound.")
-flags.DEFINE_enum("clr_mode", "triangular", ["triangular", "triangular2", "exp_range"], "CyclicLR mode.")
+flags.DEFINE_enum("clr_mode", "triangular", list(config.CYCLIC_MODES), "CyclicLR mode.")
 flags.DEFINE_float("clr_gamma", 1.0, "CyclicLR exp_range gamma.")
 flags.DEFINE_float("clr_half_cycle_epochs", 8, "CyclicLR: half cycle in epochs.")
 flags.DEFINE_integer("clr_half_cycle_steps", 0, "CyclicLR: half cycle in steps (overrides epochs).")
@@ -128,10 +130,6 @@ flags.DEFINE_list("profile_steps", None, "START,END: write a TensorBoard profile
 flags.mark_flags_as_required(["data_dir", "model_dir"])
 
 
-class UsageError(ValueError):
-    """A flag value that cannot work; the message names the flag and the fix."""
-
-
 def parse_loss_weights(items):
     weights = {}
     for item in items:
@@ -153,118 +151,40 @@ def resolve_heads():
     return heads_lib.select_heads(FLAGS.type, FLAGS.range_mode, FLAGS.predict_gender)
 
 
-# Counts and lengths: the least value that means anything, and what that value means.
-_MINIMUMS = (
-    ("batch_size", 1, ""), ("epochs", 1, ""), ("steps_per_loop", 1, ""),
-    ("shuffle_buffer", 1, " (1: no shuffling)"),
-    ("head_epochs", 0, ""), ("fine_tune_epochs", 0, ""),
-    ("steps_per_epoch", 0, " (0: one pass over the training split)"),
-    ("validation_steps", 0, " (0: the whole validation split)"),
-    ("checkpoint_every_steps", 0, " (0: at epoch ends only)"),
-    ("summary_images", 0, " (0: none)"), ("print_predictions", 0, " (0: none)"),
-    ("early_stopping_patience", 0, " (0: off)"),
-    ("plateau_patience", 0, " epochs"), ("plateau_cooldown", 0, " epochs"),
-    ("plateau_min_lr", 0, ""), ("clr_half_cycle_steps", 0, " (0: use --clr_half_cycle_epochs)"),
-    ("warmup_epochs", 0, ""), ("cosine_min_lr", 0, ""),
-    ("collective_timeout", 0, " seconds (0 waits for ever)"),
-    ("worker_startup_timeout", 0, " seconds (0 waits for ever)"),
-)
-# Rates and lengths that must be above zero (None, where a flag allows it, is not checked).
-_POSITIVE = ("alpha", "fine_tune_lr", "clr_base_lr", "clr_half_cycle_epochs", "lr_find_min",
-             "lr_find_epochs", "age_deviation")
-# Fractions: (flag, lowest, highest, whether each end is allowed, an example).
-_INTERVALS = (
-    ("dropout", 0.0, 1.0, (True, False), "0.2"),
-    ("batchnorm_momentum", 0.0, 1.0, (False, False), "0.9"),
-    ("momentum", 0.0, 1.0, (True, False), "0.9"),
-    ("plateau_factor", 0.0, 1.0, (False, False), "0.2"),
-    ("clr_gamma", 0.0, 1.0, (False, True), "0.99"),
-)
-
-
-def _shown(value):
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def check_flag_ranges():
-    """Refuses a number outside the range where it means anything; UsageError naming the fix."""
-    for name, minimum, meaning in _MINIMUMS:
-        value = FLAGS[name].value
-        if not value >= minimum:  # `not >=`: NaN fails too
-            raise UsageError(f"--{name}={_shown(value)} must be >= {minimum}{meaning}")
-    for name in _POSITIVE:
-        value = FLAGS[name].value
-        if value is not None and not value > 0:
-            raise UsageError(f"--{name}={_shown(value)} must be > 0")
-    for name, low, high, (low_ok, high_ok), example in _INTERVALS:
-        value = FLAGS[name].value
-        if value is None:
-            continue
-        above = low <= value if low_ok else low < value
-        below = value <= high if high_ok else value < high
-        if not (above and below):
-            interval = f"{'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
-            raise UsageError(f"--{name}={_shown(value)} must be in {interval}, "
-                             f"e.g. --{name}={example}")
-    if FLAGS.fine_tuning and FLAGS.head_epochs + FLAGS.fine_tune_epochs < 1:
-        raise UsageError("--head_epochs=0 and --fine_tune_epochs=0 train nothing; give one of "
-                         "them 1 or more, or drop --fine_tuning")
-    if FLAGS.lr_find_steps != 0 and FLAGS.lr_find_steps < 2:
-        raise UsageError(f"--lr_find_steps={FLAGS.lr_find_steps} must be 0 (use --lr_find_epochs) "
-                         "or >= 2")
-    if not FLAGS.lr_find_max > FLAGS.lr_find_min:
-        raise UsageError(f"--lr_find_max={FLAGS.lr_find_max:g} must be above "
-                         f"--lr_find_min={FLAGS.lr_find_min:g}")
-    if not FLAGS.clr_max_lr >= FLAGS.clr_base_lr:
-        raise UsageError(f"--clr_max_lr={FLAGS.clr_max_lr:g} must be >= "
-                         f"--clr_base_lr={FLAGS.clr_base_lr:g}")
-
-
 def parse_profile_steps(items):
-    """--profile_steps as (START, END), or None when not given; UsageError unless two whole
-    numbers with 0 <= START < END."""
+    """--profile_steps as (START, END), or None when not given."""
     if not items:
         return None
     try:
         start, end = (int(item) for item in items)
-    except ValueError:
-        start = end = None
-    if start is None or not 0 <= start < end:
-        raise UsageError(f"--profile_steps={','.join(items)} must be START,END: two whole numbers "
-                         "with 0 <= START < END, e.g. --profile_steps=10,20")
+    except ValueError:  # not two items, or not whole numbers; RuntimeConfig checks the order
+        raise UsageError(f"--profile_steps={','.join(items)} must be START,END: two whole "
+                         "numbers with 0 <= START < END, e.g. --profile_steps=10,20") from None
     return start, end
 
 
-def check_flags():
-    """Checks every flag that needs no TensorFlow, so a bad one costs no TensorFlow start-up."""
-    check_flag_ranges()
-    if FLAGS.lr != "auto":
-        try:
-            lr = float(FLAGS.lr)
-        except ValueError:
-            raise UsageError(f"--lr={FLAGS.lr} is neither a number nor 'auto'") from None
-        if not lr > 0:
-            raise UsageError(f"--lr={FLAGS.lr} must be > 0, or 'auto'")
-    if FLAGS.tpu and FLAGS.strategy != "tpu":
-        raise UsageError(f"--tpu={FLAGS.tpu} applies to --strategy=tpu only; add --strategy=tpu "
-                         "or drop --tpu")
-    heads = resolve_heads()
-    not_heads = [head for head in parse_loss_weights(FLAGS.loss_weights)
-                 if head not in heads_lib.HEADS]
-    if not_heads:
-        raise UsageError(f"--loss_weights names {', '.join(not_heads)}, which is no head; use "
-                         f"one of {', '.join(heads_lib.HEADS)}")
-    parse_profile_steps(FLAGS.profile_steps)
-    allowed = ["val_" + name for name in heads_lib.metric_names(heads)]
-    if FLAGS.best_metric not in allowed:
-        raise UsageError(f"--best_metric={FLAGS.best_metric} is not reported for these heads; "
-                         f"use one of {', '.join(allowed)}")
+def parse_lr():
+    """--lr as a number, or None for 'auto'."""
+    if FLAGS.lr == "auto":
+        return None
+    try:
+        lr = float(FLAGS.lr)
+    except ValueError:
+        raise UsageError(f"--lr={FLAGS.lr} is neither a number nor 'auto'") from None
+    if not lr > 0:
+        raise UsageError(f"--lr={FLAGS.lr} must be > 0, or 'auto'")
+    return lr
 
 
 def trained_loss_weights(heads):
     """--loss_weights of the heads this run trains. An entry for another head (a flagfile's
-    age_histogram=5 under --type=regression) is skipped with one warning line naming it."""
+    age_histogram=5 under --type=regression) is skipped with one warning line naming it; an
+    entry that names no head at all is a UsageError."""
     weights = parse_loss_weights(FLAGS.loss_weights)
+    not_heads = [head for head in weights if head not in heads_lib.HEADS]
+    if not_heads:
+        raise UsageError(f"--loss_weights names {', '.join(not_heads)}, which is no head; use "
+                         f"one of {', '.join(heads_lib.HEADS)}")
     skipped = [f"{head}={value:g}" for head, value in weights.items() if head not in heads]
     if skipped:
         logging.warning("--loss_weights: skipping %s, for heads this run does not train (it "
@@ -272,200 +192,91 @@ def trained_loss_weights(heads):
     return {head: value for head, value in weights.items() if head in heads}
 
 
+def schedule_config():
+    """--lr_scheduler and its flags as the schedule's config."""
+    name = FLAGS.lr_scheduler
+    if name not in config.SCHEDULES:
+        raise UsageError(f"--lr_scheduler={name} is unknown; use one of "
+                         f"{', '.join(config.SCHEDULES)}")
+    if name == "reduce_lr_on_plateau":
+        return config.PlateauSchedule(
+            monitor=FLAGS.plateau_monitor, mode=FLAGS.plateau_mode, factor=FLAGS.plateau_factor,
+            patience=FLAGS.plateau_patience, cooldown=FLAGS.plateau_cooldown,
+            min_lr=FLAGS.plateau_min_lr)
+    if name == "cyclic_lr":
+        return config.CyclicSchedule(
+            base_lr=FLAGS.clr_base_lr, max_lr=FLAGS.clr_max_lr, mode=FLAGS.clr_mode,
+            gamma=FLAGS.clr_gamma, half_cycle_epochs=FLAGS.clr_half_cycle_epochs,
+            half_cycle_steps=FLAGS.clr_half_cycle_steps)
+    if name == "cosine":
+        return config.CosineSchedule(warmup_epochs=FLAGS.warmup_epochs,
+                                     min_lr=FLAGS.cosine_min_lr)
+    return config.ConstantSchedule()
+
+
+def check_unused_schedule_flags():
+    """The other schedules' flags, checked as if used, so a bad value is refused whichever
+    schedule runs (a flagfile's typo waits for no schedule change to surface)."""
+    config.PlateauSchedule(mode=FLAGS.plateau_mode, factor=FLAGS.plateau_factor,
+                           patience=FLAGS.plateau_patience, cooldown=FLAGS.plateau_cooldown,
+                           min_lr=FLAGS.plateau_min_lr)
+    config.CyclicSchedule(base_lr=FLAGS.clr_base_lr, max_lr=FLAGS.clr_max_lr, mode=FLAGS.clr_mode,
+                          gamma=FLAGS.clr_gamma, half_cycle_epochs=FLAGS.clr_half_cycle_epochs,
+                          half_cycle_steps=FLAGS.clr_half_cycle_steps)
+    config.CosineSchedule(warmup_epochs=FLAGS.warmup_epochs, min_lr=FLAGS.cosine_min_lr)
+
+
 def build_config():
-    """Validates the flags and turns them into a TrainConfig; raises UsageError/ValueError."""
-    check_flags()
-    from agetf.data import augment, input_pipeline
-    from agetf.modeling import model as model_lib
-    from agetf.training import distribution, schedules, trainer
-
+    """The flags as one TrainConfig, every value checked (no TensorFlow); raises UsageError."""
+    lr = parse_lr()
+    check_unused_schedule_flags()
     heads = resolve_heads()
-    if FLAGS.base_model not in model_lib.BACKBONES:
-        raise UsageError(f"--base_model={FLAGS.base_model} is unknown; use one of "
-                         f"{', '.join(model_lib.BACKBONES)}")
-    minimum = model_lib.min_img_dim(FLAGS.base_model)
-    if FLAGS.img_dim < minimum:
-        raise UsageError(f"--img_dim={FLAGS.img_dim} is below {FLAGS.base_model}'s minimum of "
-                         f"{minimum}; use --img_dim={minimum} or more")
-    if FLAGS.lr_scheduler not in schedules.SCHEDULES:
-        raise UsageError(f"--lr_scheduler={FLAGS.lr_scheduler} is unknown; use one of "
-                         f"{', '.join(schedules.SCHEDULES)}")
-    distribution.resolve_strategy_name(FLAGS.strategy)  # checks the value
-    if FLAGS.mixed_precision not in distribution.MIXED_PRECISION:
-        raise UsageError(f"--mixed_precision={FLAGS.mixed_precision} is unknown; use one of "
-                         f"{', '.join(distribution.MIXED_PRECISION)}")
-    for split in ("train", "validation", "test"):
-        input_pipeline.list_shards(FLAGS.data_dir, split)  # one-line error if missing or empty
-
-    input_config = input_pipeline.InputConfig(
-        data_dir=FLAGS.data_dir, img_dim=FLAGS.img_dim, shuffle_buffer=FLAGS.shuffle_buffer,
-        cache=FLAGS.cache, age_deviation=FLAGS.age_deviation,
-        skip_corrupt_records=FLAGS.skip_corrupt_records, seed=FLAGS.seed,
-        data_service=FLAGS.tf_data_service,
-        augment=augment.AugmentConfig() if FLAGS.augment else augment.NO_AUGMENTATION)
-    schedule_params = {name: FLAGS[name].value for name in (
-        "plateau_monitor", "plateau_mode", "plateau_factor", "plateau_patience",
-        "plateau_cooldown", "plateau_min_lr", "clr_base_lr", "clr_max_lr", "clr_mode", "clr_gamma",
-        "clr_half_cycle_epochs", "clr_half_cycle_steps", "warmup_epochs", "cosine_min_lr")}
-    return trainer.TrainConfig(
-        model_dir=FLAGS.model_dir, input=input_config,
-        model=trainer.ModelConfig(backbone=FLAGS.base_model, img_dim=FLAGS.img_dim, heads=heads,
-                                  alpha=FLAGS.alpha, weights=FLAGS.weights, dropout=FLAGS.dropout,
-                                  batchnorm_momentum=FLAGS.batchnorm_momentum),
-        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-        lr=float(FLAGS.lr) if FLAGS.lr != "auto" else 1e-3, optimizer=FLAGS.optimizer,
-        momentum=FLAGS.momentum, loss_weights=trained_loss_weights(heads),
-        regression_loss=FLAGS.regression_loss, schedule=FLAGS.lr_scheduler,
-        schedule_params=schedule_params,
-        fine_tune=trainer.FineTuneConfig(enabled=FLAGS.fine_tuning, head_epochs=FLAGS.head_epochs,
-                                         fine_tune_epochs=FLAGS.fine_tune_epochs,
-                                         fine_tune_lr=FLAGS.fine_tune_lr,
-                                         unfreeze_from=FLAGS.unfreeze_from),
-        strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
-        jit_compile=FLAGS.jit_compile, steps_per_loop=FLAGS.steps_per_loop,
+    return config.TrainConfig(
+        model_dir=FLAGS.model_dir,
+        input=config.InputConfig(
+            data_dir=FLAGS.data_dir, img_dim=FLAGS.img_dim, shuffle_buffer=FLAGS.shuffle_buffer,
+            cache=FLAGS.cache, age_deviation=FLAGS.age_deviation,
+            skip_corrupt_records=FLAGS.skip_corrupt_records, seed=FLAGS.seed,
+            data_service=FLAGS.tf_data_service,
+            augment=config.AugmentConfig() if FLAGS.augment else config.NO_AUGMENTATION),
+        model=config.ModelConfig(
+            backbone=FLAGS.base_model, img_dim=FLAGS.img_dim, heads=heads, alpha=FLAGS.alpha,
+            weights=FLAGS.weights, dropout=FLAGS.dropout,
+            batchnorm_momentum=FLAGS.batchnorm_momentum),
+        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=1e-3 if lr is None else lr,
+        optimizer=FLAGS.optimizer, momentum=FLAGS.momentum,
+        loss_weights=trained_loss_weights(heads), regression_loss=FLAGS.regression_loss,
+        schedule=schedule_config(),
+        fine_tune=config.FineTuneConfig(
+            enabled=FLAGS.fine_tuning, head_epochs=FLAGS.head_epochs,
+            fine_tune_epochs=FLAGS.fine_tune_epochs, fine_tune_lr=FLAGS.fine_tune_lr,
+            unfreeze_from=FLAGS.unfreeze_from),
+        lr_finder=config.LRFinderConfig(
+            find_only=FLAGS.lr_find, use_suggestion=lr is None, min_lr=FLAGS.lr_find_min,
+            max_lr=FLAGS.lr_find_max, epochs=FLAGS.lr_find_epochs, steps=FLAGS.lr_find_steps),
+        evaluation=config.EvalConfig(
+            split=FLAGS.eval_split, protocol=FLAGS.eval_protocol,
+            flip_average=FLAGS.test_time_flip, print_predictions=FLAGS.print_predictions),
+        export=config.ExportConfig(saved_model=FLAGS.export, export_dir=FLAGS.export_dir,
+                                   tflite=FLAGS.export_tflite),
+        runtime=config.RuntimeConfig(
+            strategy=FLAGS.strategy, tpu=FLAGS.tpu, collective_timeout=FLAGS.collective_timeout,
+            worker_startup_timeout=FLAGS.worker_startup_timeout,
+            mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+            steps_per_loop=FLAGS.steps_per_loop,
+            profile_steps=parse_profile_steps(FLAGS.profile_steps)),
         steps_per_epoch=FLAGS.steps_per_epoch, validation_steps=FLAGS.validation_steps,
         checkpoint_every_steps=FLAGS.checkpoint_every_steps, best_metric=FLAGS.best_metric,
         early_stopping_patience=FLAGS.early_stopping_patience,
-        summary_images=FLAGS.summary_images,
-        profile_steps=parse_profile_steps(FLAGS.profile_steps))
+        summary_images=FLAGS.summary_images)
 
 
-def skipped_test_records(input_config, split="test"):
-    """With --skip_corrupt_records: logs how many records of the split are unreadable; else None."""
-    if not input_config.skip_corrupt_records:
-        return None
-    from agetf.data import record_audit
+def check_data_dir():
+    """A one-line UsageError unless --data_dir holds all three splits' shards."""
+    from agetf.data import dataset_files, input_pipeline
 
-    audit = record_audit.audit_split(input_config.data_dir, split)
-    if audit.lost:
-        logging.warning(audit.describe())
-    else:
-        print(audit.describe())
-    return audit
-
-
-def evaluate_and_export(config, export):
-    """Evaluates the trained model on --eval_split; writes its report (evaluation.json for test);
-    exports it."""
-    from agetf.evaluation import evaluator
-    from agetf.serving import export as export_lib
-    from agetf.training import run_files
-
-    # best.keras, else final.keras: a damaged one is skipped with a warning line.
-    model = run_files.load_trained_model(config.model_dir)
-    audit = skipped_test_records(config.input, FLAGS.eval_split)
-    report, lines = evaluator.evaluate(model, config.input, FLAGS.eval_split, batch_size=64,
-                                        print_predictions=FLAGS.print_predictions,
-                                        protocol=FLAGS.eval_protocol,
-                                        flip_average=FLAGS.test_time_flip)
-    if audit is not None:
-        report["skipped_records"] = audit.skipped
-    for line in lines:
-        print(line)
-    print(evaluator.format_report(report))
-    report_name = ("evaluation.json" if FLAGS.eval_split == "test"
-                   else f"evaluation_{FLAGS.eval_split}.json")
-    run_files.write_json(os.path.join(config.model_dir, report_name), report)
-    if export:
-        export_dir = FLAGS.export_dir or os.path.join(config.model_dir, "saved_model")
-        export_lib.export_saved_model(model, export_dir, img_dim=config.model.img_dim,
-                                      flip_average=FLAGS.test_time_flip)
-        print(f"Exported SavedModel to {export_dir}")
-    if FLAGS.export_tflite:
-        from agetf.serving import tflite_export
-
-        paths = tflite_export.export_tflite(model, os.path.join(config.model_dir, "tflite"),
-                                            img_dim=config.model.img_dim,
-                                            flip_average=FLAGS.test_time_flip)
-        print(f"Exported TFLite models to {os.path.dirname(paths['float32'])}")
-    return report
-
-
-def ensure_writable_dir(path):
-    """Creates `path` if needed; a UsageError when it cannot be created or written."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"--model_dir={path} cannot be created ({error.strerror}); "
-                         "choose a folder you can write") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"--model_dir={path} is not writable; choose a folder you can write")
-
-
-def lock_model_dir(model_dir, purpose, strategy=None):
-    """Takes --model_dir's run lock for this process (run_lock.RunLockedError if another live
-    process holds it), or None where this process does not write model_dir: a non-chief worker
-    under MultiWorkerMirroredStrategy (it writes to a temporary folder), or --load on a
-    model_dir that does not exist (the evaluation then says there is nothing to evaluate).
-
-    --load takes the same exclusive lock as training: it writes evaluation.json (and with
-    --export_tflite, tflite/) into model_dir, and a running training replaces best.keras under
-    it, so it is refused while a training runs, and a training while it evaluates.
-    """
-    from agetf.common import run_lock
-    from agetf.training import distribution
-
-    if strategy is not None and not distribution.is_chief(strategy):
-        return None
-    if purpose != "training" and not os.path.isdir(model_dir):
-        return None
-    try:
-        return run_lock.acquire(model_dir, purpose)
-    except OSError as error:  # a read-only model_dir: the lock file cannot be created
-        if purpose == "training":
-            raise UsageError(f"--model_dir={model_dir}: cannot create its lock file "
-                             f"{run_lock.LOCK_FILE} ({error.strerror}); choose a folder you can "
-                             "write") from None
-        return None  # evaluating a run nobody can write to: no training can start there either
-
-
-def train(config):
-    import dataclasses
-
-    import tensorflow as tf
-
-    from agetf.training import distribution, lr_finder, run_files, trainer as trainer_lib
-
-    ensure_writable_dir(config.model_dir)
-    logging.info("Configuration: %s", json.dumps(trainer_lib.config_to_json(config)))
-    trainer_lib.check_run_definition(config.model_dir, config.model)
-    # --lr=auto on a resume: the finder ran when the run began; rerunning it on the trained
-    # weights would change the learning rate mid-run (and cost its steps on every rerun).
-    resume_auto = bool(FLAGS.lr == "auto" and not FLAGS.lr_find and tf.train.latest_checkpoint(
-        os.path.join(config.model_dir, "checkpoints")))
-    if resume_auto:
-        found = os.path.join(config.model_dir, "lr_find.json")
-        suggestion = lr_finder.saved_suggestion(config.model_dir)
-        if suggestion is None:
-            raise UsageError(f"--lr=auto: {config.model_dir} holds a checkpoint to resume but "
-                             f"{found} is missing or unreadable, so the learning rate the run began "
-                             "with is unknown; resume with --lr=NUMBER, or use a new --model_dir")
-        config = dataclasses.replace(config, lr=suggestion)
-        print(f"Resuming with the learning rate the LR finder suggested when this run began, "
-              f"{suggestion:.3g} (from {found}); the finder is not rerun")
-    strategy = distribution.make_strategy(config.strategy, tpu_address=FLAGS.tpu,
-                                          collective_timeout=FLAGS.collective_timeout,
-                                          startup_timeout=FLAGS.worker_startup_timeout)
-    # Held until this process ends (evaluation and export included); the kernel frees it then.
-    lock = lock_model_dir(config.model_dir, "training", strategy)
-    if FLAGS.lr_find or (FLAGS.lr == "auto" and not resume_auto):
-        suggestion = lr_finder.run_lr_finder(config, min_lr=FLAGS.lr_find_min,
-                                             max_lr=FLAGS.lr_find_max, epochs=FLAGS.lr_find_epochs,
-                                             steps=FLAGS.lr_find_steps, strategy=strategy)
-        if FLAGS.lr_find:
-            return None
-        if suggestion is None:
-            raise UsageError("the LR finder found no suggestion (the loss never fell); "
-                             "pass --lr=NUMBER")
-        config = dataclasses.replace(config, lr=suggestion)
-        print(f"Training with the suggested learning rate {suggestion:.3g}")
-    trainer = trainer_lib.Trainer(config, strategy=strategy)
-    trainer.run_lock = lock
-    if trainer.chief:
-        run_files.write_text(os.path.join(config.model_dir, "flags.txt"), FLAGS.flags_into_string())
-        trainer_lib.write_run_definition(config.model_dir, config.model)
-    trainer.fit()
-    return trainer
+    for split in dataset_files.SPLITS:
+        input_pipeline.list_shards(FLAGS.data_dir, split)
 
 
 def configure_logging():
@@ -490,54 +301,48 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        check_flags()  # before TensorFlow starts, whose start-up lines would bury the error
-        configure_logging()
-    except ValueError as error:
+        configure_logging()  # first: build_config's warnings go to --log_dir's file too
+        # Before TensorFlow starts, whose start-up lines would bury the error.
+        run_config = build_config()
+    except UsageError as error:
         sys.exit(f"agetf.train: error: {error}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines
     import tensorflow as tf
 
     from agetf.data import input_pipeline
-    from agetf.modeling import model as model_lib
-    from agetf.training import (distribution, lost_workers, run_files, termination,
-        trainer as trainer_lib)
+    from agetf.training import (checkpoints, distribution, job, lost_workers, run_files,
+                                termination, trainer as trainer_lib)
 
     termination.exit_on_sigterm()  # SIGTERM stops the run even while TensorFlow blocks in C++
 
     try:
-        config = build_config()
+        check_data_dir()
         if FLAGS.load:
-            lock = lock_model_dir(config.model_dir, "evaluation (--load)")  # noqa: F841 - held
-            evaluate_and_export(config, export=bool(FLAGS.export_dir))
-            return 0
-        trainer = train(config)
-        if trainer is None or not trainer.chief:
-            return 0
-        evaluate_and_export(config, export=FLAGS.export)
-        print(f"Run written to {config.model_dir}; watch it with: "
-              f"tensorboard --logdir {os.path.join(config.model_dir, 'logs')}")
+            job.evaluate(run_config)
+        else:
+            job.run(run_config, flags_text=FLAGS.flags_into_string())
+    except UsageError as error:
+        sys.exit(f"agetf.train: error: {error}")
     except trainer_lib.NonFiniteLossError as error:
         sys.exit(f"agetf.train: {error}")
     except termination.Preempted as error:
         print(f"agetf.train: {error}", file=sys.stderr, flush=True)
         return termination.EXIT_CODE
-    except run_files.DiskFullError as error:
+    except (run_files.DiskFullError, run_files.NoTrainedModelError) as error:
         sys.exit(f"agetf.train: error: {error}")
     except tf.errors.ResourceExhaustedError as error:
         if not run_files.is_disk_full(error):
             raise
         sys.exit("agetf.train: error: " + str(run_files.disk_full_error(
-            FLAGS.model_dir, detail=trainer_lib.one_line(error))))
+            FLAGS.model_dir, detail=checkpoints.one_line(error))))
     except tf.errors.DataLossError as error:
         # A checkpoint's read error is the checkpoint's, not the TFRecords' (the trainer checks
         # checkpoints before restoring; this catches one that reads damaged from elsewhere).
         if os.path.abspath(FLAGS.model_dir) in str(error) or "ckpt-" in str(error):
             sys.exit(f"agetf.train: error: a file in --model_dir={FLAGS.model_dir} is damaged "
-                     f"({trainer_lib.one_line(error)}); delete it, or the model_dir's checkpoints "
+                     f"({checkpoints.one_line(error)}); delete it, or the model_dir's checkpoints "
                      "folder to start the run over")
         sys.exit(f"agetf.train: error: {input_pipeline.corrupt_data_error(FLAGS.data_dir)}")
-    except (ValueError, model_lib.WeightsUnavailableError) as error:
-        sys.exit(f"agetf.train: error: {error}")
     except tf.errors.OpError as error:
         multi_worker = distribution.resolve_strategy_name(FLAGS.strategy) == "multi_worker_mirrored"
         if not (multi_worker and lost_workers.is_lost_worker(error)):

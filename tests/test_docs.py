@@ -14,7 +14,7 @@ What is checked:
     point defines; every `--flagfile` it names exists. Each entry point is run once, in a
     subprocess, with `--helpfull` (so the help a user asks for is run too), and the same
     process then parses every documented command line of it with absl, as the program
-    would, and runs the program's own `check_flags` where it has one (agetf.train): types,
+    would, and runs the program's own `build_config` where it has one (agetf.train): types,
     enum values, required flags and the flags inside flagfiles are checked without
     training anything. Fragments get the name checks only.
 (b) the short commands that need no dataset, GPU or network run end to end in a fresh
@@ -167,7 +167,7 @@ def is_runnable(command):
 # -- running the entry points -------------------------------------------------------------
 
 # Runs one entry point as its command does, with --helpfull, then parses each documented
-# argument list with absl in the same process (and the program's check_flags, if any).
+# argument list with absl in the same process (and the program's build_config, if any).
 FLAG_LISTER = r"""
 import contextlib, importlib.util, io, json, sys
 from absl import flags
@@ -198,8 +198,8 @@ for args in commands:
     try:
         flagfiles.exit_on_bad_flagfile([name, *args], name)
         FLAGS([name, *args])
-        if callable(namespace.get("check_flags")):
-            namespace["check_flags"]()
+        if callable(namespace.get("build_config")):
+            namespace["build_config"]()
         problems.append(None)
     except SystemExit as stop:
         problems.append(f"exit {stop.code}")

@@ -1,21 +1,20 @@
-"""Metrics in human units (heads.MetricSet) and what the run monitor makes of them, in-process.
+"""Metrics in human units (heads.MetricSet) and what the loop's callbacks make of them.
 
-No training here: known outputs and labels go into a MetricSet, and fake epochs go into a
-RunMonitor around a stand-in trainer, so every expected number is written out by hand.
+No training here: known outputs and labels go into a MetricSet, and fake epochs go into the
+callbacks around a tiny Keras model, so every expected number is written out by hand.
 """
 
 import json
 import os
-import types
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf.data import input_pipeline, labels
+from agetf.data import labels
 from agetf.modeling import heads
-from agetf.training import callbacks, plots, schedules, trainer as trainer_lib
+from agetf.training import callbacks, plots
 
 
 # --- MetricSet: known outputs, known labels, exact numbers -----------------------------
@@ -147,9 +146,10 @@ def test_reset_forgets_earlier_batches():
     assert results["mae"] == pytest.approx(0.0, abs=1e-5) and results["cs5"] == 1.0
 
 
-# --- RunMonitor: best.keras, history, progress bar; a stand-in trainer, fake epochs -------
+# --- callbacks: best.keras, history, progress bar; fake epochs around a tiny Keras model ---
 
 MONITOR_HEADS = ("age_histogram", "gender")
+TRAIN_RESULTS = {name: 0.0 for name in heads.metric_names(MONITOR_HEADS)}
 
 
 @pytest.fixture(autouse=True)
@@ -163,47 +163,28 @@ def tiny_keras_model():
     return keras.Model(inputs, keras.layers.Dense(1, name="dense")(inputs))
 
 
-def fake_trainer(model_dir, best_metric="val_loss", verbose=False, steps_per_epoch=4,
-                 batch_size=16):
-    """The attributes RunMonitor reads from a Trainer, around a two-weight Keras model."""
-    config = trainer_lib.TrainConfig(
-        model_dir=str(model_dir), input=input_pipeline.InputConfig(data_dir="unused", img_dim=32),
-        model=trainer_lib.ModelConfig(backbone="MobileNetV2", img_dim=32, heads=MONITOR_HEADS,
-                                      alpha=0.35, weights="none"),
-        epochs=3, batch_size=batch_size, lr=1e-3, best_metric=best_metric, summary_images=0,
-        verbose=verbose)
-    train_results = {name: 0.0 for name in heads.metric_names(MONITOR_HEADS)}
-    trainer = types.SimpleNamespace(
-        config=config, chief=True, resumed=False, policy="float32",
-        total_epochs=config.total_epochs, stage="train", stage_start_epoch=lambda: 0,
-        model=tiny_keras_model(), steps_per_epoch=steps_per_epoch,
-        epoch=tf.Variable(0, dtype=tf.int64), step_in_epoch=tf.Variable(0, dtype=tf.int64),
-        global_step=tf.Variable(0, dtype=tf.int64),
-        schedule=schedules.Constant(1e-3), learning_rate=lambda: 1e-3,
-        train_results=train_results,
-        train_metrics=types.SimpleNamespace(results=lambda: dict(trainer.train_results)))
-    trainer._log = lambda message: print(message) if config.verbose else None
-    return trainer
-
-
 def set_weights(model, value):
     model.get_layer("dense").set_weights([np.full((2, 1), value, np.float32),
                                           np.full((1,), value, np.float32)])
 
 
-def run_fake_epochs(trainer, val_values, metric):
-    """One epoch per value of `metric`; before each, the weights are set to the epoch number."""
-    monitor = callbacks.RunMonitor(trainer)
-    for epoch, value in enumerate(val_values):
-        monitor.epoch_begin(epoch)
-        set_weights(trainer.model, float(epoch + 1))
+def run_fake_epochs(model, model_dir, val_values, metric, first_epoch=0):
+    """One epoch per value of `metric`, with the loop's order of calls; before each, the
+    weights are set to the epoch number. Returns the best-model saver."""
+    history = callbacks.load_history(str(model_dir), first_epoch)
+    saver = callbacks.BestModelSaver(model, str(model_dir), metric, history, log=print)
+    run = callbacks.Callbacks([saver, callbacks.HistoryWriter(str(model_dir), history)])
+    for epoch, value in enumerate(val_values, start=first_epoch):
+        set_weights(model, float(epoch + 1))
         val_results = {"val_" + name: 1.0 for name in heads.metric_names(MONITOR_HEADS)}
         val_results[metric] = value
-        trainer.epoch.assign_add(1)
-        monitor.epoch_end(epoch, dict(trainer.train_results), val_results)
-        monitor.epoch_saved()  # the trainer calls it once the epoch's checkpoint is saved
-    monitor.train_end()
-    return monitor
+        logs = callbacks.epoch_logs(TRAIN_RESULTS, val_results, lr=1e-3, images_per_sec=1.0,
+                                    seconds=1.0)
+        callbacks.append_epoch(history, epoch, logs)
+        run.on_epoch_end(epoch, logs, step=epoch)
+        run.on_epoch_saved(epoch)  # the loop calls it once the epoch's checkpoint is saved
+    run.on_train_end()
+    return saver
 
 
 def saved_weight(path):
@@ -219,48 +200,41 @@ def saved_weight(path):
     ("val_mae", [4.0, float("nan"), 5.0], 1),     # a NaN epoch is never the best
 ])
 def test_best_keras_holds_the_best_epoch_not_the_last(tmp_path, metric, values, best_epoch):
-    trainer = fake_trainer(tmp_path, best_metric=metric)
-    monitor = run_fake_epochs(trainer, values, metric)
+    saver = run_fake_epochs(tiny_keras_model(), tmp_path, values, metric)
     assert saved_weight(os.path.join(tmp_path, "best.keras")) == best_epoch
     assert saved_weight(os.path.join(tmp_path, "final.keras")) == len(values)
     history = json.load(open(os.path.join(tmp_path, "history.json")))
     assert history["epoch"] == [1, 2, 3]
     np.testing.assert_array_equal(history[metric], values)
-    assert monitor.best == values[best_epoch - 1]
+    assert saver.best == values[best_epoch - 1]
 
 
-def test_a_resumed_monitor_remembers_the_best_so_far(tmp_path):
+def test_a_resumed_saver_remembers_the_best_so_far(tmp_path):
     # Two epochs (best 1.0 at epoch 2), then a resumed run whose third epoch is worse:
     # best.keras must stay epoch 2's.
-    trainer = fake_trainer(tmp_path)
-    run_fake_epochs(trainer, [3.0, 1.0], "val_loss")
-    trainer.resumed = True
-    monitor = callbacks.RunMonitor(trainer)
-    assert monitor.best == 1.0
-    monitor.epoch_begin(2)
-    set_weights(trainer.model, 3.0)
-    trainer.epoch.assign_add(1)
-    val_results = {"val_" + name: 1.0 for name in heads.metric_names(MONITOR_HEADS)}
-    val_results["val_loss"] = 2.0
-    monitor.epoch_end(2, dict(trainer.train_results), val_results)
-    monitor.epoch_saved()
-    monitor.train_end()
+    model = tiny_keras_model()
+    run_fake_epochs(model, tmp_path, [3.0, 1.0], "val_loss")
+    history = callbacks.load_history(str(tmp_path), 2)
+    assert callbacks.BestModelSaver(model, str(tmp_path), "val_loss", history, print).best == 1.0
+    run_fake_epochs(model, tmp_path, [2.0], "val_loss", first_epoch=2)
     assert saved_weight(os.path.join(tmp_path, "best.keras")) == 2
     assert saved_weight(os.path.join(tmp_path, "final.keras")) == 3
 
 
-def test_progress_bar_shows_loss_metrics_and_images_per_second(tmp_path, capsys):
-    trainer = fake_trainer(tmp_path, verbose=True, steps_per_epoch=4, batch_size=16)
-    monitor = callbacks.RunMonitor(trainer)
-    capsys.readouterr()
-    monitor.epoch_begin(0)
-    trainer.train_results.update(loss=1.25, mae=7.5, cs5=0.25, gender_accuracy=0.75,
-                                 age_histogram_loss=0.125)
-    trainer.step_in_epoch.assign(2)
-    monitor.steps_end(2, 1.5, seconds=0.5)   # 32 images in 0.5 s
-    trainer.train_results.update(loss=1.0625, mae=6.5, cs5=0.5, gender_accuracy=0.875)
-    trainer.step_in_epoch.assign(4)
-    monitor.steps_end(2, 0.75, seconds=0.25)  # 32 images in 0.25 s: 128 img/s
+def progress_bar(verbose, steps_per_epoch=4, batch_size=16):
+    return callbacks.ProgressBar(steps_per_epoch, batch_size,
+                                 log=lambda message: print(message) if verbose else None,
+                                 show=verbose)
+
+
+def test_progress_bar_shows_loss_metrics_and_images_per_second(capsys):
+    bar = progress_bar(verbose=True)
+    bar.on_epoch_begin(0, 3)
+    metrics = dict(TRAIN_RESULTS, loss=1.25, mae=7.5, cs5=0.25, gender_accuracy=0.75,
+                   age_histogram_loss=0.125)
+    bar.on_steps_end(2, 2, 2, 1.5, 0.5, metrics, 1e-3)   # 32 images in 0.5 s
+    metrics.update(loss=1.0625, mae=6.5, cs5=0.5, gender_accuracy=0.875)
+    bar.on_steps_end(4, 4, 2, 0.75, 0.25, metrics, 1e-3)  # 32 images in 0.25 s: 128 img/s
     out = capsys.readouterr().out
     assert out.startswith("Epoch 1/3\n")
     last = out.rstrip("\n").split("\n")[-1].split("\r")[-1]  # what the finished bar shows
@@ -271,17 +245,13 @@ def test_progress_bar_shows_loss_metrics_and_images_per_second(tmp_path, capsys)
     assert "age_histogram_loss" not in last  # per-head losses stay out of the bar
 
 
-def test_progress_bar_off_a_terminal_is_one_line_an_epoch_without_redraws(tmp_path, capsys):
+def test_progress_bar_off_a_terminal_is_one_line_an_epoch_without_redraws(capsys):
     # Keras takes any POSIX system for a terminal and would redraw with \r and \b into a log.
-    trainer = fake_trainer(tmp_path, verbose=True, steps_per_epoch=4, batch_size=16)
-    monitor = callbacks.RunMonitor(trainer)
-    capsys.readouterr()
+    bar = progress_bar(verbose=True)
     for epoch in range(2):
-        monitor.epoch_begin(epoch)
+        bar.on_epoch_begin(epoch, 3)
         for step in (2, 4):
-            trainer.step_in_epoch.assign(step)
-            monitor.steps_end(2, 1.0, seconds=0.5)
-        trainer.step_in_epoch.assign(0)
+            bar.on_steps_end(epoch * 4 + step, step, 2, 1.0, 0.5, TRAIN_RESULTS, 1e-3)
     out = capsys.readouterr().out
     assert not {"\r", "\b", "\x1b"} & set(out), repr(out)
     lines = out.splitlines()
@@ -291,10 +261,8 @@ def test_progress_bar_off_a_terminal_is_one_line_an_epoch_without_redraws(tmp_pa
                                   for line in bars), lines
 
 
-def test_progress_bar_is_silent_when_not_verbose(tmp_path, capsys):
-    trainer = fake_trainer(tmp_path, verbose=False)
-    monitor = callbacks.RunMonitor(trainer)
-    monitor.epoch_begin(0)
-    trainer.step_in_epoch.assign(4)
-    monitor.steps_end(4, 1.0, seconds=1.0)
+def test_progress_bar_is_silent_when_not_verbose(capsys):
+    bar = progress_bar(verbose=False)
+    bar.on_epoch_begin(0, 3)
+    bar.on_steps_end(4, 4, 4, 1.0, 1.0, TRAIN_RESULTS, 1e-3)
     assert capsys.readouterr().out == ""

@@ -93,9 +93,9 @@ def test_keras_file_round_trips_in_safe_mode(backbone, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,needle", [
-    (dict(backbone="VGG16"), "unknown backbone"),
-    (dict(heads=["age", "height"]), "unknown head"),
-    (dict(heads=[]), "no heads requested"),
+    (dict(backbone="VGG16"), "--base_model=VGG16 is unknown"),
+    (dict(heads=["age", "height"]), "--heads must be a non-empty list"),
+    (dict(heads=[]), "--heads must be a non-empty list"),
     (dict(img_dim=31), "--img_dim=32"),
     (dict(alpha=0.4), "alpha 0.4 is not a MobileNetV2 width"),
     (dict(backbone="ResNet50", alpha=0.5), "MobileNetV2 only"),

@@ -18,9 +18,10 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from agetf.modeling import heads as heads_lib
-from agetf.training import distribution, lr_finder
-from agetf import train as train_cli
-from agetf.training import schedules, trainer as trainer_lib
+from agetf import config as agetf_config, train as train_cli
+from agetf.config import Stage
+from agetf.training import (distribution, job, lr_finder, schedules, stages,
+                            trainer as trainer_lib)
 from tiny_runs import scalar_values, sha1, tiny_config
 
 
@@ -77,9 +78,9 @@ def paths(variables):
 
 @pytest.mark.slow
 def test_cyclic_lr_changes_every_step_and_continues_after_resume(data_dir, tmp_path):
-    params = dict(clr_base_lr=1e-4, clr_max_lr=1e-2, clr_half_cycle_steps=2)
-    config = tiny_config(data_dir, tmp_path / "run", heads=("age",), schedule="cyclic_lr",
-                         schedule_params=params, steps_per_loop=1, summary_images=0)
+    schedule = agetf_config.CyclicSchedule(base_lr=1e-4, max_lr=1e-2, half_cycle_steps=2)
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age",), schedule=schedule,
+                         steps_per_loop=1, summary_images=0)
     formula = schedules.Cyclic(base_lr=1e-4, max_lr=1e-2, step_size=2)
     first = trainer_lib.Trainer(config)
     iterator = iter(first.train_data)
@@ -102,9 +103,8 @@ def test_cyclic_lr_changes_every_step_and_continues_after_resume(data_dir, tmp_p
 @pytest.mark.slow
 def test_plateau_state_and_early_stopping_survive_a_resume(data_dir, tmp_path, capsys):
     # Validation is pinned to one value, so after epoch 1 nothing ever improves.
-    params = dict(plateau_patience=3, plateau_factor=0.5)
     config = tiny_config(data_dir, tmp_path / "run", heads=("age",), epochs=3, lr=1e-3,
-                         schedule="reduce_lr_on_plateau", schedule_params=params,
+                         schedule=agetf_config.PlateauSchedule(patience=3, factor=0.5),
                          steps_per_epoch=2, summary_images=0)
     assert config.early_stopping_patience == 0  # off by default
     first = trainer_lib.Trainer(config)
@@ -136,58 +136,56 @@ def test_plateau_state_and_early_stopping_survive_a_resume(data_dir, tmp_path, c
 
 
 def test_plateau_monitor_that_is_not_reported_fails_at_start(data_dir, tmp_path):
-    config = tiny_config(data_dir, tmp_path / "run", heads=("age",),
-                         schedule="reduce_lr_on_plateau",
-                         schedule_params={"plateau_monitor": "val_gender_accuracy"})
     with pytest.raises(ValueError,
                        match="--plateau_monitor=val_gender_accuracy is not reported") as error:
-        trainer_lib.Trainer(config)
+        tiny_config(data_dir, tmp_path / "run", heads=("age",),
+                    schedule=agetf_config.PlateauSchedule(monitor="val_gender_accuracy"))
     assert "val_mae" in str(error.value) and "\n" not in str(error.value)
 
 
 def cosine_config(**fields):
-    return trainer_lib.TrainConfig(model_dir="unused", input=None, schedule="cosine",
-                                   schedule_params={"warmup_epochs": 1, "cosine_min_lr": 0.0},
+    return trainer_lib.TrainConfig(model_dir="unused", input=None,
+                                   schedule=agetf_config.CosineSchedule(warmup_epochs=1,
+                                                                        min_lr=0.0),
                                    **fields)
 
 
 @pytest.mark.parametrize("fields, stage, asked, length", [
-    (dict(epochs=1), "train", "--warmup_epochs=1, 10 steps", "--epochs=1, 10 steps"),
+    (dict(epochs=1), Stage.TRAIN, "--warmup_epochs=1, 10 steps", "--epochs=1, 10 steps"),
     (dict(fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=3)),
-     "heads", "--warmup_epochs=1, 10 steps", "--head_epochs=1, 10 steps"),
+     Stage.FROZEN_BACKBONE, "--warmup_epochs=1, 10 steps", "--head_epochs=1, 10 steps"),
 ])
 def test_a_cosine_warmup_as_long_as_a_stage_is_halved_with_a_warning(fields, stage, asked,
                                                                       length):
     config = cosine_config(**fields)
-    params, warning = trainer_lib.stage_schedule_params(config, stage, steps_per_epoch=10)
-    assert warning == (f"the cosine warm-up ({asked}) is as long as stage {stage} ({length}); "
-                       "warming up for 5 steps instead, half the stage")
-    schedule = schedules.make_schedule("cosine", lr=1.0, steps_per_epoch=10, total_steps=10,
-                                       **params)
+    shortened, warning = stages.stage_schedule(config, stage, steps_per_epoch=10)
+    assert warning == (f"the cosine warm-up ({asked}) is as long as stage {stage.value} "
+                       f"({length}); warming up for 5 steps instead, half the stage")
+    schedule = schedules.make_schedule(shortened, lr=1.0, steps_per_epoch=10, total_steps=10)
     assert schedule.warmup_steps == 5
-    assert trainer_lib.check_schedules(config, steps_per_epoch=10) == [warning]  # not an error
+    assert stages.check_schedules(config, steps_per_epoch=10) == [warning]  # not an error
 
 
 def test_a_cosine_warmup_shorter_than_its_stage_is_kept():
     config = cosine_config(epochs=2)
-    assert trainer_lib.stage_schedule_params(config, "train", 10) == (config.schedule_params, None)
-    assert trainer_lib.check_schedules(config, steps_per_epoch=10) == []
+    assert stages.stage_schedule(config, Stage.TRAIN, 10) == (config.schedule, None)
+    assert stages.check_schedules(config, steps_per_epoch=10) == []
     # Stage 1 has 2 epochs: no warning for it; stage 2 (1 epoch) is halved.
     config = cosine_config(fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=2,
                                                                 fine_tune_epochs=1))
-    [warning] = trainer_lib.check_schedules(config, steps_per_epoch=10)
+    [warning] = stages.check_schedules(config, steps_per_epoch=10)
     assert "stage fine_tune (--fine_tune_epochs=1, 10 steps)" in warning
     # A stage of 0 epochs is never entered, so its schedule is not checked.
     config = cosine_config(fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=0,
                                                                 fine_tune_epochs=2))
-    assert trainer_lib.training_stages(config) == ("fine_tune",)
-    assert trainer_lib.check_schedules(config, steps_per_epoch=10) == []
+    assert stages.training_stages(config) == (Stage.FINE_TUNE,)
+    assert stages.check_schedules(config, steps_per_epoch=10) == []
 
 
 def test_the_trainer_warns_of_a_shortened_warmup_when_it_trains(data_dir, tmp_path, capsys):
     # Stage 1 (2 epochs) is long enough; stage 2 (1 epoch of 3 steps) warms up for 1 step.
-    config = tiny_config(data_dir, tmp_path / "run", heads=("age",), schedule="cosine",
-                         schedule_params={"warmup_epochs": 1}, epochs=3,
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age",),
+                         schedule=agetf_config.CosineSchedule(warmup_epochs=1), epochs=3,
                          fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=2,
                                                               fine_tune_epochs=1))
     trainer = trainer_lib.Trainer(config)
@@ -195,7 +193,7 @@ def test_the_trainer_warns_of_a_shortened_warmup_when_it_trains(data_dir, tmp_pa
         "the cosine warm-up (--warmup_epochs=1, 3 steps) is as long as stage fine_tune "
         "(--fine_tune_epochs=1, 3 steps)"]
     assert capsys.readouterr().err == ""  # said when training starts, not when built
-    trainer._enter_stage("fine_tune")
+    trainer.enter_stage(Stage.FINE_TUNE)
     assert trainer.schedule.warmup_steps == 1 and trainer.schedule.total_steps == 3
 
 
@@ -236,7 +234,7 @@ def test_fine_tuning_stages_and_a_kill_in_stage_two(data_dir, tmp_path):
                          fine_tune=fine_tune, lr=1e-3, steps_per_epoch=2, steps_per_loop=1,
                          checkpoint_every_steps=1, summary_images=0)
     first = trainer_lib.Trainer(config)
-    assert first.stage == "heads"
+    assert first.stage is Stage.FROZEN_BACKBONE
     assert paths(first.model.trainable_variables) == HEAD_VARIABLES
     stage_one_optimizer = first.optimizer
     backbone_before = values(backbone_variables(first))
@@ -302,8 +300,8 @@ def test_fine_tuning_under_mirrored_with_a_cosine_schedule_per_stage(data_dir, t
     fine_tune = trainer_lib.FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=1,
                                            fine_tune_lr=1e-4, unfreeze_from="Conv_1")
     config = tiny_config(data_dir, tmp_path / "run", heads=("age_range",), fine_tune=fine_tune,
-                         lr=1e-3, schedule="cosine",
-                         schedule_params={"warmup_steps": 1, "cosine_min_lr": 1e-5},
+                         lr=1e-3,
+                         schedule=agetf_config.CosineSchedule(warmup_steps=1, min_lr=1e-5),
                          steps_per_epoch=3, steps_per_loop=3, summary_images=0)
     trainer = trainer_lib.Trainer(config, strategy=strategy)
     before = values(backbone_variables(trainer))
@@ -355,10 +353,10 @@ def test_early_stopping_ends_each_stage_and_a_stopped_run_stays_stopped(data_dir
     # stage 1 stops after epoch 2 of 4, stage 2 starts at once and counts afresh (a count
     # carried over would stop it after epoch 3), then stops the run after its own epoch 2.
     assert history["epoch"] == [1, 2, 3, 4]
-    assert calls == ["heads", "heads", "fine_tune", "fine_tune"]
+    assert calls == ["frozen_backbone", "frozen_backbone", "fine_tune", "fine_tune"]
     assert int(first.fine_tune_start_epoch.numpy()) == 2 and first.total_epochs == 5
-    assert ("Early stopping: val_loss has not improved for 1 epochs in stage heads (best 1): "
-            "stage heads ends; stage fine_tune begins with a fresh patience count") in out
+    assert ("Early stopping: val_loss has not improved for 1 epochs in stage frozen_backbone (best "
+            "1): stage frozen_backbone ends; stage fine_tune begins with a fresh patience count") in out
     assert ("Stage fine_tune: unfreezing the whole backbone (--unfreeze_from=''), BatchNorm "
             "layers kept frozen") in out
     assert "in stage fine_tune (best 1): the run ends" in out
@@ -388,9 +386,10 @@ def test_early_stopping_ends_each_stage_and_a_stopped_run_stays_stopped(data_dir
 def test_stage_two_log_says_what_is_unfrozen_and_the_lr(unfreeze_from, schedule, expected):
     config = trainer_lib.TrainConfig(
         model_dir="unused", input=None,
-        schedule="cyclic_lr" if isinstance(schedule, schedules.Cyclic) else "constant",
+        schedule=(agetf_config.CyclicSchedule() if isinstance(schedule, schedules.Cyclic)
+                  else agetf_config.ConstantSchedule()),
         fine_tune=trainer_lib.FineTuneConfig(enabled=True, unfreeze_from=unfreeze_from))
-    line = trainer_lib.describe_fine_tune_stage(config, schedule)
+    line = stages.describe_fine_tune_stage(config, schedule)
     assert line.startswith("Stage fine_tune: ") and expected in line
     if isinstance(schedule, schedules.Cyclic):
         assert "0.0001 (" not in line  # no --fine_tune_lr where it is not used
@@ -451,7 +450,7 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
         return result
 
     monkeypatch.setattr(lr_finder, "find_lr", find_lr_checking_restore)
-    trainer = train_cli.train(train_cli.build_config())
+    trainer = job.train(train_cli.build_config())
     out = capsys.readouterr().out
 
     assert restored == [True]  # weights and optimizer put back after the range test
@@ -493,7 +492,7 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
     # lr_find.json, the finder not rerun on the trained weights. (The first run is over: its
     # process would have exited and freed model_dir's run lock; here it is released by hand.)
     trainer.run_lock.release()
-    again = train_cli.train(train_cli.build_config())
+    again = job.train(train_cli.build_config())
     out = capsys.readouterr().out
     assert restored == [True]  # no second range test
     assert (f"Resuming with the learning rate the LR finder suggested when this run began, "
@@ -506,7 +505,7 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
     os.remove(model_dir / "lr_find.json")
     with pytest.raises(train_cli.UsageError,
                        match=r"lr_find.json is missing or unreadable.*--lr=NUMBER") as error:
-        train_cli.train(train_cli.build_config())
+        job.train(train_cli.build_config())
     assert "\n" not in str(error.value) and restored == [True]
 
 
@@ -516,8 +515,7 @@ def test_plateau_on_an_accuracy_waits_for_it_to_rise(data_dir, tmp_path, parse_t
                       "--plateau_monitor=val_gender_accuracy",
                       "--plateau_patience=1")
     config = train_cli.build_config()
-    schedule = schedules.make_schedule(config.schedule, lr=1.0, steps_per_epoch=1, total_steps=1,
-                                       **config.schedule_params)
+    schedule = schedules.make_schedule(config.schedule, lr=1.0, steps_per_epoch=1, total_steps=1)
     schedule.on_epoch_end(0, {"val_gender_accuracy": 0.6})
     assert schedule.on_epoch_end(1, {"val_gender_accuracy": 0.7}) is None  # a rise: no cut
     assert schedule.on_epoch_end(2, {"val_gender_accuracy": 0.65}) is not None
@@ -528,8 +526,7 @@ def test_finder_plateau_early_stop_and_nan_stop_under_mirrored(data_dir, tmp_pat
     strategy = distribution.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2
     config = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram",), epochs=5,
-                         schedule="reduce_lr_on_plateau",
-                         schedule_params=dict(plateau_patience=1, plateau_factor=0.5),
+                         schedule=agetf_config.PlateauSchedule(patience=1, factor=0.5),
                          early_stopping_patience=2, steps_per_epoch=2, summary_images=0,
                          verbose=True)
     # The LR range test on two replicas records a finite curve inside its range.

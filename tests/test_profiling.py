@@ -28,16 +28,16 @@ def test_a_bad_profile_steps_flag_is_one_line(parse_train_flags, data_dir, tmp_p
     parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}",
                       f"--profile_steps={value}")
     with pytest.raises(train_cli.UsageError) as error:
-        train_cli.check_flags()
+        train_cli.build_config()
     assert str(error.value) == (f"--profile_steps={value} must be START,END: two whole numbers "
                                 "with 0 <= START < END, e.g. --profile_steps=10,20")
 
 
 def test_the_flag_reaches_the_config(parse_train_flags, data_dir, tmp_path):
     parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--profile_steps=10,20")
-    assert train_cli.build_config().profile_steps == (10, 20)
+    assert train_cli.build_config().runtime.profile_steps == (10, 20)
     parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}")
-    assert train_cli.build_config().profile_steps is None
+    assert train_cli.build_config().runtime.profile_steps is None
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from agetf import train as train_cli
 from agetf.common import run_lock
-from agetf.training import run_files, trainer as trainer_lib
+from agetf.training import checkpoints, job, run_files, trainer as trainer_lib
 from tiny_runs import tiny_config, train  # pytest puts tests/ on sys.path
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
@@ -100,10 +100,10 @@ def test_only_the_chief_takes_the_lock(tmp_path, monkeypatch):
 
     strategy = tf.distribute.get_strategy()
     monkeypatch.setattr(distribution, "is_chief", lambda _: False)
-    assert train_cli.lock_model_dir(str(tmp_path), "training", strategy) is None
+    assert job.lock_model_dir(str(tmp_path), "training", strategy) is None
     assert not (tmp_path / run_lock.LOCK_FILE).exists()  # workers write to temporary folders
     monkeypatch.setattr(distribution, "is_chief", lambda _: True)
-    assert train_cli.lock_model_dir(str(tmp_path), "training", strategy) is not None
+    assert job.lock_model_dir(str(tmp_path), "training", strategy) is not None
 
 
 def start_cli(*args):
@@ -179,9 +179,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(finished_run
     assert warning.endswith("resuming from ckpt-2, the newest one that reads")
     if damage is truncate:  # and the run goes on from there, rewriting ckpt-4 whole
         trainer.fit()
-        checkpoints = str(model_dir / "checkpoints")
-        assert os.path.basename(tf.train.latest_checkpoint(checkpoints)) == "ckpt-6"
-        assert trainer_lib.checkpoint_damage(os.path.join(checkpoints, "ckpt-4")) is None
+        checkpoint_dir = str(model_dir / "checkpoints")
+        assert os.path.basename(tf.train.latest_checkpoint(checkpoint_dir)) == "ckpt-6"
+        assert checkpoints.checkpoint_damage(os.path.join(checkpoint_dir, "ckpt-4")) is None
         assert json.loads((model_dir / "history.json").read_text())["epoch"] == [1, 2, 3]
 
 
@@ -190,7 +190,7 @@ def test_no_readable_checkpoint_is_one_line_about_the_checkpoints_not_the_data(
     model_dir = copy_run(finished_run, tmp_path)
     flip_bits(data_file(model_dir, 4))
     truncate(data_file(model_dir, 2))
-    with pytest.raises(trainer_lib.CheckpointDamagedError) as error:
+    with pytest.raises(checkpoints.CheckpointDamagedError) as error:
         trainer_lib.Trainer(tiny_config(data_dir, model_dir, **RUN))
     message = str(error.value)
     assert "\n" not in message

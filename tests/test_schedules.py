@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from agetf import config
 from agetf.training import schedules
 
 
@@ -181,44 +182,49 @@ def test_plateau_under_mirrored_strategy():
 
 def test_make_schedule_builds_each_name():
     common = dict(lr=0.01, steps_per_epoch=10, total_steps=100)
-    kinds = {name: type(schedules.make_schedule(name, **common)) for name in schedules.SCHEDULES}
+    kinds = {name: type(schedules.make_schedule(settings(), **common))
+             for name, settings in config.SCHEDULES.items()}
     assert kinds == {"constant": schedules.Constant,
                      "reduce_lr_on_plateau": schedules.ReduceOnPlateau,
                      "cyclic_lr": schedules.Cyclic, "cosine": schedules.Cosine}
 
 
-def test_make_schedule_passes_flag_params():
+def test_make_schedule_passes_the_configs_settings():
     common = dict(lr=0.01, steps_per_epoch=10, total_steps=100)
-    cyclic = schedules.make_schedule("cyclic_lr", clr_base_lr=0.001, clr_max_lr=0.005,
-                                     clr_half_cycle_epochs=2, **common)
+    cyclic = schedules.make_schedule(
+        config.CyclicSchedule(base_lr=0.001, max_lr=0.005, half_cycle_epochs=2), **common)
     assert lr_at(cyclic, 20) == pytest.approx(0.005)  # 2 epochs of 10 steps
-    by_steps = schedules.make_schedule("cyclic_lr", clr_max_lr=0.005, clr_half_cycle_epochs=2,
-                                       clr_half_cycle_steps=5, **common)
+    by_steps = schedules.make_schedule(
+        config.CyclicSchedule(max_lr=0.005, half_cycle_epochs=2, half_cycle_steps=5), **common)
     assert lr_at(by_steps, 5) == pytest.approx(0.005)
-    default = schedules.make_schedule("cyclic_lr", clr_base_lr=None, **common)
+    default = schedules.make_schedule(config.CyclicSchedule(), **common)
     assert lr_at(default, 0) == pytest.approx(1e-4)
     assert lr_at(default, 80) == pytest.approx(0.1)  # default half cycle: 8 epochs
-    cosine = schedules.make_schedule("cosine", warmup_epochs=1, cosine_min_lr=0.001,
-                                     plateau_patience=7, **common)  # other schedules' params ignored
+    cosine = schedules.make_schedule(config.CosineSchedule(warmup_epochs=1, min_lr=0.001),
+                                     **common)
     assert lr_at(cosine, 4) == pytest.approx(0.005)
     assert lr_at(cosine, 100) == pytest.approx(0.001)
-    plateau = schedules.make_schedule("reduce_lr_on_plateau", plateau_monitor="val_mae",
-                                      plateau_patience=0, plateau_factor=0.5, **common)
+    plateau = schedules.make_schedule(
+        config.PlateauSchedule(monitor="val_mae", patience=0, factor=0.5), **common)
     plateau.on_epoch_end(0, {"val_mae": 5.0})
     plateau.on_epoch_end(1, {"val_mae": 5.0})
     assert lr_at(plateau, 0) == pytest.approx(0.005)
 
 
-@pytest.mark.parametrize("name, params, match", [
-    ("step_decay", {}, "cyclic_lr"),
-    ("cyclic_lr", {"clr_mode": "sawtooth"}, "triangular2"),
-    ("cyclic_lr", {"clr_base_lr": 0.5, "clr_max_lr": 0.1}, "max_lr"),
-    ("reduce_lr_on_plateau", {"plateau_factor": 1.5}, "factor"),
-    ("reduce_lr_on_plateau", {"plateau_mode": "down"}, "min, max"),
-    ("cosine", {"warmup_steps": 200}, "warm-up"),
-    ("constant", {"plateau_patiense": 2}, "plateau_patiense"),
+@pytest.mark.parametrize("make, match", [
+    (lambda: "step_decay", "cyclic_lr"),
+    (lambda: config.CyclicSchedule(mode="sawtooth"), "triangular2"),
+    (lambda: config.CyclicSchedule(base_lr=0.5, max_lr=0.1), "max_lr"),
+    (lambda: config.PlateauSchedule(factor=1.5), "factor"),
+    (lambda: config.PlateauSchedule(mode="down"), "min, max"),
+    (lambda: config.CosineSchedule(warmup_steps=200), "warm-up"),
 ])
-def test_make_schedule_rejects_bad_input_in_one_line(name, params, match):
+def test_make_schedule_rejects_bad_input_in_one_line(make, match):
     with pytest.raises(ValueError, match=match) as info:
-        schedules.make_schedule(name, lr=0.01, steps_per_epoch=10, total_steps=100, **params)
+        schedules.make_schedule(make(), lr=0.01, steps_per_epoch=10, total_steps=100)
     assert "\n" not in str(info.value)
+
+
+def test_a_misspelt_schedule_setting_is_refused_by_name():
+    with pytest.raises(TypeError, match="patiense"):
+        config.PlateauSchedule(patiense=2)

@@ -10,7 +10,7 @@ import pytest
 
 from agetf import train
 from agetf.data import input_pipeline
-from agetf.training import trainer as trainer_lib
+from agetf.training import checkpoints, trainer as trainer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--img_dim=32", "--alpha=0.35", "--weights=none", "--batch_size=16",
@@ -141,11 +141,11 @@ def test_heads_in_another_order_are_the_same_model(parse_train_flags, data_dir, 
     parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--predict_gender")
     assert reordered.heads == train.build_config().model.heads == ("age_histogram", "gender")
     # A model_dir written before the heads were put in order still matches.
-    definition = dict(trainer_lib.run_definition(reordered), heads=["gender", "age_histogram"])
+    definition = dict(checkpoints.run_definition(reordered), heads=["gender", "age_histogram"])
     (tmp_path / "run.json").write_text(json.dumps(definition))
-    trainer_lib.check_run_definition(str(tmp_path), reordered)
+    checkpoints.check_run_definition(str(tmp_path), reordered)
     with pytest.raises(ValueError, match="different model"):
-        trainer_lib.check_run_definition(str(tmp_path),
+        checkpoints.check_run_definition(str(tmp_path),
                                          dataclasses.replace(reordered, heads=("age",)))
 
 
@@ -162,10 +162,12 @@ def test_missing_or_empty_data_dir_is_refused(parse_train_flags, tmp_path):
     parse_train_flags(f"--data_dir={tmp_path / 'nowhere'}", f"--model_dir={tmp_path / 'run'}")
     with pytest.raises(ValueError, match="does not exist; convert a dataset"):
         train.build_config()
+        train.check_data_dir()
     (tmp_path / "empty").mkdir()
     parse_train_flags(f"--data_dir={tmp_path / 'empty'}", f"--model_dir={tmp_path / 'run'}")
     with pytest.raises(ValueError, match="no train shards"):
         train.build_config()
+        train.check_data_dir()
 
 
 def test_older_project_flags_map_to_heads(parse_train_flags, data_dir, tmp_path):

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
+from agetf import config as config_lib
 from agetf.data import augment, input_pipeline, labels
 from agetf.evaluation import evaluator
 from agetf.training import distribution, trainer as trainer_lib
@@ -261,9 +262,9 @@ def test_mirrored_on_two_cpus_keeps_replicas_identical_and_resumes_a_cycle(data_
     strategy = distribution.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2
     config = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram", "gender"), epochs=1,
-                         summary_images=2, schedule="cyclic_lr",
-                         schedule_params=dict(clr_base_lr=1e-4, clr_max_lr=1e-2,
-                                              clr_half_cycle_steps=2))
+                         summary_images=2,
+                         schedule=config_lib.CyclicSchedule(base_lr=1e-4, max_lr=1e-2,
+                                                            half_cycle_steps=2))
     trainer, history = train(config, strategy=strategy)
     assert np.isfinite(history["loss"][0]) and np.isfinite(history["val_loss"][0])
     for variable in trainer.model.trainable_variables:
@@ -301,7 +302,7 @@ def test_one_device_and_two_replicas_take_the_same_step_on_the_same_global_batch
             input=dataclasses.replace(config.input, augment=augment.NO_AUGMENTATION))
         strategy = distribution.make_strategy(name)
         trainer = trainer_lib.Trainer(config, strategy=strategy)
-        assert trainer.stage == "heads"
+        assert trainer.stage == "frozen_backbone"
         if batch is None:
             batch = next(iter(input_pipeline.build_dataset(config.input, "train",
                                                            config.batch_size, training=True)))
@@ -355,3 +356,23 @@ def test_resuming_with_another_optimizer_is_refused(trained_run, tmp_path):
     shutil.copytree(config.model_dir, model_dir)
     with pytest.raises(ValueError, match="does not fit this run.*flags.txt"):
         trainer_lib.Trainer(tiny_config(config.input.data_dir, model_dir, optimizer="sgd"))
+
+
+@pytest.mark.slow
+def test_a_run_from_python_needs_no_flags_and_returns_its_report(data_dir, tmp_path):
+    """docs/training.md's notebook use: job.run(config) trains, evaluates and reports."""
+    from agetf.training import job
+
+    run = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram", "gender"), epochs=1,
+                      summary_images=0, export=config_lib.ExportConfig(saved_model=False),
+                      evaluation=config_lib.EvalConfig(print_predictions=0))
+    report = job.run(run)
+    metrics = report["metrics"]
+    assert np.isfinite(metrics["mae"]) and 0.0 <= metrics["gender_accuracy"] <= 1.0
+    assert report["history"]["epoch"] == [1] and np.isfinite(report["history"]["val_loss"][0])
+    saved = json.load(open(tmp_path / "run" / "evaluation.json"))
+    assert saved["metrics"]["mae"] == metrics["mae"]
+    # best.keras, as --load evaluates it
+    assert job.evaluate(run)["metrics"]["mae"] == pytest.approx(metrics["mae"])
+    with pytest.raises(config_lib.UsageError, match="--img_dim=16 is below"):
+        config_lib.ModelConfig(img_dim=16)

@@ -3,15 +3,17 @@
 Small enough for a 2-core CI machine: 32 px, MobileNetV2 x0.35, a few steps.
 """
 
+import dataclasses
 import hashlib
 
 import keras
 import tensorflow as tf
 
-from agetf.data import input_pipeline
-from agetf.training import trainer as trainer_lib
+from agetf import config
+from agetf.training import checkpoints, trainer as trainer_lib
 
 ALL_HEADS = ("age_histogram", "age_range", "age", "gender")
+RUNTIME_FIELDS = tuple(field.name for field in dataclasses.fields(config.RuntimeConfig))
 
 
 def calibrate_batchnorm(model, images):
@@ -33,23 +35,24 @@ def calibrate_batchnorm(model, images):
 def tiny_config(data_dir, model_dir, **overrides):
     """A run small enough for a 2-core CI machine: 32 px, MobileNetV2 x0.35, a few steps."""
     model_fields = {k: overrides.pop(k) for k in ("heads", "img_dim", "backbone") if k in overrides}
-    model = trainer_lib.ModelConfig(backbone=model_fields.get("backbone", "MobileNetV2"),
-                                    img_dim=model_fields.get("img_dim", 32),
-                                    heads=model_fields.get("heads", ALL_HEADS), alpha=0.35,
-                                    weights="none", batchnorm_momentum=0.9)
+    model = config.ModelConfig(backbone=model_fields.get("backbone", "MobileNetV2"),
+                               img_dim=model_fields.get("img_dim", 32),
+                               heads=model_fields.get("heads", ALL_HEADS), alpha=0.35,
+                               weights="none", batchnorm_momentum=0.9)
+    runtime = dict(steps_per_loop=2, strategy="default", mixed_precision="float32")
+    runtime.update({k: overrides.pop(k) for k in RUNTIME_FIELDS if k in overrides})
     settings = dict(model_dir=str(model_dir), model=model,
-                    input=input_pipeline.InputConfig(data_dir=data_dir, img_dim=model.img_dim,
-                                                     shuffle_buffer=64, seed=1),
-                    epochs=2, batch_size=16, lr=1e-3, steps_per_loop=2, steps_per_epoch=3,
-                    strategy="default", mixed_precision="float32", summary_images=4,
-                    verbose=False)
+                    input=config.InputConfig(data_dir=data_dir, img_dim=model.img_dim,
+                                             shuffle_buffer=64, seed=1),
+                    epochs=2, batch_size=16, lr=1e-3, steps_per_epoch=3,
+                    runtime=config.RuntimeConfig(**runtime), summary_images=4, verbose=False)
     settings.update(overrides)
-    return trainer_lib.TrainConfig(**settings)
+    return config.TrainConfig(**settings)
 
 
-def train(config, strategy=None):
-    trainer = trainer_lib.Trainer(config, strategy=strategy)
-    trainer_lib.write_run_definition(config.model_dir, config.model)
+def train(run_config, strategy=None):
+    trainer = trainer_lib.Trainer(run_config, strategy=strategy)
+    checkpoints.write_run_definition(run_config.model_dir, run_config.model)
     history = trainer.fit()
     return trainer, history
 

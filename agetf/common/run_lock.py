@@ -13,10 +13,12 @@ import os
 import socket
 import time
 
+from agetf import UsageError
+
 LOCK_FILE = "run.lock"
 
 
-class RunLockedError(ValueError):
+class RunLockedError(UsageError):
     """Another process is training (or evaluating) in the same model_dir."""
 
 

@@ -14,46 +14,18 @@ seed from the run seed, the global step and the replica, so a resumed run augmen
 same way and no two replicas share a crop.
 """
 
-import dataclasses
 import math
 
 import tensorflow as tf
+
+from agetf.config import NO_AUGMENTATION, AugmentConfig
+
+__all__ = ["NO_AUGMENTATION", "AugmentConfig", "augment_batch", "min_crop_side"]
 
 # 3x3 binomial kernel: the lightest blur that still softens JPEG blocking and focus.
 _BLUR_1D = (0.25, 0.5, 0.25)
 # Columns of the per-image uniform draws.
 _AREA, _ASPECT, _OFFSET_Y, _OFFSET_X, _FLIP, _CONTRAST, _BRIGHTNESS, _BLUR = range(8)
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """How strongly to augment training images; the defaults are mild, face-preserving."""
-
-    flip: bool = True
-    crop_scale: tuple[float, float] = (0.8, 1.0)  # area fraction of the random crop
-    crop_aspect: tuple[float, float] = (0.9, 1.1)  # crop width / height, relative to the image
-    brightness: float = 0.15  # max delta as a fraction of 255
-    contrast: tuple[float, float] = (0.8, 1.2)
-    blur_probability: float = 0.1  # light 3x3 blur
-
-    def __post_init__(self):
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
-        low, high = self.crop_aspect
-        if not 0 < low <= high:
-            raise ValueError(f"crop_aspect must satisfy 0 < low <= high, got {self.crop_aspect}")
-        low, high = self.contrast
-        if not 0 <= low <= high:
-            raise ValueError(f"contrast must satisfy 0 <= low <= high, got {self.contrast}")
-        if not 0 <= self.brightness <= 1:
-            raise ValueError(f"brightness must be in [0, 1], got {self.brightness}")
-        if not 0 <= self.blur_probability <= 1:
-            raise ValueError(f"blur_probability must be in [0, 1], got {self.blur_probability}")
-
-
-NO_AUGMENTATION = AugmentConfig(flip=False, crop_scale=(1.0, 1.0), crop_aspect=(1.0, 1.0),
-                                brightness=0.0, contrast=(1.0, 1.0), blur_probability=0.0)
 
 
 def min_crop_side(config):

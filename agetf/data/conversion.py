@@ -376,9 +376,9 @@ def list_files(input_dirs):
     """Every regular file under the input folders, recursively, in a stable order."""
     paths = []
     for input_dir in input_dirs:
-        for root, dirs, files in os.walk(input_dir):
+        for root, dirs, filenames in os.walk(input_dir):
             dirs.sort()
-            paths.extend(os.path.join(root, name) for name in sorted(files))
+            paths.extend(os.path.join(root, name) for name in sorted(filenames))
     return paths
 
 

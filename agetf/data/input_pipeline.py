@@ -11,7 +11,6 @@ with `image_ops.decode_and_resize` (what the exported model uses) to float32 0..
 The model holds the backbone's own preprocessing.
 """
 
-import dataclasses
 import functools
 import glob
 import hashlib
@@ -21,8 +20,9 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from agetf import UsageError
+from agetf.config import AugmentConfig, InputConfig
 from agetf.data import augment, dataset_files, image_ops, labels, schema
-from agetf.data.augment import AugmentConfig
 
 __all__ = ["AugmentConfig", "InputConfig", "build_dataset", "num_examples", "list_shards"]
 
@@ -30,23 +30,7 @@ __all__ = ["AugmentConfig", "InputConfig", "build_dataset", "num_examples", "lis
 _EVAL_CYCLE_LENGTH = 4
 
 
-@dataclasses.dataclass(frozen=True)
-class InputConfig:
-    """Where the data is and how to read it; one per dataset, shared by train and eval."""
-
-    data_dir: str
-    img_dim: int = 128
-    shuffle_buffer: int = 2048
-    cache: bool = False  # cache decoded images (after decode, before augment) in memory
-    augment: AugmentConfig = AugmentConfig()
-    age_deviation: float | None = None  # None: the histogram stored in the records
-    skip_corrupt_records: bool = False
-    threads: int | None = None  # private thread pool size; None = tf.data default
-    seed: int | None = None
-    data_service: str | None = None  # grpc://HOST:PORT: training preprocessing runs there
-
-
-class CorruptDataError(ValueError):
+class CorruptDataError(UsageError):
     """A shard file cannot be read; the message names it and the fix."""
 
 
@@ -95,7 +79,7 @@ def distribute_through_service(dataset, address, job_name, processing_mode="para
     each element reaches one consumer.
     """
     if not address.startswith("grpc://"):
-        raise ValueError(f"--tf_data_service={address} must look like grpc://HOST:PORT")
+        raise UsageError(f"--tf_data_service={address} must look like grpc://HOST:PORT")
     return dataset.apply(tf.data.experimental.service.distribute(
         processing_mode=processing_mode, service=address, job_name=job_name))
 
@@ -108,15 +92,15 @@ def _service_job_name(config):
 def list_shards(data_dir, split):
     """Sorted shard files of a split; ValueError naming the problem if there are none."""
     if split not in dataset_files.SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {', '.join(dataset_files.SPLITS)}")
+        raise UsageError(f"unknown split {split!r}; use one of {', '.join(dataset_files.SPLITS)}")
     if not os.path.isdir(data_dir):
-        raise ValueError(f"data directory {data_dir} does not exist; convert a dataset into it "
+        raise UsageError(f"data directory {data_dir} does not exist; convert a dataset into it "
                          "with scripts/make_tfrecords")
     # The converter writes shards under a temporary name first; only complete ones match.
     files = sorted(f for f in glob.glob(dataset_files.shard_pattern(data_dir, split))
                    if dataset_files.SHARD_FILE.search(f))
     if not files:
-        raise ValueError(f"no {split} shards (*-{split}.tfrecord-NNNNN-of-NNNNN) in {data_dir}; "
+        raise UsageError(f"no {split} shards (*-{split}.tfrecord-NNNNN-of-NNNNN) in {data_dir}; "
                          "convert a dataset into it with scripts/make_tfrecords")
     return files
 
@@ -154,7 +138,7 @@ def build_dataset(config, split, batch_size, *, training, input_context=None,
     [B, d, d, 3] in 0..255, every record of this input pipeline's part of the split once.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     files = list_shards(config.data_dir, split)
     service = training and config.data_service
     if service:

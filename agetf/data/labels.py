@@ -13,6 +13,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from agetf import UsageError
+
 NUM_AGE_BINS = 101  # bins 0..100
 MAX_AGE_BIN = NUM_AGE_BINS - 1
 NUM_AGE_RANGES = 17
@@ -36,7 +38,7 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 def _check_deviation(age_deviation):
     if not age_deviation > 0:
-        raise ValueError(f"age_deviation must be > 0 years, got {age_deviation}")
+        raise UsageError(f"age_deviation must be > 0 years, got {age_deviation}")
 
 
 def age_histogram(age, age_deviation=DEFAULT_AGE_DEVIATION):

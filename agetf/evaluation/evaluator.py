@@ -7,20 +7,18 @@ Everything is in human units (years, shares) and sits beside the constant predic
 import numpy as np
 import tensorflow as tf
 
+from agetf import UsageError
 from agetf.common import progress
+from agetf.config import EVAL_PROTOCOLS
 from agetf.data import input_pipeline, labels, names, schema
 from agetf.evaluation import face_format
-from agetf.modeling import heads
-from agetf.modeling import model as model_lib
+from agetf.modeling import heads, model as model_lib
 
 RACE_NAMES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "other",
               names.UNKNOWN_RACE: "unknown"}
 # Which test images count. ages_21_60 is the protocol of the ordinal-regression papers
 # on UTKFace (OR-CNN, CORAL), which keep ages 21 to 60 only.
-PROTOCOLS = {
-    "random": "every image of the split (hash-based random split)",
-    "ages_21_60": "images aged 21 to 60 only (the ordinal-regression papers' UTKFace protocol)",
-}
+PROTOCOLS = EVAL_PROTOCOLS  # name -> what it counts
 
 
 def protocol_mask(ages, protocol):
@@ -30,7 +28,7 @@ def protocol_mask(ages, protocol):
         return np.ones(ages.shape, bool)
     if protocol == "ages_21_60":
         return (ages >= 21) & (ages <= 60)
-    raise ValueError(f"unknown evaluation protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    raise UsageError(f"unknown evaluation protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
 
 
 def split_ages_and_genders(data_dir, split, skip_corrupt_records=False):
@@ -193,7 +191,7 @@ def evaluate(model, input_config, split="test", batch_size=64, print_predictions
                                           show_progress)
     keep = protocol_mask(batch_labels["age"], protocol)
     if not keep.any():
-        raise ValueError(f"no {split} image fits protocol {protocol} ({PROTOCOLS[protocol]}); "
+        raise UsageError(f"no {split} image fits protocol {protocol} ({PROTOCOLS[protocol]}); "
                          "use --eval_protocol=random")
     outputs = {key: value[keep] for key, value in outputs.items()}
     batch_labels = {key: value[keep] for key, value in batch_labels.items()}

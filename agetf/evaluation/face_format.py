@@ -72,3 +72,15 @@ def face_caption(age=None, female_probability=None) -> str:
     if female_probability is not None:
         parts.append(gender_name(female_probability))
     return " ".join(parts)
+
+
+def grid_caption(true_age, true_female, age=None, age_range=None, female_probability=None):
+    """The two-line caption of a face in TensorBoard's validation grid: 'true 34 F' over
+    'pred 33 30-35 F', each part where the model predicts it."""
+    predicted = [] if age is None else [f"{age:.0f}"]
+    if age_range is not None:
+        predicted.append(age_range_name(age_range))
+    if female_probability is not None:
+        predicted.append("F" if predicted_gender(female_probability) else "M")
+    truth = "F" if predicted_gender(true_female) else "M"
+    return f"true {int(true_age)} {truth}\npred " + " ".join(predicted)

@@ -7,6 +7,8 @@ The names and checks at the top need no TensorFlow, which the functions below im
 when called: `agetf.train` checks its flags with them before TensorFlow starts.
 """
 
+from agetf import UsageError
+
 HEADS = ("age_histogram", "age_range", "age", "gender")
 AGE_HEADS = ("age_histogram", "age_range", "age")  # heads an age in years can be read from
 CS_THRESHOLD_YEARS = 5.0
@@ -19,21 +21,23 @@ def select_heads(task_type, range_mode=False, predict_gender=False):
         heads = ["age_range" if range_mode else "age_histogram"]
     elif task_type == "regression":
         if range_mode:
-            raise ValueError("--range_mode applies to --type=classification only; drop it or use "
+            raise UsageError("--range_mode applies to --type=classification only; drop it or use "
                              "--type=classification")
         heads = ["age"]
     else:
-        raise ValueError(f"--type must be classification or regression, got {task_type!r}")
+        raise UsageError(f"--type must be classification or regression, got {task_type!r}")
     if predict_gender:
         heads.append("gender")
     return tuple(heads)
 
 
 def validate_heads(heads):
-    """Raises ValueError unless `heads` is a non-empty subset of HEADS without repeats."""
+    """Raises UsageError unless `heads` is a non-empty subset of HEADS without repeats."""
+    if isinstance(heads, str):
+        heads = [heads]
     unknown = [h for h in heads if h not in HEADS]
     if unknown or not heads or len(set(heads)) != len(heads):
-        raise ValueError(f"--heads must be a non-empty list of distinct names from "
+        raise UsageError(f"--heads must be a non-empty list of distinct names from "
                          f"{', '.join(HEADS)}; got {list(heads)}")
 
 

@@ -12,21 +12,18 @@ from typing import Sequence
 import keras
 from absl import logging
 
+from agetf import UsageError
+from agetf.config import (BACKBONES, DEFAULT_UNFREEZE_FROM, MIN_IMG_DIM, ModelConfig,
+                          check_backbone)
 from agetf.data import labels
+from agetf.modeling.heads import HEADS, in_canonical_order
 
-BACKBONES = ("MobileNetV2", "ResNet50")
-HEADS = ("age_histogram", "age_range", "age", "gender")
-
-# Fine-tuning starts here by default: MobileNetV2's last inverted-residual block and
-# Conv_1, and ResNet50's last stage (the older project's `layers[152:]`, by name).
-DEFAULT_UNFREEZE_FROM = {"MobileNetV2": "block_16_", "ResNet50": "conv5_"}
+__all__ = ["BACKBONES", "DEFAULT_UNFREEZE_FROM", "HEADS", "build_model", "min_img_dim"]
 
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 # MobileNetV2 ImageNet weights exist for these square input sizes only; for any other
 # size Keras loads the 224 weights (the convolutions fit any size).
 MOBILENET_V2_WEIGHT_SIZES = (96, 128, 160, 192, 224)
-# keras.applications' obtain_input_shape(min_size=32) for both backbones.
-_MIN_IMG_DIM = {"MobileNetV2": 32, "ResNet50": 32}
 # Caffe-style ImageNet channel means, in BGR order (keras.applications.resnet50).
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 # keras.applications.resnet's published hash of the no-top file (MobileNetV2 has none).
@@ -37,7 +34,7 @@ _CONNECT_TIMEOUT_S = 3.0
 _DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
 
 
-class WeightsUnavailableError(ValueError):
+class WeightsUnavailableError(UsageError):
     """ImageNet weights are neither in the Keras cache nor downloadable."""
 
 
@@ -63,19 +60,19 @@ class Squeeze(keras.layers.Layer):
 
 def min_img_dim(backbone: str) -> int:
     """Smallest square input size the backbone accepts."""
-    _check_backbone(backbone)
-    return _MIN_IMG_DIM[backbone]
+    check_backbone(backbone, MIN_IMG_DIM.get(backbone, 0))
+    return MIN_IMG_DIM[backbone]
 
 
 def build_model(*, backbone: str, img_dim: int, heads: Sequence[str], alpha: float = 1.0,
                 weights: str = "none", dropout: float = 0.2) -> keras.Model:
     """Builds backbone + pooling + dropout + the requested heads; outputs a dict by head name."""
-    heads = _check_heads(heads)
-    _check_backbone(backbone)
-    _check_img_dim(backbone, img_dim)
+    heads = [heads] if isinstance(heads, str) else list(heads)
+    # The one set of checks of these settings: ModelConfig's (a UsageError naming the flag).
+    ModelConfig(backbone=backbone, img_dim=img_dim, heads=tuple(heads), alpha=alpha,
+                weights=weights, dropout=dropout)
+    heads = list(in_canonical_order(heads))
     _check_alpha(backbone, alpha)
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}; pass e.g. --dropout=0.2")
     weights_file = _resolve_weights(backbone, img_dim, alpha, weights)
 
     image = keras.Input((img_dim, img_dim, 3), name="image")
@@ -170,40 +167,17 @@ def _first_layer_index(layers, prefix):
     for index, layer in enumerate(layers):
         if layer.name.startswith(prefix):
             return index
-    raise ValueError(f"no backbone layer name starts with {prefix!r}; pass the start of one of "
+    raise UsageError(f"no backbone layer name starts with {prefix!r}; pass the start of one of "
                      f"its layer names ({layers[0].name} ... {layers[-1].name}), "
                      "or '' to unfreeze the whole backbone")
 
 
-def _check_backbone(backbone):
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; pass one of {', '.join(BACKBONES)}")
-
-
-def _check_heads(heads):
-    if isinstance(heads, str):
-        heads = [heads]
-    unknown = [head for head in heads if head not in HEADS]
-    if unknown:
-        raise ValueError(f"unknown head(s) {', '.join(map(repr, unknown))}; "
-                         f"pass some of {', '.join(HEADS)}")
-    if not heads:
-        raise ValueError(f"no heads requested; pass at least one of {', '.join(HEADS)}")
-    return [head for head in HEADS if head in heads]
-
-
-def _check_img_dim(backbone, img_dim):
-    if not isinstance(img_dim, int) or img_dim < _MIN_IMG_DIM[backbone]:
-        raise ValueError(f"img_dim {img_dim} is below {backbone}'s minimum input size; "
-                         f"pass --img_dim={_MIN_IMG_DIM[backbone]} or more")
-
-
 def _check_alpha(backbone, alpha):
     if backbone == "MobileNetV2" and alpha not in MOBILENET_V2_ALPHAS:
-        raise ValueError(f"alpha {alpha} is not a MobileNetV2 width; pass one of "
+        raise UsageError(f"alpha {alpha} is not a MobileNetV2 width; pass one of "
                          f"{', '.join(map(str, MOBILENET_V2_ALPHAS))}")
     if backbone != "MobileNetV2" and alpha != 1.0:
-        raise ValueError(f"alpha {alpha} applies to MobileNetV2 only; "
+        raise UsageError(f"alpha {alpha} applies to MobileNetV2 only; "
                          f"pass --alpha=1.0 with {backbone}")
 
 
@@ -240,7 +214,7 @@ def _resolve_weights(backbone, img_dim, alpha, weights):
         return None
     if weights.lower() != "imagenet":
         if not os.path.isfile(weights):
-            raise ValueError(f"weights file {weights} does not exist; pass --weights=imagenet, "
+            raise UsageError(f"weights file {weights} does not exist; pass --weights=imagenet, "
                              "--weights=none or the path of an existing .h5 weights file")
         return weights
     file_name = imagenet_weights_file_name(backbone, img_dim, alpha)

@@ -13,10 +13,10 @@ import time
 import keras
 import tensorflow as tf
 
+from agetf import UsageError
+from agetf.config import check_strategy
 from agetf.training import lost_workers, termination
 
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker_mirrored", "tpu")
-MIXED_PRECISION = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 _MIRRORED = {}  # devices -> the process's MirroredStrategy over them
 
 
@@ -36,10 +36,10 @@ def tf_config():
         value = json.loads(text)
     except json.JSONDecodeError as error:
         near = text[max(0, error.pos - 15):error.pos + 15].replace("\n", " ")
-        raise ValueError(f"TF_CONFIG is not valid JSON ({error.msg} at line {error.lineno} column "
+        raise UsageError(f"TF_CONFIG is not valid JSON ({error.msg} at line {error.lineno} column "
                          f"{error.colno}, near {near!r}); {fix}") from None
     if not isinstance(value, dict) or not isinstance(value.get("cluster", {}), dict):
-        raise ValueError(f"TF_CONFIG must be a JSON object with a \"cluster\" object; {fix}")
+        raise UsageError(f"TF_CONFIG must be a JSON object with a \"cluster\" object; {fix}")
     return value
 
 
@@ -77,8 +77,7 @@ def unreachable_peers():
 
 def resolve_strategy_name(name):
     """Turns `auto` into a concrete strategy name; checks the others."""
-    if name not in STRATEGIES:
-        raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
+    check_strategy(name)
     tf_config()  # a malformed TF_CONFIG stops here, named, whatever the strategy
     if name != "auto":
         return name
@@ -125,7 +124,7 @@ def make_strategy(name, tpu_address="", collective_timeout=0.0, startup_timeout=
     return tf.distribute.TPUStrategy(resolver)
 
 
-class WorkersNeverCame(ValueError):
+class WorkersNeverCame(UsageError):
     """Not every worker of TF_CONFIG started within --worker_startup_timeout."""
 
 
@@ -229,9 +228,7 @@ def _gpus_have_tensor_cores():
 
 def resolve_mixed_precision(mode, strategy):
     """auto: mixed_float16 on GPUs with tensor cores, mixed_bfloat16 on TPU, else float32."""
-    if mode not in MIXED_PRECISION:
-        raise ValueError(f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}; got {mode!r}")
-    if mode != "auto":
+    if mode != "auto":  # RuntimeConfig checked it is one of MIXED_PRECISION
         return mode
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return "mixed_bfloat16"

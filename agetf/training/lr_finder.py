@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from agetf import UsageError
 from agetf.common import progress
 from agetf.training import plots, run_files, schedules, trainer as trainer_lib
 
@@ -30,14 +31,14 @@ class LRRangeTest:
 
     def __init__(self, min_lr=1e-10, max_lr=10.0, num_steps=100, beta=0.98, stop_factor=4.0):
         if not 0 < min_lr < max_lr:
-            raise ValueError(f"LR range test needs 0 < min_lr < max_lr, got {min_lr} and {max_lr}")
+            raise UsageError(f"LR range test needs 0 < min_lr < max_lr, got {min_lr} and {max_lr}")
         if num_steps < 2:
-            raise ValueError(f"LR range test needs at least 2 steps, got {num_steps}; "
+            raise UsageError(f"LR range test needs at least 2 steps, got {num_steps}; "
                              "use more batches or epochs")
         if not 0 <= beta < 1:
-            raise ValueError(f"LR range test smoothing beta must be in [0, 1), got {beta}")
+            raise UsageError(f"LR range test smoothing beta must be in [0, 1), got {beta}")
         if stop_factor <= 1:
-            raise ValueError(f"LR range test stop_factor must be > 1, got {stop_factor}")
+            raise UsageError(f"LR range test stop_factor must be > 1, got {stop_factor}")
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
         self.num_steps = int(num_steps)

@@ -1,5 +1,8 @@
 """Learning-rate schedules the training loop queries every step and informs every epoch.
 
+Built from agetf.config's schedule dataclasses, which have checked their settings; a
+schedule checks only what depends on the stage (its length in steps).
+
 Each schedule is a `tf.Module`, so `tf.train.Checkpoint(schedule=...)` saves and
 restores whatever state it keeps (only ReduceOnPlateau has any). `learning_rate(step)`
 is graph-safe and runs inside the loop's `tf.function`; `on_epoch_end` runs on the
@@ -11,14 +14,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-SCHEDULES = ("constant", "reduce_lr_on_plateau", "cyclic_lr", "cosine")
-PLATEAU_MODES = ("min", "max", "auto")
-CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
+from agetf import UsageError, config
 
-# Defaults of the older project's flags.
-DEFAULT_CLR_BASE_LR = 1e-4
-DEFAULT_CLR_MAX_LR = 1e-1
-DEFAULT_CLR_HALF_CYCLE_EPOCHS = 8
+SCHEDULES = tuple(config.SCHEDULES)
 
 # Metric names where larger is better, for mode="auto".
 _MAX_MODE_HINTS = ("acc", "cs5", "cs@")
@@ -42,7 +40,7 @@ def _format_lr(lr):
 
 def _require(condition, message):
     if not condition:
-        raise ValueError(message)
+        raise UsageError(message)
 
 
 class Schedule(tf.Module):
@@ -63,7 +61,6 @@ class Constant(Schedule):
 
     def __init__(self, lr):
         super().__init__(name="constant_schedule")
-        _require(lr > 0, f"learning rate must be > 0, got {lr}")
         self.lr = float(lr)
 
     def learning_rate(self, step):
@@ -77,13 +74,6 @@ class ReduceOnPlateau(Schedule):
     def __init__(self, lr, *, monitor="val_loss", mode="min", factor=0.2, patience=3,
                  cooldown=0, min_lr=1e-6, min_delta=1e-4):
         super().__init__(name="reduce_on_plateau_schedule")
-        _require(lr > 0, f"learning rate must be > 0, got {lr}")
-        _require(mode in PLATEAU_MODES,
-                 f"plateau mode must be one of {', '.join(PLATEAU_MODES)}, got {mode!r}")
-        _require(0 < factor < 1, f"plateau factor must be in (0, 1), got {factor}")
-        _require(patience >= 0, f"plateau patience must be >= 0 epochs, got {patience}")
-        _require(cooldown >= 0, f"plateau cooldown must be >= 0 epochs, got {cooldown}")
-        _require(min_lr >= 0, f"plateau min_lr must be >= 0, got {min_lr}")
         self.monitor = monitor
         self.mode = _resolve_mode(mode, monitor)
         self.factor = float(factor)
@@ -110,7 +100,7 @@ class ReduceOnPlateau(Schedule):
 
     def on_epoch_end(self, epoch, metrics):
         if self.monitor not in metrics:
-            raise ValueError(
+            raise UsageError(
                 f"ReduceLROnPlateau monitors {self.monitor!r}, which is not among the "
                 f"metrics ({', '.join(sorted(metrics)) or 'none'}); pick one of those.")
         current = float(metrics[self.monitor])
@@ -152,16 +142,10 @@ def _resolve_mode(mode, monitor):
 class Cyclic(Schedule):
     """Smith's cyclical learning rate (triangular, triangular2, exp_range), per step."""
 
-    def __init__(self, base_lr=DEFAULT_CLR_BASE_LR, max_lr=DEFAULT_CLR_MAX_LR, step_size=2000,
+    def __init__(self, base_lr=1e-4, max_lr=1e-1, step_size=2000,
                  mode="triangular", gamma=1.0):
         super().__init__(name="cyclic_schedule")
-        _require(mode in CYCLIC_MODES,
-                 f"cyclic mode must be one of {', '.join(CYCLIC_MODES)}, got {mode!r}")
-        _require(base_lr > 0, f"cyclic base_lr must be > 0, got {base_lr}")
-        _require(max_lr >= base_lr,
-                 f"cyclic max_lr ({max_lr}) must be >= base_lr ({base_lr})")
         _require(step_size >= 1, f"cyclic half cycle must be >= 1 step, got {step_size}")
-        _require(0 < gamma <= 1, f"cyclic gamma must be in (0, 1], got {gamma}")
         self.base_lr = float(base_lr)
         self.max_lr = float(max_lr)
         self.step_size = float(step_size)
@@ -188,9 +172,7 @@ class Cosine(Schedule):
 
     def __init__(self, lr, *, total_steps, warmup_steps=0, min_lr=0.0):
         super().__init__(name="cosine_schedule")
-        _require(lr > 0, f"learning rate must be > 0, got {lr}")
         _require(0 <= min_lr <= lr, f"cosine min_lr must be in [0, lr={lr}], got {min_lr}")
-        _require(warmup_steps >= 0, f"warm-up must be >= 0 steps, got {warmup_steps}")
         _require(total_steps > warmup_steps,
                  f"cosine total_steps ({total_steps}) must exceed warm-up steps "
                  f"({warmup_steps}); train longer or shorten the warm-up")
@@ -210,52 +192,36 @@ class Cosine(Schedule):
         return tf.cast(lr, tf.float32)
 
 
-_PARAMS = {
-    "constant": (),
-    "reduce_lr_on_plateau": ("plateau_monitor", "plateau_mode", "plateau_factor",
-                             "plateau_patience", "plateau_cooldown", "plateau_min_lr",
-                             "plateau_min_delta"),
-    "cyclic_lr": ("clr_base_lr", "clr_max_lr", "clr_mode", "clr_gamma",
-                  "clr_half_cycle_epochs", "clr_half_cycle_steps"),
-    "cosine": ("warmup_epochs", "warmup_steps", "cosine_min_lr"),
-}
-_ALL_PARAMS = frozenset(p for names in _PARAMS.values() for p in names)
+def make_schedule(schedule, *, lr, steps_per_epoch, total_steps):
+    """Builds the schedule that `schedule` (an agetf.config schedule dataclass) describes.
 
-
-def make_schedule(name, *, lr, steps_per_epoch, total_steps, **params):
-    """Builds the schedule `name` (one of SCHEDULES) from flag-named parameters.
-
-    Parameters of other schedules are ignored, so a caller may pass every flag; a
-    parameter set to None takes its default. `lr` is unused by cyclic_lr, whose range
-    is clr_base_lr..clr_max_lr.
+    `lr` is unused by cyclic_lr, whose range is base_lr..max_lr; `total_steps` is the stage's
+    length, where cosine ends its decay.
     """
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {name!r}; use one of {', '.join(SCHEDULES)}")
-    unknown = sorted(set(params) - _ALL_PARAMS)
-    if unknown:
-        raise ValueError(f"unknown schedule parameter(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(_ALL_PARAMS))}")
     _require(steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    p = {k: v for k, v in params.items() if v is not None}
-    if name == "constant":
+    if isinstance(schedule, config.ConstantSchedule):
         return Constant(lr)
-    if name == "reduce_lr_on_plateau":
-        return ReduceOnPlateau(
-            lr, monitor=p.get("plateau_monitor", "val_loss"), mode=p.get("plateau_mode", "min"),
-            factor=p.get("plateau_factor", 0.2), patience=p.get("plateau_patience", 3),
-            cooldown=p.get("plateau_cooldown", 0), min_lr=p.get("plateau_min_lr", 1e-6),
-            min_delta=p.get("plateau_min_delta", 1e-4))
-    if name == "cyclic_lr":
-        half_cycle = p.get("clr_half_cycle_steps", 0)
+    if isinstance(schedule, config.PlateauSchedule):
+        return ReduceOnPlateau(lr, monitor=schedule.monitor, mode=schedule.mode,
+                               factor=schedule.factor, patience=schedule.patience,
+                               cooldown=schedule.cooldown, min_lr=schedule.min_lr,
+                               min_delta=schedule.min_delta)
+    if isinstance(schedule, config.CyclicSchedule):
+        half_cycle = schedule.half_cycle_steps
         if half_cycle <= 0:
-            epochs = p.get("clr_half_cycle_epochs", DEFAULT_CLR_HALF_CYCLE_EPOCHS)
-            _require(epochs > 0, f"clr_half_cycle_epochs must be > 0, got {epochs}")
-            half_cycle = max(1, round(epochs * steps_per_epoch))
-        return Cyclic(base_lr=p.get("clr_base_lr", DEFAULT_CLR_BASE_LR),
-                      max_lr=p.get("clr_max_lr", DEFAULT_CLR_MAX_LR), step_size=half_cycle,
-                      mode=p.get("clr_mode", "triangular"), gamma=p.get("clr_gamma", 1.0))
-    warmup = p.get("warmup_steps", 0)
-    if warmup <= 0:
-        warmup = round(p.get("warmup_epochs", 0) * steps_per_epoch)
-    return Cosine(lr, total_steps=total_steps, warmup_steps=warmup,
-                  min_lr=p.get("cosine_min_lr", 0.0))
+            half_cycle = max(1, round(schedule.half_cycle_epochs * steps_per_epoch))
+        return Cyclic(base_lr=schedule.base_lr, max_lr=schedule.max_lr, step_size=half_cycle,
+                      mode=schedule.mode, gamma=schedule.gamma)
+    if isinstance(schedule, config.CosineSchedule):
+        return Cosine(lr, total_steps=total_steps, warmup_steps=warmup_steps(schedule,
+                                                                              steps_per_epoch),
+                      min_lr=schedule.min_lr)
+    raise UsageError(f"unknown learning-rate schedule {schedule!r}; use one of "
+                     f"{', '.join(config.SCHEDULES)}")
+
+
+def warmup_steps(schedule, steps_per_epoch):
+    """A cosine schedule's warm-up in steps: warmup_steps when > 0, else warmup_epochs."""
+    if schedule.warmup_steps > 0:
+        return schedule.warmup_steps
+    return round(schedule.warmup_epochs * steps_per_epoch)
