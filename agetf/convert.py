@@ -84,7 +84,7 @@ def main(argv):
 def console_main():
     """Console entry point."""
     define_flags()
-    flagfiles.exit_on_bad_flagfile(sys.argv, "make_tfrecords")
+    flagfiles.exit_on_bad_flagfile(sys.argv, "make_tfrecords", FLAGS)
     app.run(main)
 
 

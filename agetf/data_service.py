@@ -64,7 +64,7 @@ def console_main():
     from agetf.common import flagfiles
 
     define_flags()
-    flagfiles.exit_on_bad_flagfile(sys.argv, "agetf.data_service")
+    flagfiles.exit_on_bad_flagfile(sys.argv, "agetf.data_service", FLAGS)
     app.run(main)
 
 

@@ -733,7 +733,7 @@ def console_main():
     from agetf.common import flagfiles
 
     define_flags()
-    flagfiles.exit_on_bad_flagfile(sys.argv, "agetf.predict")  # a stray line is no image path
+    flagfiles.exit_on_bad_flagfile(sys.argv, "agetf.predict", FLAGS)  # a stray line is no image path
     app.run(main)
 
 

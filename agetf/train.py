@@ -357,7 +357,7 @@ def parse_flags(argv):
     like every other bad value, not absl's FATAL message and a pointer to --helpshort."""
     from agetf.common import flagfiles
 
-    flagfiles.exit_on_bad_flagfile(argv, "agetf.train")  # else absl's help, then the error
+    flagfiles.exit_on_bad_flagfile(argv, "agetf.train", FLAGS)  # else absl's help, then the error
     try:
         return FLAGS(argv)
     except flags.Error as error:

@@ -196,7 +196,7 @@ problems = []
 for args in commands:
     FLAGS.unparse_flags()
     try:
-        flagfiles.exit_on_bad_flagfile([name, *args], name)
+        flagfiles.exit_on_bad_flagfile([name, *args], name, FLAGS)
         FLAGS([name, *args])
         if callable(namespace.get("build_config")):
             namespace["build_config"]()

@@ -355,14 +355,17 @@ def test_flagfiles_absl_reads_as_flags_pass_the_check(tmp_path):
     looped = tmp_path / "looped.flags"  # absl skips a flagfile that includes itself
     looped.write_text(f"// a comment\n\n--batch_size\n8\n--noexport\n--flagfile={looped}\n")
     for path in [*recipes, looped]:
-        assert flagfiles.flagfile_problem(["agetf.train", "--flagfile", str(path)]) is None, path
+        problem = flagfiles.flagfile_problem(["agetf.train", "--flagfile", str(path)], train.FLAGS)
+        assert problem is None, path
     # A boolean takes no value from the next line, and the argument list ends at '--'.
     (tmp_path / "bool.flags").write_text("--noexport\nfalse\n")
-    assert flagfiles.flagfile_problem(["agetf.train", f"--flagfile={tmp_path / 'bool.flags'}"]) == (
+    bool_flags = f"--flagfile={tmp_path / 'bool.flags'}"
+    assert flagfiles.flagfile_problem(["agetf.train", bool_flags], train.FLAGS) == (
         f"{tmp_path / 'bool.flags'} line 2: 'false' is not a flag; write it as --false")
-    assert flagfiles.flagfile_problem(["agetf.train", "--", f"--flagfile={tmp_path / 'x'}"]) is None
+    after_dashes = ["agetf.train", "--", f"--flagfile={tmp_path / 'x'}"]
+    assert flagfiles.flagfile_problem(after_dashes, train.FLAGS) is None
     nested = tmp_path / "nested.flags"
     nested.write_text(f"--flagfile={tmp_path / 'missing.flags'}\n")
-    assert flagfiles.flagfile_problem(["agetf.train", f"--flagfile={nested}"]) == (
+    assert flagfiles.flagfile_problem(["agetf.train", f"--flagfile={nested}"], train.FLAGS) == (
         f"{nested} line 1: cannot read flagfile {tmp_path / 'missing.flags'} (No such file or "
         "directory); check the --flagfile path")

@@ -9,7 +9,6 @@ the file and the line in one line instead.
 import os
 import sys
 
-from absl import flags
 
 _DIRECTIVES = ("--flagfile", "-flagfile")
 
@@ -28,13 +27,13 @@ def _named_flagfiles(args):
     return paths
 
 
-def _takes_a_value(flag):
+def _takes_a_value(flag, flag_values):
     """Whether a flag line such as `--data_dir` takes the next line as its value, as absl allows."""
     name = flag.lstrip("-")
-    return "=" not in flag and name in flags.FLAGS and not flags.FLAGS[name].boolean
+    return "=" not in flag and name in flag_values and not flag_values[name].boolean
 
 
-def _problem_in(path, named_in, stack):
+def _problem_in(path, named_in, stack, flag_values):
     """The first problem of one flagfile and those it includes, as absl reads them; or None."""
     if path in stack:
         return None  # absl warns about the cycle and skips the file
@@ -52,30 +51,31 @@ def _problem_in(path, named_in, stack):
             continue
         if line.startswith(tuple(directive + "=" for directive in _DIRECTIVES)):
             nested = os.path.expanduser(line.split("=", 1)[1].strip())
-            problem = _problem_in(nested, f"{path} line {number}: ", [*stack, path])
+            problem = _problem_in(nested, f"{path} line {number}: ", [*stack, path], flag_values)
             if problem:
                 return problem
             continue
         text = line.strip()
         if not text.startswith("-") and not value_expected:
             return f"{path} line {number}: {text!r} is not a flag; write it as --{text}"
-        value_expected = text.startswith("-") and _takes_a_value(text)
+        value_expected = text.startswith("-") and _takes_a_value(text, flag_values)
     return None
 
 
-def flagfile_problem(argv):
+def flagfile_problem(argv, flag_values):
     """One line naming the first flagfile line of argv that is not a flag (nested flagfiles
-    included), or a flagfile that cannot be read; None when there is none."""
+    included), or a flagfile that cannot be read; None when there is none. `flag_values`: the
+    entry point's absl FlagValues (which flags take a value on the next line)."""
     for path in _named_flagfiles(argv[1:]):
-        problem = _problem_in(os.path.expanduser(path), "", [])
+        problem = _problem_in(os.path.expanduser(path), "", [], flag_values)
         if problem:
             return problem
     return None
 
 
-def exit_on_bad_flagfile(argv, program):
+def exit_on_bad_flagfile(argv, program, flag_values):
     """Exits with `PROGRAM: error: FILE line N: ...` when flagfile_problem finds one; call it
     after the flags are defined and before absl parses argv."""
-    problem = flagfile_problem(argv)
+    problem = flagfile_problem(argv, flag_values)
     if problem:
         sys.exit(f"{program}: error: {problem}")
