@@ -363,11 +363,9 @@ def format_summary(summary: dict) -> list:
     return lines
 
 
-def run(saved_model_dir: str, paths: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
-        out=sys.stdout, limits: Optional[ReadLimits] = None, output: Optional[str] = None,
-        show_progress: Optional[bool] = None) -> dict:
-    """Predicts and prints every image under paths, and with output writes their rows there
-    (agetf.serving.prediction_file); returns the summary. A bad output is refused before any work."""
+def images_to_predict(paths, output=None):
+    """The images under `paths`; a ValueError when there are none, or when `output` is a
+    file that cannot be written (refused before any work)."""
     if output:
         prediction_file.output_format(output)
     images = find_images(paths)
@@ -376,6 +374,15 @@ def run(saved_model_dir: str, paths: Sequence[str], batch_size: int = DEFAULT_BA
                          "or folders that hold them")
     if output:
         prediction_file.check_output(output, images)
+    return images
+
+
+def run(saved_model_dir: str, paths: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
+        out=sys.stdout, limits: Optional[ReadLimits] = None, output: Optional[str] = None,
+        show_progress: Optional[bool] = None) -> dict:
+    """Predicts and prints every image under paths, and with output writes their rows there
+    (agetf.serving.prediction_file); returns the summary. A bad output is refused before any work."""
+    images = images_to_predict(paths, output)
     return predict_and_print(load_predictor(saved_model_dir), images, batch_size, out,
                              limits=limits, output=output, show_progress=show_progress)
 
@@ -606,14 +613,7 @@ def run_photos(model_path: str, paths: Sequence[str], annotate_dir: Optional[str
 
     from agetf.serving import face_detection
 
-    if output:
-        prediction_file.output_format(output)
-    images = find_images(paths)
-    if not images:
-        raise ValueError(f"no .jpg/.jpeg/.png images in {', '.join(paths)}; pass image files "
-                         "or folders that hold them")
-    if output:
-        prediction_file.check_output(output, images)
+    images = images_to_predict(paths, output)
     if annotate_dir:
         used = set()
         outputs = [annotation_path(annotate_dir, path, used) for path in images]
