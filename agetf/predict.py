@@ -40,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before agetf.data.labels i
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from agetf import UsageError
 from agetf.data import labels  # noqa: E402
 from agetf.evaluation import face_format
 from agetf.modeling import heads
@@ -69,7 +70,7 @@ PREDICTED_OUTPUTS = ("age", "female_probability")
 EXPORT_COMMAND = "python -m agetf.train --load --model_dir=RUN --export_dir=DIR"
 # How much of a foreign SavedModel an error describes (it stays one readable line).
 _SIGNATURES_DESCRIBED, _NAMES_DESCRIBED = 4, 3
-class SavedModelError(ValueError):
+class SavedModelError(UsageError):
     """The --saved_model directory is not a usable agetf export."""
 
 
@@ -190,7 +191,7 @@ def find_images(paths: Sequence[str]) -> list:
         elif os.path.exists(path):
             found.append(path)
         else:
-            raise ValueError(f"{path} does not exist; pass image files or folders of images")
+            raise UsageError(f"{path} does not exist; pass image files or folders of images")
     return found
 
 
@@ -224,9 +225,9 @@ def predict_files(predictor, paths: Iterable[str], batch_size: int = DEFAULT_BAT
     an error without being read whole or decoded.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}; pass --batch_size=32")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}; pass --batch_size=32")
     if read_threads < 0:
-        raise ValueError(f"read_threads must be >= 0, got {read_threads}")
+        raise UsageError(f"read_threads must be >= 0, got {read_threads}")
     paths, limits = iter(paths), limits or ReadLimits()
     batches = iter(lambda: list(itertools.islice(paths, batch_size)), [])
     if read_threads == 0:
@@ -370,7 +371,7 @@ def images_to_predict(paths, output=None):
         prediction_file.output_format(output)
     images = find_images(paths)
     if not images:
-        raise ValueError(f"no .jpg/.jpeg/.png images in {', '.join(paths)}; pass image files "
+        raise UsageError(f"no .jpg/.jpeg/.png images in {', '.join(paths)}; pass image files "
                          "or folders that hold them")
     if output:
         prediction_file.check_output(output, images)
@@ -573,11 +574,11 @@ def check_annotate_dir(annotate_dir: str, paths: Sequence[str], images: Sequence
                                   else os.path.dirname(os.path.abspath(path)))
         if os.path.isdir(path) and os.path.commonpath([target, folder]) == folder:
             where = "the folder" if target == folder else "inside the folder"
-            raise ValueError(f"--annotate={annotate_dir} is {where} {path} given as input, "
+            raise UsageError(f"--annotate={annotate_dir} is {where} {path} given as input, "
                              "so the annotated photos would be written over the originals; "
                              "pass a folder outside the inputs")
         if target == folder:
-            raise ValueError(f"--annotate={annotate_dir} holds {path}, given as input; pass a "
+            raise UsageError(f"--annotate={annotate_dir} holds {path}, given as input; pass a "
                              "folder outside the inputs, so that no original is written over")
     inputs = {}
     for image in images:
@@ -586,7 +587,7 @@ def check_annotate_dir(annotate_dir: str, paths: Sequence[str], images: Sequence
     for output in outputs:
         original = inputs.get(_file_identity(output))
         if original is not None:
-            raise ValueError(f"--annotate={annotate_dir} would write {output}, which is the "
+            raise UsageError(f"--annotate={annotate_dir} would write {output}, which is the "
                              f"input {original}, over it; pass a folder outside the inputs")
 
 
@@ -700,9 +701,9 @@ def define_flags():
 def model_path_from_flags() -> str:
     """--saved_model or --tflite, exactly one of them."""
     if bool(FLAGS.saved_model) == bool(FLAGS.tflite):
-        raise ValueError("pass exactly one of --saved_model=DIR and --tflite=FILE")
+        raise UsageError("pass exactly one of --saved_model=DIR and --tflite=FILE")
     if FLAGS.tflite and not FLAGS.tflite.endswith(".tflite"):
-        raise ValueError(f"--tflite={FLAGS.tflite} does not end in .tflite; pass a file written "
+        raise UsageError(f"--tflite={FLAGS.tflite} does not end in .tflite; pass a file written "
                          "by agetf.train --export_tflite")
     return FLAGS.saved_model or FLAGS.tflite
 
@@ -723,7 +724,7 @@ def main(argv):
             return 1 if counts["errors"] == counts["images"] else 0
         summary = run(model_path, argv[1:], FLAGS.batch_size, limits=limits,
                       output=FLAGS.output)
-    except (ValueError, RuntimeError) as error:
+    except UsageError as error:
         sys.exit(f"agetf.predict: error: {error}")
     return 1 if summary["errors"] == summary["images"] else 0
 

@@ -23,6 +23,8 @@ import stat
 import warnings
 from typing import Optional
 
+from agetf import UsageError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # what a folder of images is searched for
 REENCODE_QUALITY = 95  # of the JPEG a non-JPEG (or non-RGB) image is stored as
 # What one input may cost. Peak memory on one photo with --detect_faces is ~0.85 GB
@@ -47,7 +49,7 @@ REASON_TRUNCATED = "truncated or corrupt image"
 REASON_OVER_LIMITS = "over the size limits"
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UsageError):
     """A file that cannot be read or decoded as an image, or is not read (see ReadLimits);
     `reason` is one of the REASON_* strings."""
 
@@ -66,7 +68,7 @@ class ReadLimits:
 
     def __post_init__(self):
         if self.max_pixels < 1 or self.max_file_mb <= 0:
-            raise ValueError(f"--max_pixels and --max_file_mb must be positive, got "
+            raise UsageError(f"--max_pixels and --max_file_mb must be positive, got "
                              f"{self.max_pixels} and {self.max_file_mb}; the defaults are "
                              f"{DEFAULT_MAX_PIXELS} and {DEFAULT_MAX_FILE_MB}")
 

@@ -27,6 +27,7 @@ import re
 
 import numpy as np
 
+from agetf import UsageError
 from agetf.common import files
 
 TEMPLATE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "face_template.json")
@@ -37,7 +38,7 @@ LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 BORDER_VALUE = (0, 0, 0)
 
 
-class TemplateError(ValueError):
+class TemplateError(UsageError):
     """A template file that cannot be read or does not hold five points."""
 
 
@@ -119,17 +120,17 @@ def similarity_transform(source, target, weights=None) -> np.ndarray:
     target = np.asarray(target, np.float64)
     if source.shape != target.shape or source.ndim != 2 or source.shape[1] != 2 \
             or len(source) < 2:
-        raise ValueError(f"need two matching lists of >= 2 (x, y) points, got shapes "
+        raise UsageError(f"need two matching lists of >= 2 (x, y) points, got shapes "
                          f"{source.shape} and {target.shape}")
     weights = np.ones(len(source)) if weights is None else np.asarray(weights, np.float64)
     if weights.shape != (len(source),) or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"need one non-negative weight per point, got {weights}")
+        raise UsageError(f"need one non-negative weight per point, got {weights}")
     weights = weights / weights.sum()
     source_mean, target_mean = weights @ source, weights @ target
     source_centred, target_centred = source - source_mean, target - target_mean
     source_variance = weights @ (source_centred ** 2).sum(axis=1)
     if source_variance <= 1e-12:
-        raise ValueError("the source points all coincide; no transform maps them")
+        raise UsageError("the source points all coincide; no transform maps them")
     covariance = (target_centred * weights[:, None]).T @ source_centred
     u, singular, vt = np.linalg.svd(covariance)
     sign = np.eye(2)
@@ -245,5 +246,5 @@ def median_template(landmark_sets) -> np.ndarray:
     """The per-coordinate median of many faces' five landmarks ([n, 5, 2] -> [5, 2])."""
     landmark_sets = np.asarray(landmark_sets, np.float64)
     if landmark_sets.ndim != 3 or landmark_sets.shape[1:] != (5, 2) or not len(landmark_sets):
-        raise ValueError(f"need [n >= 1, 5, 2] landmarks, got shape {landmark_sets.shape}")
+        raise UsageError(f"need [n >= 1, 5, 2] landmarks, got shape {landmark_sets.shape}")
     return np.median(landmark_sets, axis=0)

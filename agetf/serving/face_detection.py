@@ -23,6 +23,8 @@ from typing import Optional
 
 import numpy as np
 
+from agetf import UsageError
+
 # MTCNN's last-stage (ONet) confidence, and the smallest face box side searched for, in
 # photo pixels (smaller faces are mostly texture, and too small to age).
 DEFAULT_MIN_CONFIDENCE = 0.8
@@ -38,7 +40,7 @@ DEFAULT_MAX_PIXELS = 4_000_000
 MTCNN_INSTALL = "pip install 'mtcnn>=1.0,<2'"
 
 
-class DetectorUnavailable(RuntimeError):
+class DetectorUnavailable(UsageError, RuntimeError):
     """The mtcnn package (or OpenCV) is missing."""
 
 
@@ -92,11 +94,11 @@ class MTCNNDetector:
                  min_face: int = DEFAULT_MIN_FACE, mtcnn=None,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
         if not 0 <= min_confidence <= 1 or min_face < 1:
-            raise ValueError(f"--min_confidence must be in [0, 1] and --min_face >= 1, got "
+            raise UsageError(f"--min_confidence must be in [0, 1] and --min_face >= 1, got "
                              f"{min_confidence} and {min_face}; the defaults are "
                              f"{DEFAULT_MIN_CONFIDENCE} and {DEFAULT_MIN_FACE}")
         if max_pixels < 12 * 12:  # PNet's window
-            raise ValueError(f"--max_detection_pixels must be >= 144, got {max_pixels}; the "
+            raise UsageError(f"--max_detection_pixels must be >= 144, got {max_pixels}; the "
                              f"default is {DEFAULT_MAX_PIXELS}")
         self.min_confidence = min_confidence
         self.min_face = min_face

@@ -15,6 +15,7 @@ import json
 import os
 from typing import Iterable, Optional, Sequence
 
+from agetf import UsageError
 from agetf.common import files
 from agetf.data import labels
 from agetf.evaluation import face_format
@@ -37,7 +38,7 @@ def output_format(path: str) -> str:
     """'csv' or 'jsonl' from the file's extension; ValueError in one line for any other."""
     extension = os.path.splitext(path)[1].lower()
     if extension not in FORMATS:
-        raise ValueError(f"--output={path} has neither of the two formats; pass FILE.csv or "
+        raise UsageError(f"--output={path} has neither of the two formats; pass FILE.csv or "
                          "FILE.jsonl (the extension chooses)")
     return FORMATS[extension]
 
@@ -47,14 +48,14 @@ def check_output(path: str, inputs: Sequence[str]) -> None:
     input files (itself, or through a link): writing it would replace that input."""
     output_format(path)
     if os.path.isdir(path):
-        raise ValueError(f"--output={path} is a folder; pass a file path ending in .csv or "
+        raise UsageError(f"--output={path} is a folder; pass a file path ending in .csv or "
                          ".jsonl")
     target = _identity(path)
     if target is None:
         return  # not there yet, so no input
     for image in inputs:
         if _identity(image) == target:
-            raise ValueError(f"--output={path} is the input {image}, which writing it would "
+            raise UsageError(f"--output={path} is the input {image}, which writing it would "
                              "replace; pass a path that is not an input")
 
 
@@ -116,4 +117,4 @@ def write_rows(path: str, rows: Iterable[dict]) -> None:
     except OSError as error:
         reason = ("the disk is full" if files.is_disk_full(error)
                   else error.strerror or str(error))
-        raise ValueError(f"cannot write --output={path} ({reason})") from None
+        raise UsageError(f"cannot write --output={path} ({reason})") from None

@@ -19,6 +19,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from agetf import UsageError
 from agetf.common import files
 from agetf.serving import export
 from agetf.data import image_ops
@@ -57,7 +58,7 @@ def convert(model, img_dim: int, variant: str = "float32", flip_average: bool = 
     """The model as a TFLite flatbuffer of one variant (see VARIANTS); with flip_average it
     averages the outputs for the image and its mirror image, as the SavedModel does."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown TFLite variant {variant!r}; use one of {', '.join(VARIANTS)}")
+        raise UsageError(f"unknown TFLite variant {variant!r}; use one of {', '.join(VARIANTS)}")
     module = serving_module(model_lib.float32_copy(model), img_dim, flip_average)
     # Passing the module as the trackable object gives the model a signature with named outputs.
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
@@ -83,11 +84,11 @@ def export_tflite(model, output_dir: str, *, img_dim: int, variants=VARIANTS,
     return paths
 
 
-class TFLiteModelError(ValueError):
+class TFLiteModelError(UsageError):
     """A file that is not an agetf TFLite model."""
 
 
-class InterpreterUnavailableError(RuntimeError):
+class InterpreterUnavailableError(UsageError, RuntimeError):
     """Neither LiteRT nor TensorFlow's TFLite interpreter can be imported."""
 
 
