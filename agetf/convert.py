@@ -16,6 +16,7 @@ import sys
 
 from absl import app, flags
 
+from agetf import UsageError
 from agetf.common import flagfiles
 from agetf.data import conversion
 
@@ -74,7 +75,7 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         report = conversion.convert(build_config())
-    except conversion.ConversionError as error:
+    except UsageError as error:  # conversion.ConversionError and the settings' own
         sys.exit(f"make_tfrecords: error: {error}")
     print(conversion.summarize(report))
     print(f"Wrote {FLAGS.output_dir}; details in {os.path.join(FLAGS.output_dir, conversion.REPORT_FILE)}")

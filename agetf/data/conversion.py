@@ -34,6 +34,7 @@ import stat
 import sys
 import time
 
+from agetf import UsageError
 from agetf.common import files, run_lock
 from agetf.data import image_files, names
 from agetf.data.dataset_files import REPORT_FILE, SHARD_FILE, SPLITS, shard_name
@@ -57,7 +58,7 @@ REASON_NOT_IN_SPLIT_FILE = "not in the split file"
 _DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-class ConversionError(ValueError):
+class ConversionError(UsageError):
     """A bad conversion setting or input; the message is one line naming the fix."""
 
 
