@@ -54,7 +54,11 @@ def set_batchnorm_momentum(model, momentum):
 
 
 def config_to_json(config):
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    """The whole configuration as JSON values; the schedule carries its name (a ClassVar,
+    which dataclasses.asdict leaves out)."""
+    settings = dataclasses.asdict(config)
+    settings["schedule"] = {"name": config.schedule.name, **settings["schedule"]}
+    return json.loads(json.dumps(settings, default=str))
 
 
 class Trainer:
