@@ -116,7 +116,8 @@ def evaluate_and_export(config, export=None):
 
 def train(config, strategy=None, flags_text=None):
     """Trains (or resumes) the run `config` describes; returns the Trainer, or None when the
-    LR finder was all that was asked. `flags_text` is written to flags.txt for people."""
+    LR finder was all that was asked. `flags_text` is written to flags.txt for people. The
+    Trainer holds model_dir's lock (trainer.run_lock) until released or garbage-collected."""
     import tensorflow as tf
 
     from agetf.training import checkpoints, distribution, lr_finder, run_files
@@ -174,11 +175,14 @@ def run(config, strategy=None, flags_text=None):
     trainer = train(config, strategy=strategy, flags_text=flags_text)
     if trainer is None or not trainer.chief:
         return None
-    history = trainer.history
-    report = evaluate_and_export(trainer.config)
+    try:
+        report = evaluate_and_export(trainer.config)
+    finally:  # a notebook goes on after run(): the next run or evaluate may take the lock
+        if trainer.run_lock is not None:
+            trainer.run_lock.release()
     print(f"Run written to {config.model_dir}; watch it with: "
           f"tensorboard --logdir {os.path.join(config.model_dir, 'logs')}")
-    return dict(report, history=history)
+    return dict(report, history=trainer.history)
 
 
 def evaluate(config):
