@@ -145,8 +145,7 @@ def parse_loss_weights(items):
 
 def resolve_heads():
     """The heads the flags ask for, in HEADS order: the order never defines a model."""
-    if FLAGS.heads:
-        heads_lib.validate_heads(FLAGS.heads)
+    if FLAGS.heads:  # ModelConfig checks them
         return heads_lib.in_canonical_order(FLAGS.heads)
     return heads_lib.select_heads(FLAGS.type, FLAGS.range_mode, FLAGS.predict_gender)
 
@@ -179,57 +178,44 @@ def parse_lr():
 def trained_loss_weights(heads):
     """--loss_weights of the heads this run trains. An entry for another head (a flagfile's
     age_histogram=5 under --type=regression) is skipped with one warning line naming it; an
-    entry that names no head at all is a UsageError."""
+    entry that names no head at all is kept, for TrainConfig to refuse."""
     weights = parse_loss_weights(FLAGS.loss_weights)
-    not_heads = [head for head in weights if head not in heads_lib.HEADS]
-    if not_heads:
-        raise UsageError(f"--loss_weights names {', '.join(not_heads)}, which is no head; use "
-                         f"one of {', '.join(heads_lib.HEADS)}")
-    skipped = [f"{head}={value:g}" for head, value in weights.items() if head not in heads]
+    skipped = [f"{head}={value:g}" for head, value in weights.items()
+               if head in heads_lib.HEADS and head not in heads]
     if skipped:
         logging.warning("--loss_weights: skipping %s, for heads this run does not train (it "
                         "trains %s)", ", ".join(skipped), ", ".join(heads))
-    return {head: value for head, value in weights.items() if head in heads}
+    return {head: value for head, value in weights.items()
+            if head in heads or head not in heads_lib.HEADS}
 
 
 def schedule_config():
-    """--lr_scheduler and its flags as the schedule's config."""
+    """--lr_scheduler and its flags as the schedule's config. Every schedule's flags are
+    checked, the unused ones too, so a flagfile's bad value surfaces without a schedule change."""
     name = FLAGS.lr_scheduler
     if name not in config.SCHEDULES:
         raise UsageError(f"--lr_scheduler={name} is unknown; use one of "
                          f"{', '.join(config.SCHEDULES)}")
-    if name == "reduce_lr_on_plateau":
-        return config.PlateauSchedule(
+    built = {
+        config.ConstantSchedule.name: config.ConstantSchedule(),
+        config.PlateauSchedule.name: config.PlateauSchedule(
             monitor=FLAGS.plateau_monitor, mode=FLAGS.plateau_mode, factor=FLAGS.plateau_factor,
             patience=FLAGS.plateau_patience, cooldown=FLAGS.plateau_cooldown,
-            min_lr=FLAGS.plateau_min_lr)
-    if name == "cyclic_lr":
-        return config.CyclicSchedule(
+            min_lr=FLAGS.plateau_min_lr),
+        config.CyclicSchedule.name: config.CyclicSchedule(
             base_lr=FLAGS.clr_base_lr, max_lr=FLAGS.clr_max_lr, mode=FLAGS.clr_mode,
             gamma=FLAGS.clr_gamma, half_cycle_epochs=FLAGS.clr_half_cycle_epochs,
-            half_cycle_steps=FLAGS.clr_half_cycle_steps)
-    if name == "cosine":
-        return config.CosineSchedule(warmup_epochs=FLAGS.warmup_epochs,
-                                     min_lr=FLAGS.cosine_min_lr)
-    return config.ConstantSchedule()
-
-
-def check_unused_schedule_flags():
-    """The other schedules' flags, checked as if used, so a bad value is refused whichever
-    schedule runs (a flagfile's typo waits for no schedule change to surface)."""
-    config.PlateauSchedule(mode=FLAGS.plateau_mode, factor=FLAGS.plateau_factor,
-                           patience=FLAGS.plateau_patience, cooldown=FLAGS.plateau_cooldown,
-                           min_lr=FLAGS.plateau_min_lr)
-    config.CyclicSchedule(base_lr=FLAGS.clr_base_lr, max_lr=FLAGS.clr_max_lr, mode=FLAGS.clr_mode,
-                          gamma=FLAGS.clr_gamma, half_cycle_epochs=FLAGS.clr_half_cycle_epochs,
-                          half_cycle_steps=FLAGS.clr_half_cycle_steps)
-    config.CosineSchedule(warmup_epochs=FLAGS.warmup_epochs, min_lr=FLAGS.cosine_min_lr)
+            half_cycle_steps=FLAGS.clr_half_cycle_steps),
+        config.CosineSchedule.name: config.CosineSchedule(warmup_epochs=FLAGS.warmup_epochs,
+                                                          min_lr=FLAGS.cosine_min_lr),
+    }
+    return built[name]
 
 
 def build_config():
     """The flags as one TrainConfig, every value checked (no TensorFlow); raises UsageError."""
     lr = parse_lr()
-    check_unused_schedule_flags()
+    schedule = schedule_config()
     heads = resolve_heads()
     return config.TrainConfig(
         model_dir=FLAGS.model_dir,
@@ -246,7 +232,7 @@ def build_config():
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=1e-3 if lr is None else lr,
         optimizer=FLAGS.optimizer, momentum=FLAGS.momentum,
         loss_weights=trained_loss_weights(heads), regression_loss=FLAGS.regression_loss,
-        schedule=schedule_config(),
+        schedule=schedule,
         fine_tune=config.FineTuneConfig(
             enabled=FLAGS.fine_tuning, head_epochs=FLAGS.head_epochs,
             fine_tune_epochs=FLAGS.fine_tune_epochs, fine_tune_lr=FLAGS.fine_tune_lr,
