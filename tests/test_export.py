@@ -17,7 +17,7 @@ import tensorflow as tf
 from agetf.modeling import heads
 from agetf.serving import export
 from agetf.data import image_ops
-from agetf.data import labels
+from agetf.data import labels, names
 from agetf.modeling import model as model_lib
 from conftest import EXPORT_IMG_DIM
 from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
@@ -438,6 +438,9 @@ def test_predict_years_prefers_histogram_then_range_then_regression():
         40, abs=1e-3)
     assert years(age_range=ranges, age=regression) == pytest.approx(32.5)
     assert years(age=regression) == pytest.approx(20.0)
+    # Regression is unbounded: its years are clipped to the ages a face can have.
+    assert years(age=tf.constant([-0.031])) == 0.0
+    assert years(age=tf.constant([1.5])) == float(names.MAX_AGE)
 
 
 @pytest.mark.slow

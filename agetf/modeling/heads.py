@@ -93,8 +93,12 @@ def total_loss(per_head, loss_weights=None):
 
 
 def age_years_by_head(outputs):
-    """Predicted age in years from each age head present: {head: float32 [B]}."""
+    """Predicted age in years from each age head present: {head: float32 [B]}; a regression
+    age is clipped to 0-MAX_AGE (a face is never -3 years old)."""
+    import tensorflow as tf
+
     from agetf.data import labels
+    from agetf.data.names import MAX_AGE
 
     years = {}
     if "age_histogram" in outputs:
@@ -102,7 +106,9 @@ def age_years_by_head(outputs):
     if "age_range" in outputs:
         years["age_range"] = labels.range_expectation(outputs["age_range"])
     if "age" in outputs:
-        years["age"] = outputs["age"] * labels.REGRESSION_SCALE
+        # Regression is unbounded; the other heads' ages lie within 0-100 by construction.
+        years["age"] = tf.clip_by_value(outputs["age"] * labels.REGRESSION_SCALE, 0.0,
+                                        float(MAX_AGE))
     return years
 
 

@@ -52,7 +52,7 @@ def age_range_labels(outputs: dict, years):
     if "age_range" in outputs:
         classes = tf.argmax(outputs["age_range"], axis=-1, output_type=tf.int32)
     else:
-        # Ages below 0 (regression can give them) are 0-5; 80 and above are 80+.
+        # 80 and above are 80+ (a regression age can reach names.MAX_AGE).
         classes = tf.clip_by_value(
             tf.cast(tf.floor(years / labels.AGE_RANGE_WIDTH), tf.int32), 0,
             labels.NUM_AGE_RANGES - 1)
