@@ -367,7 +367,8 @@ def test_readme_opens_with_the_demo_and_the_ci_test_command():
     assert first_two == [demo, ci_command]
 
 
-PYTEST_OPTIONS_WITH_A_VALUE = ("-m", "-k", "-p")  # -m "not slow": an expression, not a path
+# -m "not slow": an expression, not a path; -n 2: pytest-xdist's process count
+PYTEST_OPTIONS_WITH_A_VALUE = ("-m", "-k", "-p", "-n")
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c.kind not in ("module", "script")],
