@@ -31,6 +31,50 @@ def trained_run(data_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_one_step_per_call_trains_as_the_loop_of_several_does(data_dir, tmp_path):
+    """With --steps_per_loop=1 a host call runs a function without the tf.range loop; three
+    such calls must take the same steps as one call of three (the loop): same weights,
+    counters and metrics. SGD without momentum, so the state to rewind is the weights and
+    the counters; no dropout, and the step's augmentation is seeded by the global step."""
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram", "gender"),
+                         optimizer="sgd", lr=0.05, momentum=0.0, summary_images=0,
+                         steps_per_loop=1)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, dropout=0.0))
+    trainer = trainer_lib.Trainer(config)
+    batches = list(input_pipeline.build_dataset(config.input, "train", config.batch_size,
+                                                training=True).take(3))
+    stacked = tf.nest.map_structure(lambda *parts: tf.stack(parts), *batches)
+    data = trainer.strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices(stacked))
+    initial = trainer.model.get_weights()
+    results = []
+    for calls in ([1, 1, 1], [3]):
+        trainer.model.set_weights(initial)
+        trainer.global_step.assign(0)
+        trainer.step_in_epoch.assign(0)
+        trainer.train_metrics.reset()
+        iterator = iter(data)
+        losses = [trainer.train_steps(iterator, n) for n in calls]
+        results.append((losses[-1], trainer.model.get_weights(),
+                        int(trainer.global_step.numpy()), int(trainer.step_in_epoch.numpy()),
+                        trainer.train_metrics.results()))
+    (loss_one, weights_one, step_one, in_epoch_one, metrics_one), (
+        loss_loop, weights_loop, step_loop, in_epoch_loop, metrics_loop) = results
+    compiled = trainer._train_loop.compiled  # each path was traced once and taken
+    assert [compiled[name].experimental_get_tracing_count()
+            for name in ("one_step", "loop")] == [1, 1]
+    assert step_one == step_loop == in_epoch_one == in_epoch_loop == 3
+    assert loss_one == pytest.approx(loss_loop, rel=1e-5)
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(weights_one, initial))
+    assert moved > 1e-4, "the steps must move the weights"
+    for one, loop in zip(weights_one, weights_loop):
+        np.testing.assert_allclose(one, loop, rtol=1e-4, atol=1e-6)
+    assert metrics_one.keys() == metrics_loop.keys()
+    for name, value in metrics_one.items():
+        assert value == pytest.approx(metrics_loop[name], rel=1e-4, abs=1e-6), name
+
+
+@pytest.mark.slow
 def test_run_leaves_its_files(trained_run):
     config, trainer, history = trained_run
     model_dir = config.model_dir
