@@ -347,7 +347,8 @@ def make_train_loop(trainer):
 
     def train_steps(iterator, num_steps):
         # With --steps_per_loop=1 a host call is one step, run without the tf.range loop, as
-        # Keras runs steps_per_execution=1: inside the loop it measured 2% slower (BUILD.md).
+        # Keras runs steps_per_execution=1: inside the loop it measured 2% slower
+        # (docs/performance.md).
         # Otherwise a call of one step (an epoch's last) takes the loop: no second trace.
         if num_steps == 1 and config.runtime.steps_per_loop == 1:
             return one_step(iterator)
