@@ -16,6 +16,7 @@ from agetf import UsageError
 from agetf.config import (BACKBONES, DEFAULT_UNFREEZE_FROM, MIN_IMG_DIM, ModelConfig,
                           check_backbone)
 from agetf.data import labels
+from agetf.modeling import weights_file as weights_file_lib
 from agetf.modeling.heads import HEADS, in_canonical_order
 
 __all__ = ["BACKBONES", "DEFAULT_UNFREEZE_FROM", "HEADS", "build_model", "min_img_dim"]
@@ -189,11 +190,17 @@ def _preprocessing_layer(backbone):
 
 def _backbone(backbone, img_dim, alpha, weights_file):
     shape = (img_dim, img_dim, 3)
+    # Built without weights and then loaded, as keras.applications' weights=path does, so that a
+    # file for another backbone or width is one line rather than Keras' traceback.
     if backbone == "MobileNetV2":
-        return keras.applications.MobileNetV2(input_shape=shape, alpha=alpha, include_top=False,
-                                              weights=weights_file, name="backbone")
-    return keras.applications.ResNet50(input_shape=shape, include_top=False,
-                                       weights=weights_file, name="backbone")
+        model = keras.applications.MobileNetV2(input_shape=shape, alpha=alpha, include_top=False,
+                                               weights=None, name="backbone")
+    else:
+        model = keras.applications.ResNet50(input_shape=shape, include_top=False, weights=None,
+                                            name="backbone")
+    if weights_file is not None:
+        weights_file_lib.load_backbone_weights(model, weights_file, (backbone, alpha))
+    return model
 
 
 def _head(head, features):
@@ -213,10 +220,7 @@ def _resolve_weights(backbone, img_dim, alpha, weights):
     if weights is None or weights.lower() == "none":
         return None
     if weights.lower() != "imagenet":
-        if not os.path.isfile(weights):
-            raise UsageError(f"weights file {weights} does not exist; pass --weights=imagenet, "
-                             "--weights=none or the path of an existing .h5 weights file")
-        return weights
+        return weights  # a file ModelConfig found readable; _backbone checks that it fits
     file_name = imagenet_weights_file_name(backbone, img_dim, alpha)
     cached = os.path.join(keras_cache_dir(), file_name)
     if os.path.isfile(cached):
