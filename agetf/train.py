@@ -59,6 +59,14 @@ flags.DEFINE_integer("print_predictions", 10, "Per-image lines to print when eva
 flags.DEFINE_boolean("cache", False, "Cache decoded images in memory (when the set fits).")
 flags.DEFINE_integer("shuffle_buffer", 2048, "Record shuffle buffer.")
 flags.DEFINE_boolean("augment", True, "Augment training images (flip, crop, colour, blur).")
+flags.DEFINE_list("crop_scale", [str(v) for v in config.AugmentConfig.crop_scale],
+                  "LOW,HIGH: area of the random training crop as a fraction of the image's; "
+                  "HIGH above 1 (at most 2) zooms out: a box larger than the image shows the "
+                  "face smaller inside a mirrored border, as a loosely framed face. With "
+                  "--augment.")
+flags.DEFINE_float("grey_probability", config.AugmentConfig.grey_probability,
+                   "Fraction of training images turned grey (luminance in all three channels), "
+                   "for grey photos elsewhere. With --augment.")
 flags.DEFINE_boolean("skip_corrupt_records", False, "Skip unreadable records instead of stopping.")
 flags.DEFINE_integer("seed", None, "Seed for shuffling and augmentation.")
 flags.DEFINE_string("tf_data_service", None, "grpc://HOST:PORT of a tf.data service dispatcher "
@@ -212,6 +220,18 @@ def schedule_config():
     return built[name]
 
 
+def augment_config():
+    """--augment and its flags as the AugmentConfig. Its flags are checked with --augment off
+    too, so a flagfile's bad value surfaces without turning augmentation on."""
+    try:
+        crop_scale = tuple(float(item) for item in FLAGS.crop_scale)
+    except ValueError:
+        raise UsageError(f"--crop_scale={','.join(FLAGS.crop_scale)} must be LOW,HIGH: two "
+                         "numbers, e.g. --crop_scale=0.8,1.4") from None
+    augment = config.AugmentConfig(crop_scale=crop_scale, grey_probability=FLAGS.grey_probability)
+    return augment if FLAGS.augment else config.NO_AUGMENTATION
+
+
 def build_config():
     """The flags as one TrainConfig, every value checked (no TensorFlow); raises UsageError."""
     lr = parse_lr()
@@ -224,7 +244,7 @@ def build_config():
             cache=FLAGS.cache, age_deviation=FLAGS.age_deviation,
             skip_corrupt_records=FLAGS.skip_corrupt_records, seed=FLAGS.seed,
             data_service=FLAGS.tf_data_service,
-            augment=config.AugmentConfig() if FLAGS.augment else config.NO_AUGMENTATION),
+            augment=augment_config()),
         model=config.ModelConfig(
             backbone=FLAGS.base_model, img_dim=FLAGS.img_dim, heads=heads, alpha=FLAGS.alpha,
             weights=FLAGS.weights, dropout=FLAGS.dropout,

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from agetf import UsageError
 from agetf.data import augment, image_ops
 
 BATCH = 400  # images per batch where a rate or a distribution is checked
@@ -146,6 +147,128 @@ def test_blur_rate_matches_probability_and_blurred_images_are_the_binomial_blur(
     assert eager[blurred].std() < 0.7 * sharp.std()
 
 
+# -- zoom out and grey -------------------------------------------------------------------
+
+def _gradient(size=20):
+    """uint8 [size, size, 3], every pixel unlike its neighbours: a mirror, shift or clamp shows."""
+    y, x = np.mgrid[0:size, 0:size]
+    return np.stack([10 + 4 * x + 7 * y, 200 - 5 * x + 2 * y, 30 + 9 * y], axis=-1).astype(np.uint8)
+
+
+def _boxes(y, x, h, w):
+    return [tf.constant(np.atleast_1d(value), tf.float32) for value in (y, x, h, w)]
+
+
+def test_a_box_larger_than_the_image_mirrors_the_image_into_the_border():
+    image = _gradient(20)
+    # Area 1.44, centred: 24 px of box for 20 of image, 2 px of border each side; resampled
+    # to 24 px, one output pixel per input pixel, so every value is exact.
+    out = augment.crop_and_resize(tf.constant(image[np.newaxis]), _boxes(-0.1, -0.1, 1.2, 1.2),
+                                  24).numpy()[0]
+    np.testing.assert_allclose(out, np.pad(image, [(2, 2), (2, 2), (0, 0)], mode="symmetric"),
+                               atol=1e-3)
+
+
+@pytest.mark.parametrize("img_dim", [12, 24, 48])
+def test_a_centred_box_of_area_1_44_shows_the_plain_resize_in_its_centre(img_dim):
+    images = tf.constant(_gradient(20)[np.newaxis])
+    out = augment.crop_and_resize(images, _boxes(-0.1, -0.1, 1.2, 1.2), img_dim).numpy()
+    border = img_dim // 12  # (1.2 - 1) / 2 of the box
+    plain = image_ops.resize(images, img_dim - 2 * border).numpy()
+    np.testing.assert_allclose(out[:, border:-border, border:-border], plain, atol=1e-3)
+
+
+def _clamped_weights(start, length, size, out_dim, flip=None):
+    """interpolation_weights as it was before zooming out: positions clamped to the image."""
+    i = tf.range(out_dim, dtype=tf.float32)[tf.newaxis, :]
+    if flip is not None:
+        i = tf.where(flip[:, tf.newaxis], out_dim - 1.0 - i, i)
+    scale = (length / out_dim)[:, tf.newaxis]
+    position = tf.clip_by_value(start[:, tf.newaxis] + (i + 0.5) * scale - 0.5, 0.0, size - 1.0)
+    support = tf.maximum(scale, 1.0)[:, :, tf.newaxis]
+    weights = tf.maximum(0.0, 1.0 - tf.abs(position[:, :, tf.newaxis]
+                                           - tf.range(size, dtype=tf.float32)) / support)
+    return weights / tf.reduce_sum(weights, axis=2, keepdims=True)
+
+
+@pytest.mark.parametrize("img_dim", [16, 48, 100])  # down, rows up and columns down, up
+def test_a_box_inside_the_image_samples_exactly_as_before_zooming_out(img_dim):
+    images = _noise_batch(4, 40, 50)
+    # The whole image, one touching the bottom right corner, two anywhere.
+    y, x, h, w = _boxes([0.0, 0.5, 0.13, 0.3], [0.0, 0.5, 0.27, 0.05], [1.0, 0.5, 0.6, 0.45],
+                        [1.0, 0.5, 0.7, 0.9])
+    flip = tf.constant([False, True, False, True])
+    expected = augment.resample(images, _clamped_weights(y * 40, h * 40, 40, img_dim),
+                                _clamped_weights(x * 50, w * 50, 50, img_dim, flip)).numpy()
+    cropped = augment.crop_and_resize(images, (y, x, h, w), img_dim, flip).numpy()
+    np.testing.assert_array_equal(cropped, expected)
+
+
+def test_zoomed_out_boxes_have_the_configured_area_and_cover_the_image_where_longer():
+    config = augment.AugmentConfig(crop_scale=(0.8, 1.4))
+    draws = tf.random.stateless_uniform([BATCH, 8], [17, 18])
+    y, x, h, w = (t.numpy() for t in augment.crop_boxes(draws, config))
+    area = h * w
+    assert area.min() >= 0.8 - 1e-4 and area.max() <= 1.4 + 1e-4
+    assert area.mean() == pytest.approx(1.1, abs=0.02)  # uniform, none clipped
+    for start, side in ((y, h), (x, w)):
+        longer = side > 1
+        assert 0.3 < longer.mean() < 0.8
+        assert np.all(start[longer] <= 0) and np.all(start[longer] + side[longer] >= 1 - 1e-6)
+        assert np.all(start[~longer] >= 0) and np.all(start[~longer] + side[~longer] <= 1 + 1e-6)
+        # centred on average, the offset random
+        assert (start[longer] + side[longer] / 2).mean() == pytest.approx(0.5, abs=0.01)
+        assert len(set(np.round(start[longer], 4))) > longer.sum() // 2
+    assert min(h.min(), w.min()) >= augment.min_crop_side(config) - 1e-4
+
+
+def test_zoomed_out_and_grey_batches_repeat_eagerly_traced_and_in_tf_data_and_shrink_the_face():
+    # A white 10 px square on 20 px of black: boxes of area 1.44 overhang by at most 4 px, so
+    # the mirrored border is black and the square shows 1/1.2 as wide as a plain resize shows it.
+    square = np.zeros((20, 20, 3), np.uint8)
+    square[5:15, 5:15] = 255
+    images = tf.constant(np.broadcast_to(square, (16, 20, 20, 3)))
+    config = _only(crop_scale=(1.44, 1.44), flip=True, grey_probability=0.5)
+    eager, traced, in_data = _three_ways(images, 20, config, [13, 14])
+    np.testing.assert_allclose(traced, eager, atol=1e-3)
+    np.testing.assert_allclose(in_data, eager, atol=1e-3)
+    white_pixels = eager[..., 0].sum(axis=(1, 2)) / 255
+    np.testing.assert_allclose(white_pixels, 100 / 1.44, rtol=0.03)  # 100 without zooming out
+    assert np.all(eager[:, 9:11, 9:11] > 254) and np.all(eager[:, [0, -1]][:, :, [0, -1]] < 1)
+    other = augment.augment_batch(images, 20, config, [13, 15]).numpy()
+    assert not np.allclose(other, eager)  # another seed, other offsets
+
+
+def test_grey_images_are_their_luminance_in_every_channel_at_the_configured_rate():
+    images = _noise_batch(BATCH, 8, 8)
+    colours = tf.cast(images, tf.float32).numpy()
+    luminance = colours @ np.array([0.299, 0.587, 0.114], np.float32)
+    eager, _, in_data = _three_ways(images, 8, _only(grey_probability=0.3), [19, 20])
+    np.testing.assert_allclose(in_data, eager, atol=1e-3)
+    greyed = np.ptp(eager, axis=3).max(axis=(1, 2)) < 1e-3
+    assert abs(greyed.mean() - 0.3) < 0.07
+    np.testing.assert_allclose(eager[greyed], np.repeat(luminance[greyed][..., np.newaxis], 3, -1),
+                               atol=1e-3)
+    np.testing.assert_allclose(eager[~greyed], colours[~greyed], atol=1e-3)
+
+
+def test_grey_comes_after_the_crop_and_before_the_colour_jitter_and_moves_no_crop():
+    images = _noise_batch(8, 40, 50)
+    crops = dict(flip=True, crop_scale=(0.8, 1.4), blur_probability=0.5)
+    coloured = augment.augment_batch(images, 24, _only(**crops), [21, 22]).numpy()
+    greyed = augment.augment_batch(images, 24, _only(**crops, grey_probability=1.0), [21, 22])
+    np.testing.assert_allclose(greyed.numpy()[..., 0], coloured @ np.array([0.299, 0.587, 0.114]),
+                               atol=1e-3)
+    jitter = _only(**crops, brightness=0.15, contrast=(0.5, 1.5), grey_probability=1.0)
+    jittered = augment.augment_batch(images, 24, jitter, [21, 22]).numpy()
+    np.testing.assert_array_equal(jittered[..., 0], jittered[..., 1])
+    np.testing.assert_array_equal(jittered[..., 0], jittered[..., 2])
+    # Contrast scales around the grey image's mean, not the colour image's.
+    draws = tf.random.stateless_uniform([8, 8], tf.constant([21, 22], tf.int64))
+    np.testing.assert_allclose(jittered, augment.colour(greyed, draws, jitter).numpy(), atol=1e-3)
+    assert np.ptp(coloured, axis=3).mean() > 10  # grey_probability=0 (the default) keeps colour
+
+
 # -- canvases ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sizes,img_dim,expected", [
@@ -195,3 +318,24 @@ def test_a_record_of_another_size_than_the_report_says_fails_loudly():
 def test_config_rejects_bad_ranges(field, value):
     with pytest.raises(ValueError, match=field):
         augment.AugmentConfig(**{field: value})
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"crop_scale": (0, 1)}, "--crop_scale=0,1 must be LOW,HIGH with 0 < LOW <= HIGH <= 2"),
+    ({"crop_scale": (1.2, 1.1)}, "--crop_scale=1.2,1.1 must"),
+    ({"crop_scale": (0.8, 2.5)}, "--crop_scale=0.8,2.5 must"),
+    ({"crop_scale": (0.8,)}, "--crop_scale=0.8 must"),
+    ({"crop_scale": (0.5, 1.0, 1.5)}, "--crop_scale=0.5,1,1.5 must"),
+    ({"crop_scale": (float("nan"), 1.0)}, "--crop_scale=nan,1 must"),
+    ({"grey_probability": -0.1}, r"--grey_probability=-0.1 must be in \[0, 1\]"),
+    ({"grey_probability": 1.5}, r"--grey_probability=1.5 must be in \[0, 1\]")])
+def test_config_names_the_flag_of_a_bad_zoom_or_grey_in_one_line(fields, message):
+    with pytest.raises(UsageError, match=message) as error:
+        augment.AugmentConfig(**fields)
+    assert "\n" not in str(error.value)
+
+
+def test_config_accepts_the_ends_of_the_zoom_and_grey_ranges():
+    config = augment.AugmentConfig(crop_scale=(2.0, 2.0), grey_probability=1.0)
+    assert augment.min_crop_side(config) > 1  # every crop larger than the image
+    augment.AugmentConfig(crop_scale=(0.01, 0.01), grey_probability=0.0)
