@@ -374,6 +374,37 @@ def test_early_stopping_ends_each_stage_and_a_stopped_run_stays_stopped(data_dir
             "improved for 1 epochs in stage fine_tune") in capsys.readouterr().out
 
 
+def test_heads_only_run_ends_in_stage_one_and_a_rerun_enters_no_empty_stage(data_dir, tmp_path):
+    # --fine_tuning --fine_tune_epochs=0: the older project's stage 1 alone. A cosine warm-up
+    # longer than an empty stage 2 must not stop the run at its end, nor its rerun.
+    fine_tune = trainer_lib.FineTuneConfig(enabled=True, head_epochs=2, fine_tune_epochs=0)
+    config = tiny_config(data_dir, tmp_path / "run", heads=("age",), fine_tune=fine_tune,
+                         schedule=agetf_config.CosineSchedule(warmup_epochs=1),
+                         steps_per_epoch=2, summary_images=0)
+    first = trainer_lib.Trainer(config)
+    calls = fake_training(first)
+    history = first.fit()
+    assert calls == ["frozen_backbone", "frozen_backbone"] and history["epoch"] == [1, 2]
+    assert first.stage == "frozen_backbone" and first.total_epochs == 2
+
+    second = trainer_lib.Trainer(config)
+    calls = fake_training(second)
+    assert second.stage == "frozen_backbone" and second.resumed
+    assert second.fit()["epoch"] == [1, 2] and calls == []
+
+    # More --fine_tune_epochs continue it into stage 2, from a checkpoint whose optimizer
+    # trained the heads alone: the weights come back, the optimizer starts fresh.
+    longer = dataclasses.replace(config, fine_tune=dataclasses.replace(fine_tune,
+                                                                       fine_tune_epochs=1))
+    third = trainer_lib.Trainer(longer)
+    assert third.stage == "fine_tune" and third.resumed
+    assert int(third.global_step.numpy()) == 4 == int(third.stage_start_step.numpy())
+    for saved, restored in zip(first.model.weights, third.model.weights):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+    calls = fake_training(third)
+    assert third.fit()["epoch"] == [1, 2, 3] and calls == ["fine_tune"]
+
+
 @pytest.mark.parametrize("unfreeze_from, schedule, expected", [
     (None, schedules.Constant(1e-4),
      "unfreezing the backbone from its first layer named block_16_* (the default), BatchNorm "

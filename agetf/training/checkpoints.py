@@ -80,11 +80,20 @@ def saved_value(path, name):
     return int(tf.train.load_variable(path, f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def restore(checkpoint, path, restore_dir):
+def saved_optimizer_size(path):
+    """How many model variables the optimizer saved in checkpoint `path` trains."""
+    return sum(1 for key, _ in tf.train.list_variables(path)
+               if key.startswith("optimizer/") and "/_trainable_variables/" in key)
+
+
+def restore(checkpoint, path, restore_dir, partial=False):
     """Restores `checkpoint` from `path`: a CheckpointDamagedError or a UsageError naming the
-    fix when it is damaged after all, or made by a run of another model."""
+    fix when it is damaged after all, or made by a run of another model. `partial`: the
+    checkpoint holds more than `checkpoint` restores, on purpose (no warnings about it)."""
     try:
-        checkpoint.restore(path).assert_existing_objects_matched()
+        status = checkpoint.restore(path).assert_existing_objects_matched()
+        if partial:
+            status.expect_partial()
     except (tf.errors.DataLossError, IndexError) as error:  # damaged after the check
         raise CheckpointDamagedError(
             f"the checkpoint {path} is damaged ({one_line(error)}); delete it (its "

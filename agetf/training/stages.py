@@ -22,7 +22,11 @@ def stage_for_epoch(config, epoch, fine_tune_start_epoch):
     """The stage epoch `epoch` (0-based) belongs to."""
     if not config.fine_tune.enabled:
         return Stage.TRAIN
-    return Stage.FROZEN_BACKBONE if epoch < fine_tune_start_epoch else Stage.FINE_TUNE
+    # --fine_tune_epochs=0 trains the heads alone: the run ends in stage 1, and its end (or
+    # a rerun of it) must not enter a stage 2 of no steps.
+    if epoch < fine_tune_start_epoch or config.fine_tune.fine_tune_epochs == 0:
+        return Stage.FROZEN_BACKBONE
+    return Stage.FINE_TUNE
 
 
 def stage_lr_and_epochs(config, stage):

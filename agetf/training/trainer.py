@@ -124,12 +124,16 @@ class Trainer:
         self.enter_stage(self.stage_for_epoch(start_epoch))
         if not latest:
             return
-        checkpoint = self.checkpoint
+        objects = self._checkpoint_objects()
         if saved_start is None:  # made before the fine-tuning start was checkpointed
-            objects = self._checkpoint_objects()
             del objects[_FINE_TUNE_START]
-            checkpoint = tf.train.Checkpoint(**objects)
-        checkpoints.restore(checkpoint, latest, self.restore_dir)
+        fresh_stage = self._stage_two_begins_at(latest, start_epoch)
+        if fresh_stage:
+            del objects["optimizer"], objects["stage_start_step"]
+        checkpoints.restore(tf.train.Checkpoint(**objects), latest, self.restore_dir,
+                            partial=fresh_stage)
+        if fresh_stage:
+            self.stage_start_step.assign(self.global_step)
         self.log(f"Resumed from {latest} at epoch {int(self.epoch.numpy())}, step "
                  f"{int(self.step_in_epoch.numpy())} of {self.steps_per_epoch}")
         self.resumed = True
@@ -139,6 +143,16 @@ class Trainer:
         if self.config.verbose and self.chief:
             print(message, flush=True)
             logging.info(message)
+
+    def _stage_two_begins_at(self, latest, start_epoch):
+        """Whether checkpoint `latest` ends a stage 1 that stage 2 now follows, saved before
+        stage 2 was entered (a heads-only run, --fine_tune_epochs=0, continued with more): its
+        optimizer trained the heads alone, and stage 2 starts with a fresh one anyway."""
+        return (self.stage is Stage.FINE_TUNE
+                and start_epoch == int(self.fine_tune_start_epoch.numpy())
+                and checkpoints.saved_value(latest, "step_in_epoch") == 0
+                and checkpoints.saved_optimizer_size(latest) != len(
+                    self.model.trainable_variables))
 
     def warn(self, message):
         """A warning line through absl logging (the chief's only), verbose or not."""
