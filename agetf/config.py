@@ -310,6 +310,9 @@ Schedule = ConstantSchedule | PlateauSchedule | CyclicSchedule | CosineSchedule
 
 # -- the rest of a run ----------------------------------------------------------------------
 
+FINE_TUNE_BATCHNORM = ("frozen", "train")
+
+
 @dataclasses.dataclass(frozen=True)
 class FineTuneConfig:
     enabled: bool = False
@@ -317,8 +320,12 @@ class FineTuneConfig:
     fine_tune_epochs: int = 35
     fine_tune_lr: float = 1e-4
     unfreeze_from: str | None = None  # None: the backbone's default (DEFAULT_UNFREEZE_FROM)
+    # Stage 2's unfrozen BatchNorm layers: "frozen" runs them in inference mode with
+    # ImageNet's statistics; "train" lets them normalize by batch and learn the new data's.
+    batchnorm: str = "frozen"
 
     def __post_init__(self):
+        _one_of("fine_tune_batchnorm", self.batchnorm, FINE_TUNE_BATCHNORM)
         _at_least("head_epochs", self.head_epochs, 0)
         _at_least("fine_tune_epochs", self.fine_tune_epochs, 0)
         _positive("fine_tune_lr", self.fine_tune_lr)

@@ -114,6 +114,10 @@ flags.DEFINE_integer("fine_tune_epochs", 35, "Fine-tuning stage 2: epochs with t
 flags.DEFINE_float("fine_tune_lr", 1e-4, "Fine-tuning stage 2 learning rate.")
 flags.DEFINE_string("unfreeze_from", None, "Fine-tuning: first backbone layer name prefix to "
                     "unfreeze; default block_16_ (MobileNetV2) or conv5_ (ResNet50).")
+flags.DEFINE_enum("fine_tune_batchnorm", "frozen", config.FINE_TUNE_BATCHNORM,
+                  "Fine-tuning stage 2: the unfrozen BatchNorm layers stay frozen (inference "
+                  "mode, ImageNet statistics) or train (batch statistics, moving averages "
+                  "updated, gamma and beta learned).")
 
 # Execution.
 flags.DEFINE_string("strategy", "auto", "auto, default, mirrored, multi_worker_mirrored or tpu.")
@@ -256,7 +260,7 @@ def build_config():
         fine_tune=config.FineTuneConfig(
             enabled=FLAGS.fine_tuning, head_epochs=FLAGS.head_epochs,
             fine_tune_epochs=FLAGS.fine_tune_epochs, fine_tune_lr=FLAGS.fine_tune_lr,
-            unfreeze_from=FLAGS.unfreeze_from),
+            unfreeze_from=FLAGS.unfreeze_from, batchnorm=FLAGS.fine_tune_batchnorm),
         lr_finder=config.LRFinderConfig(
             find_only=FLAGS.lr_find, use_suggestion=lr is None, min_lr=FLAGS.lr_find_min,
             max_lr=FLAGS.lr_find_max, epochs=FLAGS.lr_find_epochs, steps=FLAGS.lr_find_steps),

@@ -44,6 +44,8 @@ def test_a_config_is_frozen_and_replace_checks_again():
      "--plateau_monitor=val_cs6 is not reported for these heads; use one of loss, age_loss"),
     (lambda: config.RuntimeConfig(strategy="parameter_server"), "--strategy must be one of"),
     (lambda: config.EvalConfig(split="train"), "--eval_split=train is unknown"),
+    (lambda: config.FineTuneConfig(batchnorm="sometimes"),
+     "--fine_tune_batchnorm=sometimes is unknown; use one of frozen, train"),
 ])
 def test_cross_field_rules_are_one_line_usage_errors(make, message):
     with pytest.raises(UsageError) as error:

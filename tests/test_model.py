@@ -223,6 +223,25 @@ def test_unfreezing_keeps_batchnorm_in_inference_mode(mobilenet):
     calibrate_batchnorm(mobilenet, random_images(8, seed=1))
 
 
+def test_train_batchnorm_unfreezes_the_norms_after_the_unfreeze_point_only(mobilenet):
+    backbone = mobilenet.get_layer("backbone")
+    late, early = backbone.get_layer("block_16_project_BN"), backbone.get_layer("bn_Conv1")
+    try:
+        model_lib.set_trainable(mobilenet, unfreeze_from="block_16_", train_batchnorm=True)
+        assert late.trainable and not early.trainable
+        assert _trainable_layer_names(mobilenet) == [
+            "block_16_expand", "block_16_expand_BN", "block_16_depthwise",
+            "block_16_depthwise_BN", "block_16_project", "block_16_project_BN", "Conv_1",
+            "Conv_1_bn"]
+        # A training BatchNorm normalizes by the batch and moves its moving averages.
+        before = keras.ops.convert_to_numpy(late.moving_mean)
+        mobilenet(random_images(4, seed=9) * 0.5, training=True)
+        assert not np.array_equal(keras.ops.convert_to_numpy(late.moving_mean), before)
+    finally:
+        model_lib.unfreeze_all(mobilenet)
+        calibrate_batchnorm(mobilenet, random_images(8, seed=1))
+
+
 def test_unfreeze_all_undoes_a_partial_freeze_even_when_the_model_flag_is_set(mobilenet):
     model_lib.set_trainable(mobilenet, unfreeze_from="block_16_")
     assert mobilenet.trainable  # the outer flag alone says nothing about the backbone

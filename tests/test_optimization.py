@@ -415,15 +415,27 @@ def test_heads_only_run_ends_in_stage_one_and_a_rerun_enters_no_empty_stage(data
      "lr cycling 0.0001..0.1 (cyclic_lr ignores --fine_tune_lr)"),
 ])
 def test_stage_two_log_says_what_is_unfrozen_and_the_lr(unfreeze_from, schedule, expected):
-    config = trainer_lib.TrainConfig(
-        model_dir="unused", input=None,
-        schedule=(agetf_config.CyclicSchedule() if isinstance(schedule, schedules.Cyclic)
-                  else agetf_config.ConstantSchedule()),
-        fine_tune=trainer_lib.FineTuneConfig(enabled=True, unfreeze_from=unfreeze_from))
+    config = _fine_tune_config(unfreeze_from, schedule)
     line = stages.describe_fine_tune_stage(config, schedule)
     assert line.startswith("Stage fine_tune: ") and expected in line
     if isinstance(schedule, schedules.Cyclic):
         assert "0.0001 (" not in line  # no --fine_tune_lr where it is not used
+
+
+def test_stage_two_log_says_when_batchnorm_trains():
+    config = _fine_tune_config("", schedules.Constant(1e-4), batchnorm="train")
+    line = stages.describe_fine_tune_stage(config, schedules.Constant(1e-4))
+    assert ("unfreezing the whole backbone (--unfreeze_from=''), its BatchNorm layers training "
+            "(--fine_tune_batchnorm=train); fresh optimizer") in line
+
+
+def _fine_tune_config(unfreeze_from, schedule, batchnorm="frozen"):
+    return trainer_lib.TrainConfig(
+        model_dir="unused", input=None,
+        schedule=(agetf_config.CyclicSchedule() if isinstance(schedule, schedules.Cyclic)
+                  else agetf_config.ConstantSchedule()),
+        fine_tune=trainer_lib.FineTuneConfig(enabled=True, unfreeze_from=unfreeze_from,
+                                             batchnorm=batchnorm))
 
 
 # -- mixed precision ---------------------------------------------------------------------

@@ -139,10 +139,11 @@ def backbone_layers(model) -> list:
     return [layer for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
-def set_trainable(model, *, unfreeze_from) -> None:
+def set_trainable(model, *, unfreeze_from, train_batchnorm=False) -> None:
     """Freezes the backbone (None), unfreezes all of it (""), or from the first layer named prefix*.
 
-    BatchNormalization layers always stay frozen, so they run in inference mode.
+    BatchNormalization layers stay frozen, so they run in inference mode, unless
+    train_batchnorm: then those at or after the unfreeze point train too.
     """
     backbone = model.get_layer("backbone")
     layers = backbone_layers(model)
@@ -152,7 +153,8 @@ def set_trainable(model, *, unfreeze_from) -> None:
     start = _first_layer_index(layers, unfreeze_from)
     backbone.trainable = True
     for index, layer in enumerate(layers):
-        frozen = index < start or isinstance(layer, keras.layers.BatchNormalization)
+        frozen = index < start or (isinstance(layer, keras.layers.BatchNormalization)
+                                   and not train_batchnorm)
         layer.trainable = not frozen
 
 

@@ -104,7 +104,8 @@ def set_trainable_for(model, config, stage):
     elif stage is Stage.FROZEN_BACKBONE:
         model_lib.set_trainable(model, unfreeze_from=None)
     else:
-        model_lib.set_trainable(model, unfreeze_from=unfreeze_prefix(config))
+        model_lib.set_trainable(model, unfreeze_from=unfreeze_prefix(config),
+                                train_batchnorm=config.fine_tune.batchnorm == "train")
 
 
 def describe_fine_tune_stage(config, schedule):
@@ -120,5 +121,6 @@ def describe_fine_tune_stage(config, schedule):
               "(cyclic_lr ignores --fine_tune_lr)")
     else:
         lr = f"lr {config.fine_tune.fine_tune_lr:g} ({config.schedule.name})"
-    return (f"Stage {Stage.FINE_TUNE.value}: {unfrozen}, BatchNorm layers kept frozen; fresh "
-            f"optimizer; {lr}")
+    batchnorm = ("BatchNorm layers kept frozen" if config.fine_tune.batchnorm == "frozen"
+                 else "its BatchNorm layers training (--fine_tune_batchnorm=train)")
+    return f"Stage {Stage.FINE_TUNE.value}: {unfrozen}, {batchnorm}; fresh optimizer; {lr}"
