@@ -240,3 +240,30 @@ def _as_uint8_rgb(images):
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     return images
+
+
+def plot_runs(histories, metrics, path):
+    """Several runs' validation metrics against their cumulative training time, one panel per
+    metric: runs of different speeds compared at equal time, as equal-time tuning needs.
+
+    `histories` maps a run's label to its history (history.json's dict, which has
+    `epoch_seconds`); a run lacking a metric is left out of that panel.
+    """
+    width, height = _PANEL_SIZE
+    figure = _new_figure(width * len(metrics), height + 0.4)
+    for column, metric in enumerate(metrics):
+        axes = figure.add_subplot(1, len(metrics), column + 1)
+        for label, history in histories.items():
+            seconds, values = _as_series(history.get("epoch_seconds")), _as_series(
+                history.get(metric))
+            if seconds is None or values is None or len(seconds) != len(values):
+                continue
+            axes.plot(np.cumsum(seconds) / 60.0, values, marker="o", markersize=3, label=label)
+        axes.set_xlabel("training time (min)")
+        axes.set_title(_humanize(metric))
+        axes.grid(True, alpha=0.3)
+        if metric.endswith(_SHARE_SUFFIXES):
+            axes.set_ylim(top=1.0)
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    _save_figure(figure, path)
