@@ -475,3 +475,152 @@ def test_a_progress_bar_counts_the_photos_on_a_terminal_only(photos_dir, monkeyp
         assert ("predicting" in stream.getvalue() and "/4 " in stream.getvalue()
                 and "\r" in stream.getvalue()) == drawn
         assert drawn or stream.getvalue() == ""
+
+
+# --- scripts/benchmark_wild_photos: crops pasted into photos, or framed by themselves -----
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WILD_BENCHMARK = os.path.join(REPO, "scripts", "benchmark_wild_photos")
+
+
+@pytest.fixture(scope="module")
+def wild_benchmark():
+    """The script as a module (it defines its flags only when run as a program)."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("benchmark_wild_photos", WILD_BENCHMARK)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def head_crop(astronaut):
+    """The astronaut's head as a 200 px UTKFace-like crop."""
+    import cv2
+
+    top, bottom, left, right = HEAD
+    return cv2.resize(np.ascontiguousarray(astronaut[top:bottom, left:right]), (200, 200),
+                      interpolation=cv2.INTER_CUBIC)
+
+
+def framed_parts(frame, box):
+    """(the frame inside box, a mask of the border 3 px away from the crop and the edges)."""
+    left, top, right, bottom = (int(v) for v in box)
+    assert (left, top, right, bottom) == box  # whole pixels: the crop is not resampled
+    border = np.ones(frame.shape[:2], bool)
+    border[top - 3:bottom + 3, left - 3:right + 3] = False
+    border[:3], border[-3:], border[:, :3], border[:, -3:] = False, False, False, False
+    return frame[top:bottom, left:right], border
+
+
+@pytest.mark.parametrize("margin_scale", [0.55, 0.3])
+def test_reflect_framing_puts_the_crop_at_its_box_in_its_own_mirror_image(
+        wild_benchmark, head_crop, margin_scale):
+    """At 0.3 the border (233 px) is wider than the crop and mirrors back and forth."""
+    frame, to_frame, box = wild_benchmark.frame_crop(head_crop, "reflect", margin_scale)
+    side = round(200 / margin_scale)
+    assert frame.shape == (side, side, 3) and frame.dtype == np.uint8
+    left, top = (side - 200) // 2, (side - 200) // 2
+    assert box == (left, top, left + 200, top + 200)
+    inner, _ = framed_parts(frame, box)
+    np.testing.assert_array_equal(inner, head_crop)
+    # The crop's corners land on the box's corners.
+    np.testing.assert_allclose(face_alignment.transform_points(to_frame, [[0, 0], [200, 200]]),
+                               [box[:2], box[2:]])
+    # numpy's "reflect" mirrors about the edge pixels without repeating them, as
+    # cv2.BORDER_REFLECT_101 does.
+    mirrored = np.pad(head_crop, ((top, side - 200 - top), (left, side - 200 - left), (0, 0)),
+                      mode="reflect")
+    np.testing.assert_array_equal(frame, mirrored)
+
+
+def high_frequency(image):
+    """Mean |Laplacian| of the grey image, per pixel."""
+    import cv2
+
+    return np.abs(cv2.Laplacian(image.astype(np.float64).mean(-1), cv2.CV_64F))
+
+
+@pytest.mark.parametrize("margin_scale", [0.55, 0.3])
+def test_blur_framing_puts_the_crop_at_its_box_in_a_smooth_border_of_its_colours(
+        wild_benchmark, head_crop, margin_scale):
+    frame, to_frame, box = wild_benchmark.frame_crop(head_crop, "blur", margin_scale)
+    side = round(200 / margin_scale)
+    assert frame.shape == (side, side, 3) and frame.dtype == np.uint8
+    assert box == ((side - 200) // 2, (side - 200) // 2, (side - 200) // 2 + 200,
+                   (side - 200) // 2 + 200)
+    inner, border = framed_parts(frame, box)
+    np.testing.assert_array_equal(inner, head_crop)
+    np.testing.assert_allclose(face_alignment.transform_points(to_frame, [[0, 0]]), [box[:2]])
+    # Smooth: under a tenth of the crop's (and the mirrored border's) high frequencies; not a
+    # flat fill, and the crop's colours on average.
+    crop_energy = high_frequency(head_crop)[3:-3, 3:-3].mean()
+    assert high_frequency(frame)[border].mean() < 0.1 * crop_energy
+    reflected, _, _ = wild_benchmark.frame_crop(head_crop, "reflect", margin_scale)
+    assert high_frequency(reflected)[border].mean() > 0.5 * crop_energy
+    assert frame[border].std() > 20
+    np.testing.assert_allclose(frame[border].mean(0), head_crop.reshape(-1, 3).mean(0), atol=20)
+
+
+def test_gender_accuracy_counts_the_found_faces_against_their_crops(wild_benchmark):
+    """Scene gender over the found faces, crop gender over the same crops and over all."""
+    def record(true_gender, crop_female, scene_female=None):
+        detections = [] if scene_female is None else [
+            {"confidence": 0.99, "iou": 0.8, "inside_crop": True, "age": 30.0,
+             "female_probability": scene_female}]
+        return {"detections": detections, "true_gender": true_gender, "true_age": 30,
+                "crop_age": 32.0, "crop_female_probability": crop_female}
+
+    records = [record(1, 0.9, 0.8), record(1, 0.9, 0.3), record(0, 0.6, 0.2), record(0, 0.7)]
+    result = wild_benchmark.score(records)
+    assert result["found"] == 3
+    assert result["scene_gender_accuracy"] == pytest.approx(2 / 3)  # the second is wrong
+    assert result["crop_gender_accuracy_same_scenes"] == pytest.approx(2 / 3)  # the third
+    assert result["crop_gender_accuracy_all_scenes"] == pytest.approx(2 / 4)
+
+
+def run_wild_benchmark(*args):
+    return subprocess.run([sys.executable, WILD_BENCHMARK, *args], capture_output=True,
+                          text=True, timeout=600,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--margin_scale=0.5"], "--margin_scale frames a crop by itself: pass --framing=reflect"),
+    (["--framing=reflect", "--margin_scale=1.5"], "--margin_scale must be in (0, 1]"),
+    (["--framing=reflect", "--blur_sigma=0.1"], "--blur_sigma sets --framing=blur's border")])
+def test_wild_benchmark_refuses_a_framing_setting_in_one_line(tmp_path, args, message):
+    done = run_wild_benchmark(f"--input_dir={tmp_path}", "--saved_model=unused", *args)
+    assert done.returncode != 0 and done.stdout == ""
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"benchmark_wild_photos: error: {message}"), line
+
+
+@pytest.mark.slow
+def test_wild_benchmark_runs_with_reflect_framing(models, head_crop, tmp_path):
+    """End to end on the tiny model: two test-split copies of the astronaut's head, each
+    framed by its mirror image, are found where the crop was put."""
+    from agetf.data import conversion
+
+    names = [name for name in (f"45_0_0_2017011{i:04d}.jpg" for i in range(200))
+             if conversion.assign_split(name) == "test"][:2]
+    for name in names:
+        Image.fromarray(head_crop).save(tmp_path / name, quality=95)
+    done = run_wild_benchmark(f"--input_dir={tmp_path}", f"--saved_model={models[0]}",
+                              "--framing=reflect", "--scenes=2", "--seed=0")
+    assert done.returncode == 0, done.stderr
+    assert "reflect frame, crop 0.55 of its side" in done.stdout
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["framing"], result["margin_scale"], result["blur_sigma"]) == (
+        "reflect", 0.55, None)
+    assert (result["scenes"], result["found"], result["found_share"]) == (2, 2, 1.0)
+    assert result["scene_megapixels_median"] == pytest.approx(364 * 364 / 1e6)
+    # The tiny model's numbers are meaningless, but every measure is there.
+    for key in ("median_age_difference_years", "scene_mae", "crop_mae_same_scenes",
+                "mae_ratio", "false_faces_on_background", "false_faces_inside_crop"):
+        assert result[key] >= 0, key
+    for key in ("scene_gender_accuracy", "crop_gender_accuracy_same_scenes",
+                "crop_gender_accuracy_all_scenes"):
+        assert result[key] in (0.0, 0.5, 1.0), key
