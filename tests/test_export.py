@@ -235,7 +235,10 @@ def check_prediction(prediction, all_heads, jpeg):
         all_heads, image_ops.decode_and_resize(jpeg, IMG_DIM)[tf.newaxis], traced=True)
     assert sorted(prediction) == sorted([*expected, "age_range_label"])
     for name, value in expected.items():
-        np.testing.assert_allclose(prediction[name], value[0], rtol=0, atol=1e-4, err_msg=name)
+        # rtol: an age near 73 years differed by 1.1e-4 (1.5e-6 relative, float32 rounding
+        # of two traced paths) with an untrained model whose init depends on test order.
+        np.testing.assert_allclose(prediction[name], value[0], rtol=1e-5, atol=1e-4,
+                                   err_msg=name)
     assert prediction["age_range_label"] == labels.AGE_RANGE_NAMES[
         int(np.argmax(expected["age_range"][0]))]
 

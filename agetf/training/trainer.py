@@ -124,14 +124,16 @@ class Trainer:
         self.enter_stage(self.stage_for_epoch(start_epoch))
         if not latest:
             return
-        objects = self._checkpoint_objects()
-        if saved_start is None:  # made before the fine-tuning start was checkpointed
-            del objects[_FINE_TUNE_START]
         fresh_stage = self._stage_two_begins_at(latest, start_epoch)
-        if fresh_stage:
-            del objects["optimizer"], objects["stage_start_step"]
-        checkpoints.restore(tf.train.Checkpoint(**objects), latest, self.restore_dir,
-                            partial=fresh_stage)
+        checkpoint = self.checkpoint
+        if saved_start is None or fresh_stage:
+            objects = self._checkpoint_objects()
+            if saved_start is None:  # made before the fine-tuning start was checkpointed
+                del objects[_FINE_TUNE_START]
+            if fresh_stage:
+                del objects["optimizer"], objects["stage_start_step"]
+            checkpoint = tf.train.Checkpoint(**objects)
+        checkpoints.restore(checkpoint, latest, self.restore_dir, partial=fresh_stage)
         if fresh_stage:
             self.stage_start_step.assign(self.global_step)
         self.log(f"Resumed from {latest} at epoch {int(self.epoch.numpy())}, step "
