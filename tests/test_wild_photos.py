@@ -505,6 +505,17 @@ def head_crop(astronaut):
                       interpolation=cv2.INTER_CUBIC)
 
 
+def centred_frame(wild_benchmark, crop, framing, margin_scale):
+    """frame_crop's (frame, transform, box) and the frame's side, having checked that the
+    200 px crop sits, unscaled, in the middle of a uint8 square of side 200 / margin_scale."""
+    frame, to_frame, box = wild_benchmark.frame_crop(crop, framing, margin_scale)
+    side = round(200 / margin_scale)
+    assert frame.shape == (side, side, 3) and frame.dtype == np.uint8
+    offset = (side - 200) // 2
+    assert box == (offset, offset, offset + 200, offset + 200)
+    return frame, to_frame, box, side
+
+
 def framed_parts(frame, box):
     """(the frame inside box, a mask of the border 3 px away from the crop and the edges)."""
     left, top, right, bottom = (int(v) for v in box)
@@ -519,11 +530,9 @@ def framed_parts(frame, box):
 def test_reflect_framing_puts_the_crop_at_its_box_in_its_own_mirror_image(
         wild_benchmark, head_crop, margin_scale):
     """At 0.3 the border (233 px) is wider than the crop and mirrors back and forth."""
-    frame, to_frame, box = wild_benchmark.frame_crop(head_crop, "reflect", margin_scale)
-    side = round(200 / margin_scale)
-    assert frame.shape == (side, side, 3) and frame.dtype == np.uint8
-    left, top = (side - 200) // 2, (side - 200) // 2
-    assert box == (left, top, left + 200, top + 200)
+    frame, to_frame, box, side = centred_frame(wild_benchmark, head_crop, "reflect",
+                                               margin_scale)
+    left = top = (side - 200) // 2
     inner, _ = framed_parts(frame, box)
     np.testing.assert_array_equal(inner, head_crop)
     # The crop's corners land on the box's corners.
@@ -546,11 +555,7 @@ def high_frequency(image):
 @pytest.mark.parametrize("margin_scale", [0.55, 0.3])
 def test_blur_framing_puts_the_crop_at_its_box_in_a_smooth_border_of_its_colours(
         wild_benchmark, head_crop, margin_scale):
-    frame, to_frame, box = wild_benchmark.frame_crop(head_crop, "blur", margin_scale)
-    side = round(200 / margin_scale)
-    assert frame.shape == (side, side, 3) and frame.dtype == np.uint8
-    assert box == ((side - 200) // 2, (side - 200) // 2, (side - 200) // 2 + 200,
-                   (side - 200) // 2 + 200)
+    frame, to_frame, box, side = centred_frame(wild_benchmark, head_crop, "blur", margin_scale)
     inner, border = framed_parts(frame, box)
     np.testing.assert_array_equal(inner, head_crop)
     np.testing.assert_allclose(face_alignment.transform_points(to_frame, [[0, 0]]), [box[:2]])
