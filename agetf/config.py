@@ -379,8 +379,12 @@ class EvalConfig:
 
     @property
     def report_name(self):
-        """evaluation.json for test; evaluation_validation.json for the validation split."""
-        return "evaluation.json" if self.split == "test" else f"evaluation_{self.split}.json"
+        """The report's file, named by split and protocol so that no evaluation overwrites
+        another's: evaluation.json for test under `random`, else evaluation_SPLIT.json,
+        evaluation_PROTOCOL.json or evaluation_SPLIT_PROTOCOL.json."""
+        parts = [part for part, usual in ((self.split, "test"), (self.protocol, "random"))
+                 if part != usual]
+        return "_".join(["evaluation", *parts]) + ".json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -458,6 +462,9 @@ class TrainConfig:
     verbose: bool = True
 
     def __post_init__(self):
+        if "://" in self.model_dir:  # its lock, renames and checkpoints are local-file calls
+            raise UsageError(f"--model_dir={self.model_dir} must be a local or mounted folder, "
+                             "not a URL; mount the storage (e.g. with gcsfuse) and give its path")
         _at_least("batch_size", self.batch_size, 1)
         _at_least("epochs", self.epochs, 1)
         _positive("lr", self.lr)

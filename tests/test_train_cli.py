@@ -279,8 +279,9 @@ def test_train_then_load_on_the_command_line(data_dir, tmp_path):
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.count("Predicting for image") == 3
     assert "Epoch" not in loaded.stdout
-    again = json.loads((model_dir / "evaluation.json").read_text())
+    again = json.loads((model_dir / "evaluation_ages_21_60.json").read_text())
     assert again["protocol"] == "ages_21_60" and 0 < again["num_images"] < report["num_images"]
+    assert json.loads((model_dir / "evaluation.json").read_text()) == report  # kept
     # Decades wholly inside 21-60 hold the same images, so the same model gives the same numbers.
     # (The constant predictor's columns differ: its median is of training ages 21-60.)
     inside = {"30-39", "40-49", "50-59"}

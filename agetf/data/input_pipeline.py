@@ -12,7 +12,6 @@ The model holds the backbone's own preprocessing.
 """
 
 import functools
-import glob
 import hashlib
 import json
 import os
@@ -85,7 +84,8 @@ def distribute_through_service(dataset, address, job_name, processing_mode="para
 
 
 def _service_job_name(config):
-    key = f"{os.path.abspath(config.data_dir)}|{config.img_dim}|{config.seed}|{config.cache}"
+    data_dir = config.data_dir if is_remote(config.data_dir) else os.path.abspath(config.data_dir)
+    key = f"{data_dir}|{config.img_dim}|{config.seed}|{config.cache}"
     return "agetf-train-" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -93,12 +93,21 @@ def list_shards(data_dir, split):
     """Sorted shard files of a split; ValueError naming the problem if there are none."""
     if split not in dataset_files.SPLITS:
         raise UsageError(f"unknown split {split!r}; use one of {', '.join(dataset_files.SPLITS)}")
-    if not os.path.isdir(data_dir):
-        raise UsageError(f"data directory {data_dir} does not exist; convert a dataset into it "
-                         "with scripts/make_tfrecords")
-    # The converter writes shards under a temporary name first; only complete ones match.
-    files = sorted(f for f in glob.glob(dataset_files.shard_pattern(data_dir, split))
-                   if dataset_files.SHARD_FILE.search(f))
+    # tf.io.gfile, so that a data_dir on any filesystem TensorFlow reads (gs://...) works.
+    try:
+        exists = tf.io.gfile.isdir(data_dir)
+        # The converter writes shards under a temporary name first; only complete ones match.
+        files = sorted(f for f in tf.io.gfile.glob(dataset_files.shard_pattern(data_dir, split))
+                       if dataset_files.SHARD_FILE.search(f)) if exists else []
+    except tf.errors.OpError as error:  # e.g. a scheme this TensorFlow has no filesystem for
+        raise UsageError(f"data directory {data_dir} cannot be read "
+                         f"({error.message.splitlines()[0]}); give a local folder or a "
+                         "filesystem TensorFlow supports here (gs://...)") from None
+    if not exists:
+        unknown = (" (or TensorFlow has no filesystem for its scheme here)"
+                   if is_remote(data_dir) else "")
+        raise UsageError(f"data directory {data_dir} does not exist{unknown}; convert a dataset "
+                         "into it with scripts/make_tfrecords")
     if not files:
         raise UsageError(f"no {split} shards (*-{split}.tfrecord-NNNNN-of-NNNNN) in {data_dir}; "
                          "convert a dataset into it with scripts/make_tfrecords")
@@ -117,9 +126,9 @@ def num_examples(data_dir, split):
 def read_report(data_dir):
     """The converter's report (conversion_report.json) as a dict; {} when missing or unreadable."""
     try:
-        with open(os.path.join(data_dir, dataset_files.REPORT_FILE)) as f:
+        with tf.io.gfile.GFile(os.path.join(data_dir, dataset_files.REPORT_FILE)) as f:
             report = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, tf.errors.OpError):
         return {}
     return report if isinstance(report, dict) else {}
 
