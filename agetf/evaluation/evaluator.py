@@ -12,7 +12,9 @@ from agetf.common import progress
 from agetf.config import EVAL_PROTOCOLS
 from agetf.data import input_pipeline, labels, names, schema
 from agetf.evaluation import face_format
-from agetf.modeling import heads, model as model_lib
+from agetf.modeling import heads
+from agetf.modeling import model as model_lib
+from agetf.modeling import outputs as model_outputs
 
 RACE_NAMES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "other",
               names.UNKNOWN_RACE: "unknown"}
@@ -92,23 +94,24 @@ def _breakdown(groups, predicted_age, true_age, gender_hit, baseline_age, baseli
 
 def predicted_ages(outputs):
     """Predicted age in years (float64 numpy) from numpy model outputs; None without an age head."""
-    years = heads.predicted_age_years({k: tf.constant(v) for k, v in outputs.items()})
-    return None if years is None else np.asarray(years).astype(np.float64)
+    years = model_outputs.from_heads(outputs).ages
+    return None if years is None else years.astype(np.float64)
 
 
 def summarize(outputs, batch_labels, train_ages, train_genders):
     """The evaluation report (a JSON-ready dict) of predictions against labels."""
     true_age = batch_labels["age"].astype(np.float64)
-    predicted_age = predicted_ages(outputs)
+    predicted = model_outputs.from_heads(outputs)
+    predicted_age = None if predicted.ages is None else predicted.ages.astype(np.float64)
     gender_hit = None
     metrics = {}
     if predicted_age is not None:
         metrics.update(_age_metrics(predicted_age, true_age))
-    if "age_range" in outputs:
+    if predicted.age_ranges is not None:
         metrics["age_range_accuracy"] = float(
-            (outputs["age_range"].argmax(-1) == batch_labels["age_range"]).mean())
-    if "gender" in outputs:
-        predicted_gender = face_format.predicted_gender(outputs["gender"])
+            (predicted.age_ranges == batch_labels["age_range"]).mean())
+    if predicted.female_probabilities is not None:
+        predicted_gender = face_format.predicted_gender(predicted.female_probabilities)
         gender_hit = predicted_gender == (batch_labels["gender"] > 0.5)
         metrics["gender_accuracy"] = float(gender_hit.mean())
 
@@ -140,15 +143,13 @@ def summarize(outputs, batch_labels, train_ages, train_genders):
 def prediction_lines(outputs, batch_labels, count):
     """The older project's per-image lines for the first `count` images (agetf.evaluation.face_format's,
     as agetf.predict prints them, without the female probability)."""
-    ages = predicted_ages(outputs)
     lines = []
-    for i in range(min(count, len(batch_labels["age"]))):
+    faces = model_outputs.from_heads(outputs).faces(min(count, len(batch_labels["age"])))
+    for i, face in enumerate(faces):
         name = batch_labels["filename"][i]
         lines.append(f"Predicting for image {name.decode() if isinstance(name, bytes) else name}")
         lines += face_format.face_lines(
-            age=None if ages is None else ages[i],
-            age_range=outputs["age_range"][i].argmax() if "age_range" in outputs else None,
-            female_probability=float(outputs["gender"][i]) if "gender" in outputs else None,
+            age=face.age, age_range=face.age_range, female_probability=face.female_probability,
             true_age=batch_labels["age"][i], true_gender=int(batch_labels["gender"][i] > 0.5),
             show_probability=False)
     return lines

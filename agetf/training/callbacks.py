@@ -20,6 +20,7 @@ from agetf.common import progress
 from agetf.config import Stage
 from agetf.evaluation import face_format
 from agetf.modeling import heads
+from agetf.modeling import outputs as model_outputs
 from agetf.training import plots, run_files
 
 _PROGRESS_METRICS = ("loss", "mae", "cs5", "age_range_accuracy", "gender_accuracy")
@@ -174,15 +175,11 @@ class TensorBoardWriter(Callback):
 
     def _face_grid(self):
         images, batch_labels = self.sample
-        outputs = self.model(images, training=False)
-        ages = heads.predicted_age_years(outputs)
-        ages = None if ages is None else ages.numpy()
+        predicted = model_outputs.from_heads(self.model(images, training=False))
         captions = [face_format.grid_caption(
-            batch_labels["age"][i], batch_labels["gender"][i],
-            age=None if ages is None else ages[i],
-            age_range=int(np.argmax(outputs["age_range"][i])) if "age_range" in outputs else None,
-            female_probability=float(outputs["gender"][i]) if "gender" in outputs else None)
-            for i in range(images.shape[0])]
+            batch_labels["age"][i], batch_labels["gender"][i], age=face.age,
+            age_range=face.age_range, female_probability=face.female_probability)
+            for i, face in enumerate(predicted.faces(images.shape[0]))]
         return plots.face_grid(images.numpy(), captions)
 
     def on_train_end(self):
