@@ -402,8 +402,7 @@ def test_range_and_gender_export_loads_and_gives_years(tmp_path):
 
 @pytest.mark.slow
 def test_gender_only_model_exports_and_predicts_gender_alone(tmp_path):
-    from agetf import predict
-    from agetf.serving import tflite_export
+    from agetf.serving import crop_batches, prediction_lines, predictors, tflite_export
 
     model = model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM, heads=["gender"],
                                   alpha=0.35)
@@ -420,10 +419,10 @@ def test_gender_only_model_exports_and_predicts_gender_alone(tmp_path):
     for i, image in enumerate(images):
         paths.append(str(tmp_path / f"{30 + i}_{i % 2}_0_20170101000000000.jpg"))
         tf.io.write_file(paths[-1], tf.io.encode_jpeg(image, quality=95))
-    predictions = list(predict.predict_files(predict.load_predictor(export_dir), paths))
-    lines = predict.format_prediction(predictions[0])
+    predictions = list(crop_batches.predict_files(predictors.load_predictor(export_dir), paths))
+    lines = prediction_lines.format_prediction(predictions[0])
     assert lines[1].startswith("Predicted gender: ") and len(lines) == 2, lines
-    summary = predict.summarize(predictions)
+    summary = prediction_lines.summarize(predictions)
     assert "gender_accuracy" in summary and "mae" not in summary and summary["labelled"] == 4
     tflite = tmp_path / "gender.tflite"
     tflite.write_bytes(tflite_export.convert(model, IMG_DIM, "float32"))

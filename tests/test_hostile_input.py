@@ -220,13 +220,13 @@ def foreign_models(tmp_path_factory):
 @pytest.mark.parametrize("name", ["no_signatures", "other_input", "other_outputs"])
 def test_a_foreign_saved_model_is_one_line_naming_what_was_expected_and_what_it_has(
         foreign_models, name):
-    from agetf import predict
+    from agetf.serving import predictors
 
     path = foreign_models[name]
     for load, signature, expected in [
-            (predict.load_predictor, "serving_default", "images_bytes"),
-            (predict.load_image_predictor, "serving_images", "images")]:
-        with pytest.raises(predict.SavedModelError) as error:
+            (predictors.load_predictor, "serving_default", "images_bytes"),
+            (predictors.load_image_predictor, "serving_images", "images")]:
+        with pytest.raises(predictors.SavedModelError) as error:
             load(path)
         message = str(error.value)
         assert "\n" not in message and len(message) < 600, message
@@ -243,10 +243,10 @@ def test_a_foreign_saved_model_is_one_line_naming_what_was_expected_and_what_it_
 
 @pytest.mark.parametrize("name", ["other_input.tflite", "other_outputs.tflite"])
 def test_a_foreign_tflite_file_is_one_line(foreign_models, name):
-    from agetf import predict
+    from agetf.serving import predictors
 
     with pytest.raises(ValueError) as error:
-        predict.load_predictor(foreign_models[name])
+        predictors.load_predictor(foreign_models[name])
     message = str(error.value)
     assert "\n" not in message and message.startswith(foreign_models[name]), message
     assert "agetf.train --load --export_tflite" in message, message

@@ -13,9 +13,8 @@ import tensorflow as tf
 from agetf.serving import export
 from agetf.data import image_ops
 from agetf.modeling import model as model_lib
-from agetf import predict
 from agetf.data import synthetic
-from agetf.serving import tflite_export
+from agetf.serving import crop_batches, predictors, signatures, tflite_export
 from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = 64
@@ -68,7 +67,7 @@ def exported(calibrated, tmp_path_factory):
 def reference(exported):
     """The SavedModel's serving_images outputs on 6 faces it has not seen."""
     images = faces(6, seed=2)
-    signature = tf.saved_model.load(exported[0]).signatures[export.IMAGES_SIGNATURE]
+    signature = tf.saved_model.load(exported[0]).signatures[signatures.IMAGES_SIGNATURE]
     outputs = signature(images=tf.constant(images))
     # The TFLite models give the numbers; the range's name is the SavedModel's alone.
     return images, {name: value.numpy() for name, value in outputs.items()
@@ -144,11 +143,12 @@ def test_predict_with_tflite_reads_files_like_the_saved_model(exported, tmp_path
         large = Image.fromarray(image).resize((150, 150), Image.BICUBIC)
         paths.append(str(tmp_path / f"{30 + i}_{i % 2}_0_20170101000000000.jpg"))
         large.save(paths[-1], quality=95)
-    by_tflite = list(predict.predict_files(predict.load_predictor(exported[1]["float32"]), paths))
+    by_tflite = list(crop_batches.predict_files(
+        predictors.load_predictor(exported[1]["float32"]), paths))
     # The same pixels the TFLite model got, through the SavedModel's image signature.
     rounded = np.stack([np.round(image_ops.decode_and_resize(open(p, "rb").read(), IMG_DIM))
                         for p in paths]).astype(np.uint8)
-    expected = tf.saved_model.load(exported[0]).signatures[export.IMAGES_SIGNATURE](
+    expected = tf.saved_model.load(exported[0]).signatures[signatures.IMAGES_SIGNATURE](
         images=tf.constant(rounded))
     for index, prediction in enumerate(by_tflite):
         assert prediction.error is None and prediction.true_age == 30 + index
@@ -217,7 +217,7 @@ def test_conversion_uses_tensorflows_public_api_only():
 def test_test_time_flip_model_averages_the_image_and_its_mirror(calibrated, exported, reference,
                                                                 tmp_path):
     images, plain = reference
-    signature = tf.saved_model.load(exported[0]).signatures[export.IMAGES_SIGNATURE]
+    signature = tf.saved_model.load(exported[0]).signatures[signatures.IMAGES_SIGNATURE]
     mirror = signature(images=tf.constant(images[:, :, ::-1]))
     assert np.abs(plain["age"] - mirror["age"].numpy()).max() > 1e-3, "the model is symmetric"
     path = tmp_path / "flip.tflite"

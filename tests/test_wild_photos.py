@@ -12,11 +12,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agetf.serving import face_alignment
-from agetf.serving import face_detection
-from agetf import predict
-from agetf.serving import tflite_export
+from agetf.serving import (
+    face_alignment,
+    face_detection,
+    photo_pipeline,
+    predict_lib,
+    predictors,
+    tflite_export,
+)
+from agetf.serving.predict_config import PredictConfig
+
 from conftest import EXPORT_IMG_DIM
+
 # The astronaut's face in scikit-image's 512x512 photo (checked by eye on a drawn box):
 # forehead to chin about y 66-160, ear to ear about x 180-270.
 ASTRONAUT_FACE_CENTRE = (225, 113)
@@ -93,7 +100,7 @@ def test_the_astronaut_aligned_crop_has_its_eyes_at_the_template(astronaut, mtcn
     once, once_matrix = face_alignment.align_face(astronaut, face.landmarks)
     np.testing.assert_allclose(face_alignment.transform_points(once_matrix, face.landmarks[:2]),
                                face_alignment.TEMPLATE[:2], atol=3)
-    crops, matrices = predict.face_crops(astronaut, [face], mtcnn.for_aligned_crops())
+    crops, matrices = photo_pipeline.face_crops(astronaut, [face], mtcnn.for_aligned_crops())
     assert crops.shape == (1, face_alignment.CROP_SIZE, face_alignment.CROP_SIZE, 3)
     # Found again as the template was measured: on the crop as it is, MTCNN's own scale.
     again = face_detection.load_detector(min_face=face_detection.MTCNN_MIN_FACE)(crops[0])
@@ -203,8 +210,8 @@ def test_run_photos_prints_a_line_per_face_and_draws_them(models, photos_dir, tm
     out = io.StringIO()
     annotated = tmp_path / "annotated"
     output = tmp_path / "faces.csv"
-    counts = predict.run_photos(models[0], [photos_dir], annotate_dir=str(annotated), out=out,
-                                output=str(output))
+    counts = predict_lib.run_photos(PredictConfig(saved_model=models[0], annotate=str(annotated),
+                                                  output=str(output)), [photos_dir], out=out)
     text = out.getvalue()
     assert {k: counts[k] for k in ("images", "errors", "faces", "without_face")} == {
         "images": 4, "errors": 1, "faces": 2, "without_face": 1}
@@ -271,8 +278,8 @@ def test_face_crops_are_predicted_like_the_same_aligned_crop_given_directly(mode
     import tensorflow as tf
 
     scene, _ = pasted_face_scene(astronaut)
-    image_predictor = predict.load_image_predictor(models[0])
-    photo = predict.predict_photo(image_predictor, "pasted", scene, mtcnn)
+    image_predictor = predictors.load_image_predictor(models[0])
+    photo = photo_pipeline.predict_photo(image_predictor, "pasted", scene, mtcnn)
     (face,) = photo.faces
     assert photo.detection_seconds > 0 and photo.alignment_seconds > 0
     crop, matrix = face_alignment.align_face(scene, face.face.landmarks,
@@ -367,7 +374,8 @@ def test_annotate_refuses_a_folder_where_it_would_write_over_the_inputs(
 
     monkeypatch.setattr(face_detection, "load_detector", no_work)
     with pytest.raises(ValueError, match="--annotate") as error:
-        predict.run_photos("unused/saved_model", inputs, annotate_dir=str(annotate))
+        predict_lib.run_photos(PredictConfig(saved_model="unused/saved_model",
+                                             annotate=str(annotate)), inputs)
     assert "\n" not in str(error.value) and "over" in str(error.value)
     assert photo_bytes(photos) == before
     assert not (photos / "annotated").exists()
@@ -402,9 +410,9 @@ def test_a_photo_over_max_pixels_is_decoded_at_reduced_scale_and_boxes_are_in_it
     path = tmp_path / "big.jpg"
     Image.fromarray(big).save(path, quality=95)
     out = io.StringIO()
-    limits = predict.ReadLimits(max_pixels=big.shape[0] * big.shape[1] // 3)
-    counts = predict.run_photos(models[0], [str(path)], annotate_dir=str(tmp_path / "drawn"),
-                                out=out, limits=limits)
+    config = PredictConfig(saved_model=models[0], annotate=str(tmp_path / "drawn"),
+                           max_pixels=big.shape[0] * big.shape[1] // 3)
+    counts = predict_lib.run_photos(config, [str(path)], out=out)
     assert counts["faces"] == 1, out.getvalue()
     line = out.getvalue().splitlines()[1]
     x, y, w, h = (int(part.split("=")[1]) for part in line.split(":")[0].split()[3:])
@@ -443,7 +451,7 @@ def test_mtcnn_is_given_at_most_max_pixels():
 
 def test_crops_predicted_with_tflite_have_rows_without_a_box(models, photos_dir, tmp_path):
     out, output = io.StringIO(), tmp_path / "crops.csv"
-    predict.run(models[1], [photos_dir], out=out, output=str(output))
+    predict_lib.run(PredictConfig(tflite=models[1], output=str(output)), [photos_dir], out=out)
     rows = read_csv(output)
     assert [os.path.basename(row["file"]) for row in rows] == [
         "astronaut.jpg", "broken.jpg", "pasted.png", "wall.jpg"]
@@ -466,11 +474,11 @@ def test_a_progress_bar_counts_the_photos_on_a_terminal_only(photos_dir, monkeyp
             return True
 
     monkeypatch.setattr(face_detection, "load_detector", lambda *args: NoFaces())
-    monkeypatch.setattr(predict, "load_image_predictor", lambda path: None)
+    monkeypatch.setattr(predictors, "load_image_predictor", lambda path: None)
     for stream, drawn in ((io.StringIO(), False), (Terminal(), True)):
         monkeypatch.setattr(sys, "stderr", stream)
         out = io.StringIO()
-        counts = predict.run_photos("unused", [photos_dir], out=out)
+        counts = predict_lib.run_photos(PredictConfig(saved_model="unused"), [photos_dir], out=out)
         assert counts["without_face"] == 3 and out.getvalue().count("No face found") == 3
         assert ("predicting" in stream.getvalue() and "/4 " in stream.getvalue()
                 and "\r" in stream.getvalue()) == drawn

@@ -20,12 +20,14 @@ import tensorflow as tf
 from agetf.data import image_ops, labels
 from agetf.modeling import heads
 from agetf.modeling import model as model_lib
+from agetf.serving.signatures import (
+    AGE_RANGE_LABEL,
+    BYTES_INPUT,
+    BYTES_SIGNATURE,
+    IMAGES_INPUT,
+    IMAGES_SIGNATURE,
+)
 
-BYTES_SIGNATURE = "serving_default"
-IMAGES_SIGNATURE = "serving_images"
-BYTES_INPUT = "images_bytes"
-IMAGES_INPUT = "images"
-AGE_RANGE_LABEL = "age_range_label"
 # One range name per line, line k naming class k of the age_range output.
 AGE_RANGES_ASSET = "age_ranges.txt"
 # Serving output name of each head's probabilities; `age` (years) comes from any age head.

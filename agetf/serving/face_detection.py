@@ -193,5 +193,6 @@ def annotate(image: np.ndarray, faces, captions):
         y = box.top - text_height if box.top >= text_height else box.bottom
         draw.rectangle((box.left, y, box.left + text_box[2] + 2 * line, y + text_height),
                        fill=(255, 40, 40))
-        draw.text((box.left + line, y + line - text_box[1]), caption, fill=(255, 255, 255), font=font)
+        draw.text((box.left + line, y + line - text_box[1]), caption, fill=(255, 255, 255),
+                  font=font)
     return picture

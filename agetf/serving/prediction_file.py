@@ -19,9 +19,8 @@ from agetf import UsageError
 from agetf.common import files
 from agetf.data import labels
 from agetf.evaluation import face_format
-from agetf.serving import face_alignment
+from agetf.serving import crop_batches, face_alignment, photo_pipeline, predict_config
 
-FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 LANDMARK_COLUMNS = tuple(f"{name}_{axis}" for name in face_alignment.LANDMARK_NAMES
                          for axis in ("x", "y"))
 # file: the input as given; face: the face's number in its file (1 for a crop; 0: none
@@ -34,19 +33,10 @@ COLUMNS = ("file", "face", "box_left", "box_top", "box_width", "box_height", "co
 _LANDMARK_DECIMALS = 2
 
 
-def output_format(path: str) -> str:
-    """'csv' or 'jsonl' from the file's extension; ValueError in one line for any other."""
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in FORMATS:
-        raise UsageError(f"--output={path} has neither of the two formats; pass FILE.csv or "
-                         "FILE.jsonl (the extension chooses)")
-    return FORMATS[extension]
-
-
 def check_output(path: str, inputs: Sequence[str]) -> None:
     """Refuses in one line (ValueError) an --output that is a folder, or that is one of the
     input files (itself, or through a link): writing it would replace that input."""
-    output_format(path)
+    predict_config.output_format(path)
     if os.path.isdir(path):
         raise UsageError(f"--output={path} is a folder; pass a file path ending in .csv or "
                          ".jsonl")
@@ -111,10 +101,34 @@ def to_text(rows: Iterable[dict], file_format: str) -> str:
 def write_rows(path: str, rows: Iterable[dict]) -> None:
     """Writes the rows to path atomically in its extension's format; ValueError in one line
     when the file cannot be written (a missing permission, a full disk)."""
-    text = to_text(rows, output_format(path))
+    text = to_text(rows, predict_config.output_format(path))
     try:
         files.write_text(path, text)
     except OSError as error:
         reason = ("the disk is full" if files.is_disk_full(error)
                   else error.strerror or str(error))
         raise UsageError(f"cannot write --output={path} ({reason})") from None
+
+
+def prediction_rows(prediction) -> list:
+    """The rows of one face crop (a crop_batches.Prediction): face 1, or 0 with the error."""
+    labelled = dict(true_age=prediction.true_age, true_gender=prediction.true_gender)
+    if prediction.error:
+        return [face_row(prediction.path, 0, error=prediction.error, **labelled)]
+    return [face_row(prediction.path, 1, age=prediction.age, age_range=prediction.age_range,
+                     female_probability=prediction.female_probability, **labelled)]
+
+
+def photo_rows(photo) -> list:
+    """The rows of one photo (a photo_pipeline.PhotoPrediction): one per face, with its box
+    and landmarks in the photo's pixels, or one with face 0 (and the error) when none."""
+    true_age, true_gender = crop_batches.true_labels(photo.path)
+    labelled = dict(true_age=true_age, true_gender=true_gender)
+    if photo.error or not photo.faces:
+        return [face_row(photo.path, 0, error=photo.error, **labelled)]
+    return [face_row(
+        photo.path, number, age=face.age, age_range=face.age_range,
+        female_probability=face.female_probability,
+        box=photo_pipeline.photo_box(face.box, photo.scale), confidence=face.face.confidence,
+        landmarks=face.face.landmarks * photo.scale, **labelled)
+        for number, face in enumerate(photo.faces, start=1)]

@@ -21,9 +21,9 @@ import tensorflow as tf
 
 from agetf import UsageError
 from agetf.common import files
-from agetf.serving import export
 from agetf.data import image_ops
 from agetf.modeling import model as model_lib
+from agetf.serving import export
 
 VARIANTS = ("float32", "float16", "dynamic_int8")
 INPUT_NAME = "images"
@@ -139,7 +139,8 @@ class TFLiteModel:
         self.img_dim = int(details[INPUT_NAME]["shape"][1])
 
     def predict_resized(self, images: np.ndarray) -> dict:
-        """Outputs for uint8 images already at [n, img_dim, img_dim, 3], one interpreter call each."""
+        """Outputs for uint8 images already at [n, img_dim, img_dim, 3], one interpreter call
+        each."""
         results = [self.runner(**{INPUT_NAME: image[np.newaxis]}) for image in images]
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
 
