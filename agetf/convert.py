@@ -1,7 +1,8 @@
 """Convert folders of UTKFace-named face crops into sharded TFRecords.
 
     scripts/make_tfrecords --input_dir ~/data/UTKFace --output_dir tfrecords/utkface
-    scripts/make_tfrecords --input_dir ~/data/UTKFace --output_dir tfrecords/utkface_coral --split_file=train=utk_train.csv,test=utk_test.csv
+    scripts/make_tfrecords --input_dir ~/data/UTKFace --output_dir tfrecords/utkface_coral \
+        --split_file=train=utk_train.csv,test=utk_test.csv
     python -m agetf.convert --input_dir DIR [--input_dir DIR2 ...] --output_dir OUT
 
 An existing non-empty --output_dir is refused unless --overwrite is given. The new
@@ -18,47 +19,61 @@ from absl import app, flags
 
 from agetf import UsageError
 from agetf.common import flagfiles
-from agetf.data import conversion
+from agetf.data import conversion, conversion_report  # no TensorFlow: workers import this module
+from agetf.data.convert_config import MIB, ConvertConfig, format_split_ratios, parse_split_ratios
+from agetf.data.dataset_files import REPORT_FILE
 
 FLAGS = flags.FLAGS
 
+
 def define_flags():
-    """Defines this entry point's flags; only when run as a program, so that importing
-    agetf.convert beside agetf.train does not define --age_deviation twice."""
-    flags.DEFINE_multi_string("input_dir", None, "Folder of face crops, searched recursively; repeat for several.")
-    flags.DEFINE_string("output_dir", None, "Where the shards, TFDS metadata and conversion_report.json go.")
-    flags.DEFINE_string("split_ratios", "0.8,0.1,0.1", "train,validation,test shares; they must sum to 1.")
-    flags.DEFINE_integer("min_shards", 4, "Fewest shards per split (never more shards than records).")
-    flags.DEFINE_integer("num_shards", None, "Shards per split, overriding the size-based count.")
-    flags.DEFINE_integer("shard_mb", conversion.DEFAULT_SHARD_BYTES // 2**20, "Target shard size in MiB.")
-    flags.DEFINE_float("age_deviation", 5.0, "Sigma in years of the stored age histogram.")
-    flags.DEFINE_string("dataset_name", "faces", "Dataset name in shard file names and TFDS metadata.")
-    flags.DEFINE_integer("workers", None, "Processes that check images and build records while this "
-                         "one writes the shards; default: every core.")
-    flags.DEFINE_boolean("overwrite", False, "Replace the dataset already in --output_dir.")
-    flags.DEFINE_boolean("progress", True, "Show progress bars on stderr (on a terminal only).")
-    flags.DEFINE_string("split_file", None, "A published split replacing the hash split: a CSV of "
-                        "'file name,split' rows (e.g. another conversion's splits.csv), or one CSV "
-                        "per split with a 'file' column, train=TRAIN.csv,test=TEST.csv[,validation="
-                        "VAL.csv] (e.g. the CORAL split's utk_train.csv, utk_test.csv; without "
-                        "validation= it is carved out of train by the hash, at validation/(train+"
-                        "validation) of --split_ratios). Unlisted input files are skipped.")
-    flags.DEFINE_boolean("write_split_file", False, "Write OUTPUT_DIR/splits.csv (file name, split) "
-                         "of every kept file, so others can reproduce the split with --split_file.")
+    """Defines this entry point's flags, each default a ConvertConfig field's; only when run as
+    a program, so that importing agetf.convert beside agetf.train does not define
+    --age_deviation twice."""
+    defaults = ConvertConfig
+    flags.DEFINE_multi_string("input_dir", None, "Folder of face crops, searched recursively; "
+                              "repeat for several.")
+    flags.DEFINE_string("output_dir", None, "Where the shards, TFDS metadata and "
+                        "conversion_report.json go.")
+    flags.DEFINE_string("split_ratios", format_split_ratios(defaults.split_ratios),
+                        "train,validation,test shares; they must sum to 1.")
+    flags.DEFINE_integer("min_shards", defaults.min_shards,
+                         "Fewest shards per split (never more shards than records).")
+    flags.DEFINE_integer("num_shards", defaults.num_shards,
+                         "Shards per split, overriding the size-based count.")
+    flags.DEFINE_integer("shard_mb", defaults.shard_bytes // MIB, "Target shard size in MiB.")
+    flags.DEFINE_float("age_deviation", defaults.age_deviation,
+                       "Sigma in years of the stored age histogram.")
+    flags.DEFINE_string("dataset_name", defaults.dataset_name,
+                        "Dataset name in shard file names and TFDS metadata.")
+    flags.DEFINE_integer("workers", defaults.workers, "Processes that check images and build "
+                         "records while this one writes the shards; default: every core.")
+    flags.DEFINE_boolean("overwrite", defaults.overwrite,
+                         "Replace the dataset already in --output_dir.")
+    flags.DEFINE_boolean("progress", defaults.show_progress,
+                         "Show progress bars on stderr (on a terminal only).")
+    flags.DEFINE_string("split_file", defaults.split_file, "A published split replacing the hash "
+                        "split: a CSV of 'file name,split' rows (e.g. another conversion's "
+                        "splits.csv), or one CSV per split with a 'file' column, "
+                        "train=TRAIN.csv,test=TEST.csv[,validation=VAL.csv] (e.g. the CORAL "
+                        "split's utk_train.csv, utk_test.csv; without validation= it is carved "
+                        "out of train by the hash, at validation/(train+validation) of "
+                        "--split_ratios). Unlisted input files are skipped.")
+    flags.DEFINE_boolean("write_split_file", defaults.write_split_file, "Write "
+                         "OUTPUT_DIR/splits.csv (file name, split) of every kept file, so others "
+                         "can reproduce the split with --split_file.")
     flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 
 def build_config():
-    """Turns the flags into a ConversionConfig; raises ConversionError for bad values."""
-    if FLAGS.shard_mb < 1:
-        raise conversion.ConversionError(f"--shard_mb must be >= 1, got {FLAGS.shard_mb}")
-    return conversion.ConversionConfig(
+    """Turns the flags into a ConvertConfig; raises ConversionError for bad values."""
+    return ConvertConfig(
         input_dirs=[os.path.expanduser(path) for path in FLAGS.input_dir],
         output_dir=os.path.expanduser(FLAGS.output_dir),
-        split_ratios=conversion.parse_split_ratios(FLAGS.split_ratios),
+        split_ratios=parse_split_ratios(FLAGS.split_ratios),
         min_shards=FLAGS.min_shards,
         num_shards=FLAGS.num_shards,
-        shard_bytes=FLAGS.shard_mb * 2**20,
+        shard_bytes=FLAGS.shard_mb * MIB,
         age_deviation=FLAGS.age_deviation,
         dataset_name=FLAGS.dataset_name,
         workers=FLAGS.workers,
@@ -75,10 +90,10 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         report = conversion.convert(build_config())
-    except UsageError as error:  # conversion.ConversionError and the settings' own
+    except UsageError as error:  # ConversionError: a bad setting, input or output folder
         sys.exit(f"make_tfrecords: error: {error}")
-    print(conversion.summarize(report))
-    print(f"Wrote {FLAGS.output_dir}; details in {os.path.join(FLAGS.output_dir, conversion.REPORT_FILE)}")
+    print(conversion_report.summarize(report))
+    print(f"Wrote {FLAGS.output_dir}; details in {os.path.join(FLAGS.output_dir, REPORT_FILE)}")
     return 0
 
 

@@ -37,10 +37,10 @@ def faces_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def data_dir(faces_dir, tmp_path_factory):
     """The synthetic faces converted to TFRecords (80/10/10, at least 2 shards a split)."""
-    from agetf.data import conversion
+    from agetf.data import conversion, convert_config
 
     out = tmp_path_factory.mktemp("tfrecords") / "faces"
-    conversion.convert(conversion.ConversionConfig(
+    conversion.convert(convert_config.ConvertConfig(
         input_dirs=[faces_dir], output_dir=str(out), min_shards=2, workers=2,
         show_progress=False))
     return str(out)

@@ -13,7 +13,24 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from agetf.data import conversion, dataset_files, labels, names, schema, synthetic
+from agetf.common import folder_swap
+from agetf.data import (
+    conversion,
+    conversion_report,
+    conversion_workers,
+    convert_config,
+    dataset_files,
+    image_files,
+    labels,
+    names,
+    record_encoder,
+    record_fields,
+    schema,
+    shard_writer,
+    split_files,
+    synthetic,
+)
+
 from conftest import NUM_FACES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,14 +50,14 @@ def _read_split(data_dir, split):
 
 
 def _report(data_dir):
-    with open(os.path.join(data_dir, conversion.REPORT_FILE)) as f:
+    with open(os.path.join(data_dir, dataset_files.REPORT_FILE)) as f:
         return json.load(f)
 
 
 def _config(input_dirs, output_dir, **kwargs):
     settings = dict(min_shards=1, workers=1, show_progress=False)
     settings.update(kwargs)
-    return conversion.ConversionConfig(input_dirs=list(input_dirs), output_dir=str(output_dir), **settings)
+    return convert_config.ConvertConfig(input_dirs=list(input_dirs), output_dir=str(output_dir), **settings)
 
 
 def _copy_faces(faces_dir, destination, start, stop):
@@ -57,7 +74,7 @@ def _splits_of(data_dir):
 
 def test_report_counts_equal_readable_records_with_right_labels(data_dir):
     report = _report(data_dir)
-    assert report["schema_version"] == schema.SCHEMA_VERSION
+    assert report["schema_version"] == record_fields.SCHEMA_VERSION
     assert report["total_kept"] == NUM_FACES and report["total_skipped"] == 0
     for split in dataset_files.SPLITS:
         records = _read_split(data_dir, split)
@@ -140,9 +157,9 @@ def _write_bad_inputs(faces_dir, root):
         image.save(root / name, format=image_format, **options)
         expected[name] = outcome
 
-    write("30_0_1_20170101000000001.jpg.chip.jpg", b"", conversion.REASON_EMPTY)
-    write("31_0_1_20170101000000002.jpg.chip.jpg", data[: len(data) // 2], conversion.REASON_TRUNCATED)
-    write("32_1_1_20170101000000003.jpg.chip.jpg", b"not an image\n" * 20, conversion.REASON_NOT_IMAGE)
+    write("30_0_1_20170101000000001.jpg.chip.jpg", b"", image_files.REASON_EMPTY)
+    write("31_0_1_20170101000000002.jpg.chip.jpg", data[: len(data) // 2], image_files.REASON_TRUNCATED)
+    write("32_1_1_20170101000000003.jpg.chip.jpg", b"not an image\n" * 20, image_files.REASON_NOT_IMAGE)
     save("33_1_2_20170101000000004.jpg.chip.jpg", Image.fromarray(pixels), "PNG")
     save("34_0_2_20170101000000005.jpg.chip.jpg", Image.fromarray(pixels).convert("L"), "JPEG")
     save("35_0_3_20170101000000006.jpg.chip.jpg", Image.new("RGB", (40, 40), (200, 30, 30)).convert("CMYK"), "JPEG")
@@ -150,9 +167,9 @@ def _write_bad_inputs(faces_dir, root):
     write("53__0_20170116184028385.jpg.chip.jpg", data, names.REASON_EMPTY_FIELD)
     write("README.txt", b"UTKFace\n", names.REASON_NOT_IMAGE_NAME)
     os.symlink(root / "gone.jpg", root / "37_0_0_20170101000000008.jpg")
-    expected["37_0_0_20170101000000008.jpg"] = conversion.REASON_UNREADABLE
+    expected["37_0_0_20170101000000008.jpg"] = image_files.REASON_UNREADABLE
     os.mkfifo(root / "38_0_0_20170101000000009.jpg")  # reading it would block forever
-    expected["38_0_0_20170101000000009.jpg"] = conversion.REASON_NOT_REGULAR
+    expected["38_0_0_20170101000000009.jpg"] = image_files.REASON_NOT_REGULAR
     (root / "part_2").mkdir()
     (root / "part_2" / good[1]).write_bytes(data)  # a second file with an already-seen name
     return expected, good, data
@@ -214,7 +231,7 @@ def test_real_odd_names_are_kept_with_their_labels_and_listed_with_a_note(faces_
         wanted.setdefault(note, []).append(file_name)
     assert report["kept_with_notes"] == {
         note: {"count": len(wanted[note]), "files": wanted[note]} for note in names.NOTES}
-    summary = conversion.summarize(report)
+    summary = conversion_report.summarize(report)
     assert "kept with a note: 3 x race unknown: the name has no race field" in summary
 
 
@@ -238,7 +255,7 @@ def test_refuses_a_non_empty_output_without_overwrite(faces_dir, tmp_path):
     (out / "notes.md").write_text("mine")
     stale = out / "old-train.tfrecord-00000-of-00001"
     stale.write_bytes(b"stale")
-    with pytest.raises(conversion.ConversionError, match="--overwrite") as info:
+    with pytest.raises(convert_config.ConversionError, match="--overwrite") as info:
         conversion.convert(_config([tmp_path / "in"], out))
     assert "\n" not in str(info.value)
     assert sorted(os.listdir(out)) == ["notes.md", stale.name]
@@ -268,23 +285,23 @@ def test_bad_settings_fail_in_one_line_and_write_nothing(faces_dir, tmp_path, se
     (tmp_path / "ONLY_BAD" / "25_0_0_20170101000000001.jpg").write_bytes(b"")
     input_dirs = [str(tmp_path / d) if d in ("EMPTY", "ONLY_BAD") else d
                   for d in settings.pop("input_dirs", [faces_dir])]
-    with pytest.raises(conversion.ConversionError, match=message) as info:
+    with pytest.raises(convert_config.ConversionError, match=message) as info:
         conversion.convert(_config(input_dirs, tmp_path / "out", **settings))
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()
 
 
 def test_parse_split_ratios():
-    assert conversion.parse_split_ratios("0.7, 0.2,0.1") == (0.7, 0.2, 0.1)
-    with pytest.raises(conversion.ConversionError, match="--split_ratios"):
-        conversion.parse_split_ratios("0.8;0.1;0.1")
+    assert convert_config.parse_split_ratios("0.7, 0.2,0.1") == (0.7, 0.2, 0.1)
+    with pytest.raises(convert_config.ConversionError, match="--split_ratios"):
+        convert_config.parse_split_ratios("0.8;0.1;0.1")
 
 
 def test_interrupted_conversion_leaves_no_partial_shard_and_overwrite_redoes_it(
         faces_dir, tmp_path, monkeypatch):
     _copy_faces(faces_dir, tmp_path / "in", 0, 30)
     out = tmp_path / "out"
-    encode_example, written = conversion.encode_example, []
+    encode_example, written = record_encoder.encode_example, []
 
     def interrupt_after_five(**kwargs):
         if len(written) == 5:
@@ -292,24 +309,24 @@ def test_interrupted_conversion_leaves_no_partial_shard_and_overwrite_redoes_it(
         written.append(kwargs["filename"])
         return encode_example(**kwargs)
 
-    monkeypatch.setattr(conversion, "encode_example", interrupt_after_five)
+    monkeypatch.setattr(record_encoder, "encode_example", interrupt_after_five)
     with pytest.raises(KeyboardInterrupt):
         conversion.convert(_config([tmp_path / "in"], out, min_shards=2))
     monkeypatch.undo()
     assert not tf.io.gfile.glob(dataset_files.shard_pattern(str(out), "*"))  # the partial shard has no final name
     assert not (out / "dataset_info.json").exists()
 
-    with pytest.raises(conversion.ConversionError, match="--overwrite"):
+    with pytest.raises(convert_config.ConversionError, match="--overwrite"):
         conversion.convert(_config([tmp_path / "in"], out, min_shards=2))
     report = conversion.convert(_config([tmp_path / "in"], out, min_shards=2, overwrite=True))
-    assert not (out / conversion.INCOMPLETE_DIR).exists()
+    assert not (out / folder_swap.INCOMPLETE_DIR).exists()
     assert sum(len(_read_split(str(out), split)) for split in dataset_files.SPLITS) == report["total_kept"] == 30
 
 
 def test_the_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     config = _config([str(tmp_path / "in")], tmp_path)
     lengths = {"train": [3, 2], "validation": [1], "test": []}
-    (tmp_path / conversion.REPORT_FILE).write_text("the old report")
+    (tmp_path / dataset_files.REPORT_FILE).write_text("the old report")
 
     def no_space(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -317,31 +334,31 @@ def test_the_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(os, "fsync", no_space)  # the write fails after the data, before the rename
         with pytest.raises(OSError, match="No space left"):
-            conversion._write_report(config, lengths, [], start=0.0)
-    assert (tmp_path / conversion.REPORT_FILE).read_text() == "the old report"
-    assert sorted(os.listdir(tmp_path)) == [conversion.REPORT_FILE]  # no temporary file left
-    report = conversion._write_report(config, lengths, [], start=0.0)
+            conversion_report.write_report(config, lengths, [], start=0.0)
+    assert (tmp_path / dataset_files.REPORT_FILE).read_text() == "the old report"
+    assert sorted(os.listdir(tmp_path)) == [dataset_files.REPORT_FILE]  # no temporary file left
+    report = conversion_report.write_report(config, lengths, [], start=0.0)
     assert _report(str(tmp_path)) == report and report["counts"]["train"] == 5
 
 
 def test_count_shards():
-    config = conversion.ConversionConfig(input_dirs=[], output_dir="", min_shards=4, shard_bytes=100)
-    assert conversion.count_shards(0, 0, config) == 0
-    assert conversion.count_shards(1000, 150, config) == 4      # at least min_shards
-    assert conversion.count_shards(1000, 1001, config) == 11    # about shard_bytes each
-    assert conversion.count_shards(3, 10**6, config) == 3       # never more shards than records
-    fixed = conversion.ConversionConfig(input_dirs=[], output_dir="", num_shards=7, shard_bytes=100)
-    assert conversion.count_shards(1000, 10**6, fixed) == 7
+    config = convert_config.ConvertConfig(input_dirs=[], output_dir="", min_shards=4, shard_bytes=100)
+    assert shard_writer.count_shards(0, 0, config) == 0
+    assert shard_writer.count_shards(1000, 150, config) == 4      # at least min_shards
+    assert shard_writer.count_shards(1000, 1001, config) == 11    # about shard_bytes each
+    assert shard_writer.count_shards(3, 10**6, config) == 3       # never more shards than records
+    fixed = convert_config.ConvertConfig(input_dirs=[], output_dir="", num_shards=7, shard_bytes=100)
+    assert shard_writer.count_shards(1000, 10**6, fixed) == 7
 
 
 def test_assign_split_is_stable_and_follows_the_ratios():
     file_names = [f"{i % 90}_{i % 2}_0_2017010100{i:07d}.jpg.chip.jpg" for i in range(20000)]
-    splits = [conversion.assign_split(name, (0.8, 0.1, 0.1)) for name in file_names]
-    assert splits == [conversion.assign_split(name, (0.8, 0.1, 0.1)) for name in file_names]
+    splits = [split_files.assign_split(name, (0.8, 0.1, 0.1)) for name in file_names]
+    assert splits == [split_files.assign_split(name, (0.8, 0.1, 0.1)) for name in file_names]
     shares = {split: splits.count(split) / len(splits) for split in dataset_files.SPLITS}
     assert shares["train"] == pytest.approx(0.8, abs=0.015)
     assert shares["validation"] == pytest.approx(0.1, abs=0.01)
-    assert {conversion.assign_split(name, (1.0, 0.0, 0.0)) for name in file_names[:500]} == {"train"}
+    assert {split_files.assign_split(name, (1.0, 0.0, 0.0)) for name in file_names[:500]} == {"train"}
 
 
 def _run_script(*args):
@@ -384,10 +401,10 @@ def test_script_writes_a_split_file_and_reads_it_back(tmp_path):
                                                    (37, 2, "37_0_2_20170101000000001.jpg.chip.jpg"),
                                                    (116, 4, "116_1_4_ünïcode.jpg")])
 def test_records_built_without_tensorflow_equal_the_schemas(age, race, file_name):
-    entries = conversion.label_entries([age, 5], age_deviation=3.5)
+    entries = record_encoder.label_entries([age, 5], age_deviation=3.5)
     fields = dict(jpeg=bytes(range(256)) * 40, gender=1, race=race, filename=file_name,
                   height=200, width=180)
-    ours = conversion.encode_example(age_entries=entries[age], **fields)
+    ours = record_encoder.encode_example(age_entries=entries[age], **fields)
     theirs = schema.make_example(age=age, age_deviation=3.5, **fields)
     assert tf.train.Example.FromString(ours) == tf.train.Example.FromString(theirs)
 
@@ -418,16 +435,16 @@ def test_the_reduced_scale_check_rejects_what_a_full_size_decode_rejects(faces_d
     verdicts = []
     for content in damaged:
         path.write_bytes(content)
-        reason = conversion.check_image(str(path))[0]
+        reason = conversion_workers.check_image(str(path))[0]
         assert (reason is None) == _decodes_at_full_size(content)
         verdicts.append(reason)
-    assert verdicts.count(conversion.REASON_TRUNCATED) > 100  # the cuts did break the files
+    assert verdicts.count(image_files.REASON_TRUNCATED) > 100  # the cuts did break the files
 
 
 def test_workers_hold_a_bounded_number_of_images_whatever_the_dataset_size(faces_dir):
     candidates, _ = conversion.collect_candidates(conversion.list_files([faces_dir]), (1.0, 0.0, 0.0))
     candidates *= 6  # more than max_in_flight, so a queue of every task would show
-    entries = conversion.label_entries([c.labels.age for c in candidates], 5.0)
+    entries = record_encoder.label_entries([c.labels.age for c in candidates], 5.0)
     taken = 0
 
     def lazily():
@@ -436,9 +453,9 @@ def test_workers_hold_a_bounded_number_of_images_whatever_the_dataset_size(faces
             taken += 1
             yield candidate
 
-    bound = conversion.max_in_flight(2)
+    bound = conversion_workers.max_in_flight(2)
     assert len(candidates) > 2 * bound
-    results = conversion.encode_all(lazily(), entries, workers=2)
+    results = conversion_workers.encode_all(lazily(), entries, workers=2)
     for written, (reason, height, width, record) in enumerate(results, start=1):
         assert reason is None and (height, width) == (200, 200) and record
         assert taken - written <= bound
@@ -464,7 +481,7 @@ def test_a_failed_overwrite_keeps_the_previous_dataset(faces_dir, tmp_path):
     before = sorted(os.listdir(out))
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "25_0_0_20170101000000001.jpg").write_bytes(b"")
-    with pytest.raises(conversion.ConversionError, match="no usable training image"):
+    with pytest.raises(convert_config.ConversionError, match="no usable training image"):
         conversion.convert(_config([tmp_path / "bad"], out, overwrite=True))
     assert sorted(os.listdir(out)) == before
     assert sum(len(_read_split(str(out), split)) for split in dataset_files.SPLITS) == 20

@@ -14,7 +14,8 @@ import sys
 import pytest
 import tensorflow as tf
 
-from agetf.data import conversion, dataset_files, input_pipeline, synthetic
+from agetf.common import folder_swap, progress
+from agetf.data import conversion, convert_config, dataset_files, input_pipeline, synthetic
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
 
@@ -30,29 +31,30 @@ SETTINGS = ["--workers=1", "--split_ratios=1,0,0", "--min_shards=1"]
 # after the last image is encoded.
 _AT_MOMENT = """
 import os, runpy, shutil, signal, sys
-from agetf.data import conversion
+from agetf.common import folder_swap, progress
+from agetf.data import shard_writer
 moment = sys.argv.pop(1)
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 if moment == "pause":
-    write_metadata = conversion._write_metadata
+    write_metadata = shard_writer.write_metadata
     def pause_then_write(*args, **kwargs):
         print("paused", flush=True)
         sys.stdin.readline()
         return write_metadata(*args, **kwargs)
-    conversion._write_metadata = pause_then_write
+    shard_writer.write_metadata = pause_then_write
 else:
     doomed = int(moment.split("=")[1])
     state = {"encoded": False, "changes": 0, "inside": False}
-    add = conversion._Progress.add
+    add = progress.CountingBar.add
     def add_then_watch(self, count):
         add(self, count)
         if doomed == 0 and 2 * self.done >= self.total:
             die()
         state["encoded"] = self.done >= self.total
-    conversion._Progress.add = add_then_watch
+    progress.CountingBar.add = add_then_watch
     def counted(change):
         def call(*args, **kwargs):
             if not state["encoded"] or state["inside"]:
@@ -69,8 +71,7 @@ else:
     for name in ("remove", "unlink", "rename", "replace", "link", "rmdir"):
         setattr(os, name, counted(getattr(os, name)))
     shutil.rmtree = counted(shutil.rmtree)
-    if hasattr(conversion, "_exchange"):
-        conversion._exchange = counted(conversion._exchange)
+    folder_swap.exchange = counted(folder_swap.exchange)
 sys.argv[0] = "agetf.convert"
 runpy.run_module("agetf.convert", run_name="__main__", alter_sys=True)
 """
@@ -108,7 +109,7 @@ def error_lines(stderr):
 def test_a_second_conversion_into_a_folder_in_use_is_refused_in_one_line(tmp_path):
     old, new = make_faces(tmp_path / "old", 4, seed=1), make_faces(tmp_path / "new", 6, seed=2)
     out = tmp_path / "out"
-    conversion.convert(conversion.ConversionConfig(
+    conversion.convert(convert_config.ConvertConfig(
         input_dirs=[old], output_dir=str(out), min_shards=1, workers=1, show_progress=False,
         split_ratios=(1.0, 0.0, 0.0)))
     with open(tmp_path / "first.err", "w") as first_err:
@@ -143,7 +144,7 @@ def test_a_second_conversion_into_a_folder_in_use_is_refused_in_one_line(tmp_pat
 def test_a_conversion_killed_at_any_moment_leaves_a_whole_dataset_and_no_stuck_lock(tmp_path):
     old, new = make_faces(tmp_path / "old", 4, seed=1), make_faces(tmp_path / "new", 6, seed=2)
     out = tmp_path / "out"
-    conversion.convert(conversion.ConversionConfig(
+    conversion.convert(convert_config.ConvertConfig(
         input_dirs=[old], output_dir=str(out), min_shards=1, workers=1, show_progress=False,
         split_ratios=(1.0, 0.0, 0.0)))
     # The output folder's own files and folders go with it, whatever happens.
@@ -170,7 +171,7 @@ def test_a_conversion_killed_at_any_moment_leaves_a_whole_dataset_and_no_stuck_l
     assert (out / "notes.md").read_text() == "mine"
     assert (out / "mine" / "kept.txt").read_text() == "kept"
     assert sorted(os.listdir(tmp_path)) == ["new", "old", "out"]  # nothing left beside it
-    assert not (out / conversion.INCOMPLETE_DIR).exists()
+    assert not (out / folder_swap.INCOMPLETE_DIR).exists()
 
 
 def test_the_progress_bar_is_drawn_on_a_terminal_only(tmp_path, monkeypatch):
@@ -189,11 +190,11 @@ def test_the_progress_bar_is_drawn_on_a_terminal_only(tmp_path, monkeypatch):
 
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    conversion._Progress("converting", 2, enabled=False).add(2)  # --noprogress
+    progress.CountingBar("converting", 2, enabled=False).add(2)  # --noprogress
     assert terminal.getvalue() == ""
-    progress = conversion._Progress("converting", 2, enabled=True)
-    progress.add(1)
-    progress.add(1)
-    progress.close()
+    bar = progress.CountingBar("converting", 2, enabled=True)
+    bar.add(1)
+    bar.add(1)
+    bar.close()
     text = terminal.getvalue()
     assert "\r" in text and "converting" in text and "/2" in text

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from agetf.data import conversion
+from agetf.data import conversion, conversion_report, convert_config, split_files
 from agetf.evaluation import evaluator
 from agetf.data import input_pipeline
 from agetf.data import labels
@@ -162,7 +162,7 @@ def small_faces(tmp_path_factory):
 
 
 def convert(input_dir, output_dir, **settings):
-    return conversion.convert(conversion.ConversionConfig(
+    return conversion.convert(convert_config.ConvertConfig(
         input_dirs=[input_dir], output_dir=str(output_dir), min_shards=1, workers=1,
         show_progress=False, **settings))
 
@@ -177,7 +177,7 @@ def test_a_written_split_file_reproduces_the_split_exactly(small_faces, tmp_path
     rows = read_rows(tmp_path / "a" / "splits.csv")
     assert rows[0] == ["filename", "split"]
     assert len(rows) - 1 == first["total_kept"] == 30
-    assert all(split == conversion.assign_split(name) for name, split in rows[1:])
+    assert all(split == split_files.assign_split(name) for name, split in rows[1:])
 
     # Another ratio would move files, but the split file wins.
     again = convert(small_faces, tmp_path / "b", split_file=str(tmp_path / "a" / "splits.csv"),
@@ -201,7 +201,7 @@ def test_a_published_split_is_used_exactly_and_unlisted_files_are_skipped(small_
     skipped = {os.path.basename(item["path"]): item["reason"] for item in report["skipped"]}
     assert skipped == {name: "not in the split file" for name in names[27:]}
     assert report["settings"]["split_file_missing"] == ["ghost.jpg"]
-    assert "1 files of the split file are not in the input (e.g. ghost.jpg)" in conversion.summarize(report)
+    assert "1 files of the split file are not in the input (e.g. ghost.jpg)" in conversion_report.summarize(report)
     written = dict(read_rows(tmp_path / "out" / "splits.csv")[1:])
     assert written == {**{n: "train" for n in names[:20]}, **{n: "validation" for n in names[20:23]},
                        **{n: "test" for n in names[23:27]}}
@@ -216,12 +216,12 @@ def test_a_published_split_is_used_exactly_and_unlisted_files_are_skipped(small_
 def test_bad_split_files_are_one_line_errors(small_faces, tmp_path, text, message):
     path = tmp_path / "split.csv"
     path.write_text(text)
-    with pytest.raises(conversion.ConversionError, match=message) as error:
+    with pytest.raises(convert_config.ConversionError, match=message) as error:
         convert(small_faces, tmp_path / "out", split_file=str(path))
     assert "\n" not in str(error.value)
     assert not (tmp_path / "out").exists(), "nothing may be written for a bad split file"
 
 
 def test_a_missing_split_file_is_a_one_line_error(small_faces, tmp_path):
-    with pytest.raises(conversion.ConversionError, match="cannot read --split_file"):
+    with pytest.raises(convert_config.ConversionError, match="cannot read --split_file"):
         convert(small_faces, tmp_path / "out", split_file=str(tmp_path / "missing.csv"))

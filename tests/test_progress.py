@@ -98,3 +98,14 @@ def test_the_lr_finder_draws_a_bar_on_the_chiefs_terminal_only(monkeypatch):
     terminal.truncate()
     lr_finder.find_lr(fake_trainer(LOSSES, chief=False), lr_finder.LRRangeTest(1e-4, 1.0, 12))
     assert terminal.getvalue() == ""
+
+
+def test_a_counting_bar_counts_whether_it_is_drawn_or_not(monkeypatch):
+    terminal = use_terminal(monkeypatch)
+    for enabled in (False, True):
+        bar = progress.CountingBar("converting", 3, enabled=enabled)
+        bar.add(2)
+        bar.add(1)
+        bar.close()
+        assert (bar.done, bar.total) == (3, 3)
+        assert ("converting" in terminal.getvalue()) == enabled

@@ -8,7 +8,16 @@ import sys
 
 import pytest
 
-from agetf.data import conversion, dataset_files, names, schema, synthetic
+from agetf.data import (
+    conversion,
+    conversion_report,
+    convert_config,
+    dataset_files,
+    names,
+    schema,
+    split_files,
+    synthetic,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GHOSTS = {"train": ["30_0_0_20170101000000991.jpg.chip.jpg", "44_1_1_20170101000000992.jpg.chip.jpg"],
@@ -22,7 +31,7 @@ def faces(tmp_path_factory):
     return str(folder), sorted(os.listdir(folder))
 
 
-def write_coral_csv(path, file_names, offset=conversion.CORAL_AGE_OFFSET, header=("", "file", "age")):
+def write_coral_csv(path, file_names, offset=split_files.CORAL_AGE_OFFSET, header=("", "file", "age")):
     """A CSV as the CORAL split publishes it: an unnamed index, file, age class (age - 21)."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -41,7 +50,7 @@ def coral_spec(tmp_path, file_names):
 
 def convert(input_dir, output_dir, **settings):
     settings = {"min_shards": 1, "workers": 1, "show_progress": False, **settings}
-    return conversion.convert(conversion.ConversionConfig(
+    return conversion.convert(convert_config.ConvertConfig(
         input_dirs=[input_dir], output_dir=str(output_dir), **settings))
 
 
@@ -63,7 +72,7 @@ def test_coral_files_give_exactly_their_splits_with_validation_carved_from_train
     report = convert(folder, tmp_path / "a", split_file=spec, split_ratios=(0.5, 0.4, 0.1))
 
     share = 0.4 / (0.5 + 0.4)
-    carved = {name: conversion.assign_split(name, (1 - share, share, 0.0)) for name in file_names[:30]}
+    carved = {name: split_files.assign_split(name, (1 - share, share, 0.0)) for name in file_names[:30]}
     expected = {**carved, **dict.fromkeys(file_names[30:38], "test")}
     assert 0 < list(carved.values()).count("validation") < 30  # both sides of the cut are used
     assert splits_of(tmp_path / "a") == expected
@@ -85,7 +94,7 @@ def test_coral_files_give_exactly_their_splits_with_validation_carved_from_train
     # Rows naming files the input lacks: listed, counted per file, and warned about once.
     assert settings["split_file_missing"] == sorted(GHOSTS["train"] + GHOSTS["test"])
     assert settings["split_file_missing_by_file"] == {"train": 2, "test": 1}
-    warnings = [line for line in conversion.summarize(report).splitlines() if "warning" in line]
+    warnings = [line for line in conversion_report.summarize(report).splitlines() if "warning" in line]
     assert len(warnings) == 1
     assert "3 files of the split files are not in the input (train= 2, test= 1, e.g." in warnings[0]
 
@@ -114,7 +123,7 @@ def test_a_validation_file_replaces_the_carving(faces, tmp_path):
     _, file_names = faces
     train = write_coral_csv(tmp_path / "train.csv", file_names[:20])
     validation = write_coral_csv(tmp_path / "val.csv", file_names[20:25], offset=0)  # ages in years
-    plan = conversion.read_split_files(f"train={train},validation={validation}")
+    plan = split_files.read_split_files(f"train={train},validation={validation}")
     assert plan.splits == {**dict.fromkeys(file_names[:20], "train"),
                            **dict.fromkeys(file_names[20:25], "validation")}
     assert plan.validation_share is None
@@ -128,9 +137,9 @@ def test_the_one_file_form_still_reads_file_name_split_rows(faces, tmp_path):
     path = tmp_path / "a=b" / "splits.csv"  # a folder with '=' is still one file's path
     path.write_text("filename,split\n" + "".join(f"{name},test\n" for name in file_names[:3]))
     for text in (str(path), os.path.relpath(path)):
-        plan = conversion.read_split_files(text)
+        plan = split_files.read_split_files(text)
         assert plan.splits == dict.fromkeys(file_names[:3], "test")
-        assert plan.files == {conversion.ONE_SPLIT_FILE: str(path)} and plan.validation_share is None
+        assert plan.files == {split_files.ONE_SPLIT_FILE: str(path)} and plan.validation_share is None
 
 
 def bad_csvs(tmp_path, file_names):
@@ -160,7 +169,7 @@ def test_bad_specs_are_one_line_errors_naming_the_fix(faces, tmp_path, monkeypat
     folder, file_names = faces
     bad_csvs(tmp_path, file_names)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(conversion.ConversionError) as error:
+    with pytest.raises(convert_config.ConversionError) as error:
         convert(folder, tmp_path / "out", split_file=spec)
     assert message in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "out").exists(), "nothing may be written for a bad split file"
@@ -173,7 +182,51 @@ def test_an_age_mismatch_names_the_row_and_both_ages(faces, tmp_path):
     with open(tmp_path / "train.csv", "w", newline="") as f:
         csv.writer(f).writerows([["", "file", "age"], *rows])
     age = names.parse_face_name(file_names[1]).age
-    with pytest.raises(conversion.ConversionError, match=(
+    with pytest.raises(convert_config.ConversionError, match=(
             f"in 1 of 2 rows read as the CORAL class \\(age - 21\\), e.g. row 3: {file_names[1]} has 3, "
             f"its name says {age} \\(class {age - 21}\\); fix the file or remove its age column")):
-        conversion.read_split_files(f"train={tmp_path / 'train.csv'}")
+        split_files.read_split_files(f"train={tmp_path / 'train.csv'}")
+
+
+# -- the split-file parser alone (agetf.data.split_files), no conversion ---------------------
+
+def test_a_spec_names_one_file_or_one_file_per_split(tmp_path):
+    one = tmp_path / "splits.csv"
+    one.write_text("filename,split\n")
+    assert split_files.parse_split_file_spec(f" {one} ") == {split_files.ONE_SPLIT_FILE: str(one)}
+    assert split_files.parse_split_file_spec("train=a.csv, test = b.csv") == {
+        "train": "a.csv", "test": "b.csv"}
+    assert split_files.parse_split_file_spec("train=~/a.csv") == {
+        "train": os.path.expanduser("~/a.csv")}
+
+
+def test_the_one_file_form_reads_rows_with_or_without_a_header(tmp_path):
+    path = tmp_path / "splits.csv"
+    path.write_text("a/1_0_0_1.jpg, train\n\n2_1_0_2.jpg,test\n")
+    assert split_files.read_split_file(str(path)) == {"1_0_0_1.jpg": "train", "2_1_0_2.jpg": "test"}
+    path.write_text("filename,split\n1_0_0_1.jpg,train\n1_0_0_1.jpg,test\n")
+    with pytest.raises(convert_config.ConversionError, match="puts 1_0_0_1.jpg in both train and test"):
+        split_files.read_split_file(str(path))
+    path.write_text("1_0_0_1.jpg,holdout\n")
+    with pytest.raises(convert_config.ConversionError, match="row 1 .* is not 'file name,split'"):
+        split_files.read_split_file(str(path))
+
+
+def test_a_written_split_file_reads_back_the_same_splits(tmp_path):
+    kept = {"train": ["b.jpg", "a.jpg"], "validation": ["c.jpg"], "test": []}
+    path = tmp_path / split_files.SPLIT_FILE
+    split_files.write_split_file(str(path), kept)
+    assert path.read_text().splitlines() == ["filename,split", "a.jpg,train", "b.jpg,train",
+                                             "c.jpg,validation"]
+    assert split_files.read_split_file(str(path)) == {"a.jpg": "train", "b.jpg": "train",
+                                                      "c.jpg": "validation"}
+
+
+def test_a_per_split_table_reads_the_file_and_age_columns(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(",File,age\n0,x/30_0_0_20170101000000001.jpg,9\n1,31_1_0_20170101000000002.jpg,10\n")
+    table = split_files.read_split_table(str(path), "--split_file train=train.csv")
+    assert table == [(2, "30_0_0_20170101000000001.jpg", 9), (3, "31_1_0_20170101000000002.jpg", 10)]
+    assert split_files.check_age_column(table, "train").startswith("CORAL class (age - 21) in all 2")
+    years = [(number, name, age + 21) for number, name, age in table]
+    assert split_files.check_age_column(years, "train").startswith("age in years in all 2")

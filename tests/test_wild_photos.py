@@ -615,10 +615,10 @@ def test_wild_benchmark_refuses_a_framing_setting_in_one_line(tmp_path, args, me
 def test_wild_benchmark_runs_with_reflect_framing(models, head_crop, tmp_path):
     """End to end on the tiny model: two test-split copies of the astronaut's head, each
     framed by its mirror image, are found where the crop was put."""
-    from agetf.data import conversion
+    from agetf.data import split_files
 
     names = [name for name in (f"45_0_0_2017011{i:04d}.jpg" for i in range(200))
-             if conversion.assign_split(name) == "test"][:2]
+             if split_files.assign_split(name) == "test"][:2]
     for name in names:
         Image.fromarray(head_crop).save(tmp_path / name, quality=95)
     done = run_wild_benchmark(f"--input_dir={tmp_path}", f"--saved_model={models[0]}",

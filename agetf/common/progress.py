@@ -27,3 +27,20 @@ def progress_bar(total, description, unit, show=None):
     as a context manager and call `update(n)`; it leaves no line behind."""
     return tqdm(total=total, desc=description, unit=unit, disable=not shown(show), leave=False,
                 file=sys.stderr, dynamic_ncols=True)
+
+
+class CountingBar:
+    """A progress_bar that also counts the units it was told of, drawn or not (a hidden tqdm bar
+    counts nothing): `done` of `total`. `enabled` False (e.g. --noprogress) never draws it;
+    True draws it on a terminal only."""
+
+    def __init__(self, description, total, enabled=True, unit="images"):
+        self.done, self.total = 0, total
+        self.bar = progress_bar(total, description, unit, show=None if enabled else False)
+
+    def add(self, count):
+        self.done += count
+        self.bar.update(count)
+
+    def close(self):
+        self.bar.close()

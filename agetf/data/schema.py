@@ -1,54 +1,46 @@
-"""The TFRecord schema shared by the converter, the input pipeline and TFDS.
+"""TensorFlow's views of the record schema (agetf.data.record_fields): the parser's feature
+spec, a reference record builder and the TFDS feature description.
 
-One `tf.train.Example` per face. Keys and types are the design's data contract;
-`tfrecords/README.md` documents them for people; agetf.data.dataset_files names the files
-that hold them.
+One `tf.train.Example` per face. Keys and types are the design's data contract, written
+once in agetf.data.record_fields; `docs/converting.md` documents them for people;
+agetf.data.dataset_files names the files that hold them.
 """
 
 import tensorflow as tf
 
-from agetf.data import labels, names
+from agetf.data import labels, record_fields
 
-SCHEMA_VERSION = 1
+_DTYPES = {record_fields.BYTES: tf.string, record_fields.FLOAT: tf.float32,
+           record_fields.INT64: tf.int64}
 
 
-def _bytes(value):
+def _feature(field, value):
+    if field.kind == record_fields.INT64:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+    if field.kind == record_fields.FLOAT:
+        return tf.train.Feature(float_list=tf.train.FloatList(value=value))
+    value = value.encode("utf-8") if isinstance(value, str) else value
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
-def _int(value):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
 
 
 def make_example(*, jpeg, age, gender, race, filename, height, width,
                  age_deviation=labels.DEFAULT_AGE_DEVIATION):
-    """Builds the serialized `tf.train.Example` of one face crop.
+    """Builds the serialized `tf.train.Example` of one face crop with TensorFlow's protos.
 
-    `jpeg` is the encoded RGB JPEG; `filename` the source file's base name.
+    `jpeg` is the encoded RGB JPEG; `filename` the source file's base name. The converter
+    writes the same records without TensorFlow (agetf.data.record_encoder).
     """
-    histogram = labels.age_histogram(age, age_deviation)
-    feature = {
-        "image": _bytes(jpeg),
-        "age": _int(age),
-        "age_histogram": tf.train.Feature(float_list=tf.train.FloatList(value=histogram)),
-        "age_range": _int(labels.age_range(age)),
-        "gender": _int(gender),
-        "race": _int(race),
-        "filename": _bytes(filename.encode("utf-8")),
-        "height": _int(height),
-        "width": _int(width),
-    }
+    values = {"image": jpeg, "age": age, "age_histogram": labels.age_histogram(age, age_deviation),
+              "age_range": labels.age_range(age), "gender": gender, "race": race,
+              "filename": filename, "height": height, "width": width}
+    feature = {field.name: _feature(field, values[field.name]) for field in record_fields.FIELDS}
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 FEATURE_SPEC = {
-    "image": tf.io.FixedLenFeature([], tf.string),
-    "age": tf.io.FixedLenFeature([], tf.int64),
-    "age_histogram": tf.io.FixedLenFeature([labels.NUM_AGE_BINS], tf.float32),
-    "age_range": tf.io.FixedLenFeature([], tf.int64),
-    "gender": tf.io.FixedLenFeature([], tf.int64),
-    "race": tf.io.FixedLenFeature([], tf.int64, default_value=names.UNKNOWN_RACE),
-    "filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    field.name: tf.io.FixedLenFeature([labels.NUM_AGE_BINS] if field.per_age_bin else [],
+                                      _DTYPES[field.kind], default_value=field.default)
+    for field in record_fields.FIELDS if field.parsed
 }
 
 
@@ -63,14 +55,15 @@ def tfds_features():
     """The `tfds.features.FeaturesDict` describing a record, for `write_metadata`."""
     import tensorflow_datasets as tfds  # heavy import, only where the metadata is written
 
-    return tfds.features.FeaturesDict({
+    # Fields TFDS shows as more than a number or a tensor; the rest follow their kind.
+    special = {
         "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-        "age": tfds.features.Scalar(dtype=tf.int64),
-        "age_histogram": tfds.features.Tensor(shape=(labels.NUM_AGE_BINS,), dtype=tf.float32),
         "age_range": tfds.features.ClassLabel(names=list(labels.AGE_RANGE_NAMES)),
         "gender": tfds.features.ClassLabel(names=list(labels.GENDER_NAMES)),
-        "race": tfds.features.Scalar(dtype=tf.int64),
         "filename": tfds.features.Text(),
-        "height": tfds.features.Scalar(dtype=tf.int64),
-        "width": tfds.features.Scalar(dtype=tf.int64),
-    })
+    }
+    return tfds.features.FeaturesDict({
+        field.name: special.get(field.name) or (
+            tfds.features.Tensor(shape=(labels.NUM_AGE_BINS,), dtype=_DTYPES[field.kind])
+            if field.per_age_bin else tfds.features.Scalar(dtype=_DTYPES[field.kind]))
+        for field in record_fields.FIELDS})

@@ -1,0 +1,97 @@
+"""Serialized tf.train.Example records of faces, written without TensorFlow.
+
+The protobuf wire format of tensorflow/core/example/{example,feature}.proto, written directly
+so that the converter's worker processes need not import TensorFlow (seconds and hundreds of
+MiB each). Example.features = 1; Features.feature = 1, a map whose entries hold key = 1 and
+value = 2; Feature.bytes_list = 1, float_list = 2, int64_list = 3; each list's values = 1
+(packed for numbers). The fields and their order come from agetf.data.record_fields;
+tests/test_record_encoder.py parses the records with tf.io.parse_example.
+"""
+
+import functools
+import struct
+
+from agetf.data import record_fields
+
+_LIST_NUMBER = {record_fields.BYTES: 1, record_fields.FLOAT: 2, record_fields.INT64: 3}
+_SMALL_VARINTS = [bytes((value,)) for value in range(0x80)]
+
+
+def _varint(value):
+    if 0 <= value < 0x80:
+        return _SMALL_VARINTS[value]
+    value &= 0xFFFFFFFFFFFFFFFF  # an int64 in two's complement: race -1 takes ten bytes
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _length_delimited(field_number, payload):
+    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _feature_entry(key, kind, payload):
+    """One `key: Feature` entry of Features.feature; payload is the list's value bytes."""
+    feature = _length_delimited(_LIST_NUMBER[kind], _length_delimited(1, payload))
+    entry = _length_delimited(1, key.encode("utf-8")) + _length_delimited(2, feature)
+    return _length_delimited(1, entry)
+
+
+@functools.lru_cache(maxsize=4096)  # genders, races and image sides repeat: build each entry once
+def _int_entry(key, value):
+    return _feature_entry(key, record_fields.INT64, _varint(int(value)))
+
+
+def feature_entry(name, value):
+    """The encoded entry of the field `name` holding `value`.
+
+    Args:
+      name: a field of record_fields.FIELDS.
+      value: bytes or a str (UTF-8) for a BYTES field, an int for INT64, a sequence of
+        floats (stored as float32) for FLOAT.
+
+    Returns:
+      bytes to concatenate, in record_fields.FIELDS order, into encode_example's features.
+    """
+    kind = record_fields.BY_NAME[name].kind
+    if kind == record_fields.INT64:
+        return _int_entry(name, int(value))
+    if kind == record_fields.FLOAT:
+        return _feature_entry(name, kind, struct.pack(f"<{len(value)}f", *value))
+    return _feature_entry(name, kind, value.encode("utf-8") if isinstance(value, str) else value)
+
+
+def label_entries(ages, age_deviation):
+    """{age: {field: entry}} of the fields computed from the age (record_fields.AGE_FIELDS),
+    built once per age.
+
+    Runs in the main process; the workers get the table (encode_example's age_entries).
+    """
+    from agetf.data import labels  # labels imports TensorFlow, which the workers never import
+
+    return {age: {"age": feature_entry("age", age),
+                  "age_histogram": feature_entry("age_histogram",
+                                                 labels.age_histogram(age, age_deviation).tolist()),
+                  "age_range": feature_entry("age_range", labels.age_range(age))}
+            for age in sorted(set(ages))}
+
+
+def encode_example(*, jpeg, age_entries, **values):
+    """The serialized tf.train.Example of one face.
+
+    Args:
+      jpeg: the encoded RGB JPEG, stored as the `image` field.
+      age_entries: label_entries()[age], the age's own fields.
+      **values: every other field by name: gender, race, filename, height, width.
+
+    Returns:
+      The record's bytes, its fields in record_fields.FIELDS order.
+    """
+    values["image"] = jpeg
+    features = b"".join(age_entries[field.name] if field.name in record_fields.AGE_FIELDS
+                        else feature_entry(field.name, values[field.name])
+                        for field in record_fields.FIELDS)
+    return _length_delimited(1, features)

@@ -1,0 +1,95 @@
+"""A converted dataset's shards and the TFDS metadata that describes them.
+
+count_shards sizes each split before any image is decoded; a SplitWriter writes one split's
+records into its shards as they arrive, under temporary names, and gives the complete shards
+their TFDS names (agetf.data.dataset_files.shard_name) when the split is done.
+"""
+
+import math
+import os
+
+from agetf.data.dataset_files import SPLITS, shard_name
+
+
+def count_shards(num_records, num_bytes, config):
+    """Shards for one split: about shard_bytes each, at least min_shards, never more than records.
+
+    Args:
+      num_records: the split's files.
+      num_bytes: their size on disk.
+      config: a ConvertConfig (num_shards, min_shards, shard_bytes).
+    """
+    if num_records == 0:
+        return 0
+    wanted = config.num_shards or max(config.min_shards, math.ceil(num_bytes / config.shard_bytes))
+    return min(wanted, num_records)
+
+
+class SplitWriter:
+    """Writes one split's records, as they arrive, into num_shards temporary files.
+
+    Its candidates arrive in a pseudo-random order (conversion.order_for_writing), so
+    consecutive blocks are as mixed as any: candidate j of n goes to shard j * num_shards // n,
+    and one file is open at a time. A skipped image leaves its shard one record shorter.
+    """
+
+    def __init__(self, folder, split, num_candidates, num_shards):
+        self.folder, self.split = folder, split
+        self.num_candidates, self.num_shards = num_candidates, num_shards
+        self.seen, self.lengths, self.paths, self._writer = 0, [], [], None
+
+    def add(self, record):
+        """Takes the next candidate's record, or None when that candidate was skipped."""
+        shard = self.seen * self.num_shards // self.num_candidates
+        self.seen += 1
+        while len(self.paths) <= shard:
+            self._open_next()
+        if record is not None:
+            self._writer.write(record)
+            self.lengths[shard] += 1
+
+    def _open_next(self):
+        import tensorflow as tf  # the converter's workers import this package without TensorFlow
+
+        self.close()
+        self.paths.append(os.path.join(self.folder, f"{self.split}-{len(self.paths):05d}"))
+        self.lengths.append(0)
+        self._writer = tf.io.TFRecordWriter(self.paths[-1])
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def publish(self, output_dir, dataset_name):
+        """Renames the non-empty shards to their final names in output_dir; returns
+        ([records in each], bytes of all)."""
+        self.close()
+        kept = [(path, length) for path, length in zip(self.paths, self.lengths) if length]
+        num_bytes = 0
+        for index, (path, _) in enumerate(kept):
+            final = os.path.join(output_dir, shard_name(dataset_name, self.split, index, len(kept)))
+            num_bytes += os.path.getsize(path)
+            os.replace(path, final)
+        for path, length in zip(self.paths, self.lengths):
+            if not length:
+                os.remove(path)  # every image in it was skipped: no empty shard is published
+        return [length for _, length in kept], num_bytes
+
+
+def write_metadata(folder, shard_lengths, split_bytes):
+    """dataset_info.json + features.json, so tfds.builder_from_directory loads the folder."""
+    # Function-level: TFDS and TensorFlow take seconds; the drivers' one-line errors come first.
+    import tensorflow_datasets as tfds
+
+    from agetf.data import schema
+
+    split_infos = [
+        tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths[split],
+                            num_bytes=split_bytes[split])
+        for split in SPLITS if shard_lengths[split]
+    ]
+    tfds.folder_dataset.write_metadata(
+        data_dir=folder, features=schema.tfds_features(), split_infos=split_infos,
+        filename_template=None, check_data=False,
+        description="Face crops with age, gender and race labels, converted by agetf.")
