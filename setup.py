@@ -46,7 +46,8 @@ setuptools.setup(
         # LiteRT's interpreter runs the TFLite models (tf.lite.Interpreter is deprecated);
         # the tests run them on it too.
         "litert": ["ai-edge-litert"],
-        # pytest-xdist: the README's test command runs the suite in two processes.
-        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-image", "ai-edge-litert"],
+        # pytest-xdist: the README's test command runs the suite in two processes; ruff: CI's
+        # linter (pyproject.toml).
+        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-image", "ai-edge-litert", "ruff"],
     },
 )
