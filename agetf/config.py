@@ -1,36 +1,33 @@
-"""Every setting of a run, as typed frozen dataclasses that check themselves once.
+"""The settings of a training run, as typed frozen dataclasses that check themselves once.
 
-The entry points turn flags into these (agetf.train's `build_config`); a notebook builds
-them directly and calls `agetf.training.job.run(config)`. Each dataclass checks its own
+agetf.train turns its flags into one TrainConfig (`build_config`); a notebook builds one
+directly and calls `agetf.training.train_lib.run(config)`. Each dataclass checks its own
 values when it is made, with messages that name the flag and the fix, so nothing later
-checks them again. No TensorFlow here: a bad value costs no TensorFlow start-up.
+checks them again. No TensorFlow here: a bad value costs no TensorFlow start-up. The
+settings of the input and of the model live beside the code that reads them
+(agetf.data.input_config, agetf.modeling.model_config).
 
     from agetf import config
+    from agetf.data.input_config import InputConfig
+    from agetf.modeling.model_config import ModelConfig
     run = config.TrainConfig(
         model_dir="runs/notebook",
-        input=config.InputConfig(data_dir="tfrecords/synthetic", img_dim=64),
-        model=config.ModelConfig(img_dim=64, heads=("age_histogram", "gender"), weights="none"),
+        input=InputConfig(data_dir="tfrecords/synthetic", img_dim=64),
+        model=ModelConfig(img_dim=64, heads=("age_histogram", "gender"), weights="none"),
         epochs=2, schedule=config.CosineSchedule(warmup_epochs=0.5))
 """
 
 import dataclasses
 import enum
-import os
 from typing import ClassVar
 
 from agetf import UsageError
-from agetf.modeling import heads as heads_lib
-
-__all__ = ["UsageError"]  # and every dataclass and name below
-
+from agetf.common import head_names
+from agetf.common import setting_checks as check
+from agetf.data.input_config import InputConfig
+from agetf.modeling.model_config import ModelConfig
 
 # The vocabulary of settings: names the flags accept and the modules that act on them share.
-BACKBONES = ("MobileNetV2", "ResNet50")
-# keras.applications' obtain_input_shape(min_size=32) for both backbones.
-MIN_IMG_DIM = {"MobileNetV2": 32, "ResNet50": 32}
-# Fine-tuning starts here by default: MobileNetV2's last inverted-residual block and
-# Conv_1, and ResNet50's last stage (the older project's `layers[152:]`, by name).
-DEFAULT_UNFREEZE_FROM = {"MobileNetV2": "block_16_", "ResNet50": "conv5_"}
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker_mirrored", "tpu")
 MIXED_PRECISION = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("adam", "sgd")
@@ -52,186 +49,6 @@ class Stage(str, enum.Enum):
     TRAIN = "train"
     FROZEN_BACKBONE = "frozen_backbone"
     FINE_TUNE = "fine_tune"
-
-
-# -- checks, each naming the flag ---------------------------------------------------------
-
-def _shown(value):
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _at_least(flag, value, minimum, meaning=""):
-    if not value >= minimum:  # `not >=`: NaN fails too
-        raise UsageError(f"--{flag}={_shown(value)} must be >= {minimum}{meaning}")
-
-
-def _positive(flag, value):
-    if value is not None and not value > 0:
-        raise UsageError(f"--{flag}={_shown(value)} must be > 0")
-
-
-def _within(flag, value, low, high, ends, example):
-    """`value` in the interval low..high; `ends`: (low allowed, high allowed). None passes."""
-    if value is None:
-        return
-    low_ok, high_ok = ends
-    above = low <= value if low_ok else low < value
-    below = value <= high if high_ok else value < high
-    if not (above and below):
-        interval = f"{'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
-        raise UsageError(f"--{flag}={_shown(value)} must be in {interval}, e.g. --{flag}={example}")
-
-
-def _one_of(flag, value, allowed):
-    if value not in allowed:
-        raise UsageError(f"--{flag}={value} is unknown; use one of {', '.join(allowed)}")
-
-
-# -- data ---------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """How strongly to augment training images; the defaults are mild, face-preserving."""
-
-    flip: bool = True
-    # Area fraction of the random crop; above 1 zooms out: the box is larger than the image,
-    # whose mirror image fills the border (a loosely framed face). At most 2.
-    crop_scale: tuple[float, float] = (0.8, 1.0)
-    crop_aspect: tuple[float, float] = (0.9, 1.1)  # crop width / height, relative to the image
-    brightness: float = 0.15  # max delta as a fraction of 255
-    contrast: tuple[float, float] = (0.8, 1.2)
-    blur_probability: float = 0.1  # light 3x3 blur
-    grey_probability: float = 0.0  # luminance in all three channels, after the crop
-
-    def __post_init__(self):
-        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 2:
-            shown = ",".join(_shown(value) for value in self.crop_scale)
-            raise UsageError(f"--crop_scale={shown} must be LOW,HIGH with 0 < LOW <= HIGH <= 2 "
-                             "(area fractions; above 1 zooms out), e.g. --crop_scale=0.8,1.4")
-        low, high = self.crop_aspect
-        if not 0 < low <= high:
-            raise UsageError(f"crop_aspect must satisfy 0 < low <= high, got {self.crop_aspect}")
-        low, high = self.contrast
-        if not 0 <= low <= high:
-            raise UsageError(f"contrast must satisfy 0 <= low <= high, got {self.contrast}")
-        if not 0 <= self.brightness <= 1:
-            raise UsageError(f"brightness must be in [0, 1], got {self.brightness}")
-        if not 0 <= self.blur_probability <= 1:
-            raise UsageError(f"blur_probability must be in [0, 1], got {self.blur_probability}")
-        _within("grey_probability", self.grey_probability, 0, 1, (True, True), "0.1")
-
-
-NO_AUGMENTATION = AugmentConfig(flip=False, crop_scale=(1.0, 1.0), crop_aspect=(1.0, 1.0),
-                                brightness=0.0, contrast=(1.0, 1.0), blur_probability=0.0,
-                                grey_probability=0.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class InputConfig:
-    """Where the data is and how to read it; one per dataset, shared by train and eval."""
-
-    data_dir: str
-    img_dim: int = 128
-    shuffle_buffer: int = 2048
-    cache: bool = False  # cache decoded images (after decode, before augment) in memory
-    augment: AugmentConfig = AugmentConfig()
-    age_deviation: float | None = None  # None: the histogram stored in the records
-    skip_corrupt_records: bool = False
-    threads: int | None = None  # private thread pool size; None = tf.data default
-    seed: int | None = None
-    data_service: str | None = None  # grpc://HOST:PORT: training preprocessing runs there
-
-    def __post_init__(self):
-        _at_least("shuffle_buffer", self.shuffle_buffer, 1, " (1: no shuffling)")
-        _positive("age_deviation", self.age_deviation)
-
-
-# -- model --------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    backbone: str = "MobileNetV2"
-    img_dim: int = 128
-    heads: tuple = ("age_histogram",)
-    alpha: float = 1.0
-    weights: str = "imagenet"  # as --weights and keras.applications; "none" for random weights
-    dropout: float = 0.2
-    # None keeps Keras' (0.999 for MobileNetV2): right for long runs, but short runs from
-    # scratch need faster-moving statistics or inference-mode predictions are garbage.
-    batchnorm_momentum: float | None = None
-
-    def __post_init__(self):
-        check_backbone(self.backbone, self.img_dim)
-        heads_lib.validate_heads(self.heads)
-        _positive("alpha", self.alpha)
-        _within("dropout", self.dropout, 0.0, 1.0, (True, False), "0.2")
-        _within("batchnorm_momentum", self.batchnorm_momentum, 0.0, 1.0, (False, False), "0.9")
-        _check_weights_file(self.weights)
-
-
-def check_backbone(backbone, img_dim):
-    """The one check of a backbone's name and of the input size it accepts."""
-    _one_of("base_model", backbone, BACKBONES)
-    minimum = MIN_IMG_DIM[backbone]
-    if not isinstance(img_dim, int) or img_dim < minimum:
-        raise UsageError(f"--img_dim={img_dim} is below {backbone}'s minimum of {minimum}; "
-                         f"use --img_dim={minimum} or more")
-
-
-_WEIGHTS_FIX = ("pass --weights=imagenet, --weights=none or the path of a backbone weights file "
-                "(a .weights.h5 written by keras' save_weights, or keras.applications' .h5)")
-_SAVE_BACKBONE = ("pass a backbone's, saved with model.get_layer('backbone').save_weights("
-                  "'NAME.weights.h5') (docs/training.md)")
-
-
-def _check_weights_file(weights):
-    """A one-line UsageError unless weights is imagenet, none, or an HDF5 file Keras can read.
-
-    Keras picks a file's reader by its name: save_weights' layout from *.weights.h5, the
-    legacy layout (keras.applications' files) from any other *.h5 or *.hdf5.
-    """
-    if weights is None or weights.lower() in ("imagenet", "none"):
-        return
-    if not os.path.exists(weights):
-        raise UsageError(f"weights file {weights} does not exist; {_WEIGHTS_FIX}")
-    if os.path.isdir(weights):
-        raise UsageError(f"weights file {weights} is a directory; {_WEIGHTS_FIX}")
-    if weights.endswith(".keras"):
-        raise UsageError(f"weights file {weights} is a whole saved model; {_SAVE_BACKBONE}")
-    layout = _weights_layout(weights)
-    if layout == "keras_3_model":
-        raise UsageError(f"weights file {weights} holds a whole model's weights; {_SAVE_BACKBONE}")
-    keras_3_name = weights.endswith(".weights.h5")
-    if layout == "keras_3" and not keras_3_name:
-        raise UsageError(f"weights file {weights} holds weights written by Keras 3's "
-                         "save_weights, which Keras reads only from a name ending in "
-                         ".weights.h5; rename it")
-    if layout == "legacy" and (keras_3_name or not weights.endswith((".h5", ".hdf5"))):
-        raise UsageError(f"weights file {weights} holds legacy .h5 weights (keras.applications' "
-                         "layout), which Keras reads only from a name ending in .h5 but not "
-                         ".weights.h5; rename it")
-
-
-def _weights_layout(path):
-    """'legacy' (a layer_names attribute), 'keras_3' (save_weights' layers group) or
-    'keras_3_model' (a whole model's save_weights, its backbone one of its layers)."""
-    import h5py  # installed with Keras; imported here so that config stays light
-
-    try:
-        with h5py.File(path, "r") as file:
-            if "layer_names" in file.attrs or "model_weights" in file:
-                return "legacy"
-            if "layers" in file or "vars" in file:
-                # A whole agetf model's save_weights: the backbone is its layers/functional.
-                whole = "functional" in file.get("layers", {}) and "conv2d" not in file["layers"]
-                return "keras_3_model" if whole else "keras_3"
-    except OSError as error:  # not HDF5, truncated, or unreadable
-        text = " ".join(str(error).split())  # h5py's can span lines
-        reason = text.partition("(")[2].removesuffix(")") or text
-        raise UsageError(f"weights file {path} is not a readable HDF5 file ({reason}); "
-                         f"{_WEIGHTS_FIX}") from None
-    raise UsageError(f"weights file {path} holds no Keras weights (no layers group, no "
-                     f"layer_names attribute); {_WEIGHTS_FIX}")
 
 
 # -- learning-rate schedules: one dataclass each --------------------------------------------
@@ -256,11 +73,11 @@ class PlateauSchedule:
     min_delta: float = 1e-4
 
     def __post_init__(self):
-        _one_of("plateau_mode", self.mode, PLATEAU_MODES)
-        _within("plateau_factor", self.factor, 0.0, 1.0, (False, False), "0.2")
-        _at_least("plateau_patience", self.patience, 0, " epochs")
-        _at_least("plateau_cooldown", self.cooldown, 0, " epochs")
-        _at_least("plateau_min_lr", self.min_lr, 0)
+        check.one_of("plateau_mode", self.mode, PLATEAU_MODES)
+        check.within("plateau_factor", self.factor, 0.0, 1.0, (False, False), "0.2")
+        check.at_least("plateau_patience", self.patience, 0, " epochs")
+        check.at_least("plateau_cooldown", self.cooldown, 0, " epochs")
+        check.at_least("plateau_min_lr", self.min_lr, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,12 +94,12 @@ class CyclicSchedule:
     half_cycle_steps: int = 0
 
     def __post_init__(self):
-        _one_of("clr_mode", self.mode, CYCLIC_MODES)
-        _positive("clr_base_lr", self.base_lr)
-        _positive("clr_half_cycle_epochs", self.half_cycle_epochs)
-        _at_least("clr_half_cycle_steps", self.half_cycle_steps, 0,
+        check.one_of("clr_mode", self.mode, CYCLIC_MODES)
+        check.positive("clr_base_lr", self.base_lr)
+        check.positive("clr_half_cycle_epochs", self.half_cycle_epochs)
+        check.at_least("clr_half_cycle_steps", self.half_cycle_steps, 0,
                   " (0: use --clr_half_cycle_epochs)")
-        _within("clr_gamma", self.gamma, 0.0, 1.0, (False, True), "0.99")
+        check.within("clr_gamma", self.gamma, 0.0, 1.0, (False, True), "0.99")
         if not self.max_lr >= self.base_lr:
             raise UsageError(f"--clr_max_lr={self.max_lr:g} must be >= "
                              f"--clr_base_lr={self.base_lr:g}")
@@ -298,9 +115,9 @@ class CosineSchedule:
     warmup_steps: int = 0
 
     def __post_init__(self):
-        _at_least("warmup_epochs", self.warmup_epochs, 0)
-        _at_least("cosine_min_lr", self.min_lr, 0)
-        _at_least("warmup_steps", self.warmup_steps, 0)
+        check.at_least("warmup_epochs", self.warmup_epochs, 0)
+        check.at_least("cosine_min_lr", self.min_lr, 0)
+        check.at_least("warmup_steps", self.warmup_steps, 0)
 
 
 SCHEDULES = {cls.name: cls for cls in (ConstantSchedule, PlateauSchedule, CyclicSchedule,
@@ -325,10 +142,10 @@ class FineTuneConfig:
     batchnorm: str = "frozen"
 
     def __post_init__(self):
-        _one_of("fine_tune_batchnorm", self.batchnorm, FINE_TUNE_BATCHNORM)
-        _at_least("head_epochs", self.head_epochs, 0)
-        _at_least("fine_tune_epochs", self.fine_tune_epochs, 0)
-        _positive("fine_tune_lr", self.fine_tune_lr)
+        check.one_of("fine_tune_batchnorm", self.batchnorm, FINE_TUNE_BATCHNORM)
+        check.at_least("head_epochs", self.head_epochs, 0)
+        check.at_least("fine_tune_epochs", self.fine_tune_epochs, 0)
+        check.positive("fine_tune_lr", self.fine_tune_lr)
         if self.enabled and self.head_epochs + self.fine_tune_epochs < 1:
             raise UsageError("--head_epochs=0 and --fine_tune_epochs=0 train nothing; give one "
                              "of them 1 or more, or drop --fine_tuning")
@@ -351,8 +168,8 @@ class LRFinderConfig:
         return self.find_only or self.use_suggestion
 
     def __post_init__(self):
-        _positive("lr_find_min", self.min_lr)
-        _positive("lr_find_epochs", self.epochs)
+        check.positive("lr_find_min", self.min_lr)
+        check.positive("lr_find_epochs", self.epochs)
         if self.steps != 0 and self.steps < 2:
             raise UsageError(f"--lr_find_steps={self.steps} must be 0 (use --lr_find_epochs) "
                              "or >= 2")
@@ -373,9 +190,9 @@ class EvalConfig:
     batch_size: int = 64
 
     def __post_init__(self):
-        _one_of("eval_split", self.split, EVAL_SPLITS)
-        _one_of("eval_protocol", self.protocol, EVAL_PROTOCOLS)
-        _at_least("print_predictions", self.print_predictions, 0, " (0: none)")
+        check.one_of("eval_split", self.split, EVAL_SPLITS)
+        check.one_of("eval_protocol", self.protocol, EVAL_PROTOCOLS)
+        check.at_least("print_predictions", self.print_predictions, 0, " (0: none)")
 
     @property
     def report_name(self):
@@ -412,20 +229,31 @@ class RuntimeConfig:
 
     def __post_init__(self):
         check_strategy(self.strategy)
-        _one_of("mixed_precision", self.mixed_precision, MIXED_PRECISION)
-        _at_least("steps_per_loop", self.steps_per_loop, 1)
-        _at_least("collective_timeout", self.collective_timeout, 0,
+        check.one_of("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        check.at_least("steps_per_loop", self.steps_per_loop, 1)
+        check.at_least("collective_timeout", self.collective_timeout, 0,
                   " seconds (0 waits for ever)")
-        _at_least("worker_startup_timeout", self.worker_startup_timeout, 0,
+        check.at_least("worker_startup_timeout", self.worker_startup_timeout, 0,
                   " seconds (0 waits for ever)")
         if self.tpu and self.strategy != "tpu":
             raise UsageError(f"--tpu={self.tpu} applies to --strategy=tpu only; add "
                              "--strategy=tpu or drop --tpu")
         if self.profile_steps is not None:
-            start, end = self.profile_steps
-            if not 0 <= start < end:
-                raise UsageError(f"--profile_steps={start},{end} must be START,END: two whole "
-                                 "numbers with 0 <= START < END, e.g. --profile_steps=10,20")
+            check_profile_steps(self.profile_steps)
+
+
+def profile_steps_error(text):
+    """The one message for a --profile_steps value that is not a window of steps."""
+    return (f"--profile_steps={text} must be START,END: two whole numbers with "
+            "0 <= START < END, e.g. --profile_steps=10,20")
+
+
+def check_profile_steps(steps):
+    """(START, END) as whole numbers; a UsageError unless 0 <= START < END."""
+    start, end = steps
+    if not 0 <= start < end:
+        raise UsageError(profile_steps_error(f"{start},{end}"))
+    return int(start), int(end)
 
 
 def check_strategy(name):
@@ -465,28 +293,29 @@ class TrainConfig:
         if "://" in self.model_dir:  # its lock, renames and checkpoints are local-file calls
             raise UsageError(f"--model_dir={self.model_dir} must be a local or mounted folder, "
                              "not a URL; mount the storage (e.g. with gcsfuse) and give its path")
-        _at_least("batch_size", self.batch_size, 1)
-        _at_least("epochs", self.epochs, 1)
-        _positive("lr", self.lr)
-        _one_of("optimizer", self.optimizer, OPTIMIZERS)
-        _within("momentum", self.momentum, 0.0, 1.0, (True, False), "0.9")
-        _one_of("regression_loss", self.regression_loss, REGRESSION_LOSSES)
-        _at_least("steps_per_epoch", self.steps_per_epoch, 0,
+        check.at_least("batch_size", self.batch_size, 1)
+        check.at_least("epochs", self.epochs, 1)
+        if not self.lr > 0:  # `not >`: NaN fails too
+            raise UsageError(f"--lr={check.shown(self.lr)} must be > 0, or 'auto'")
+        check.one_of("optimizer", self.optimizer, OPTIMIZERS)
+        check.within("momentum", self.momentum, 0.0, 1.0, (True, False), "0.9")
+        check.one_of("regression_loss", self.regression_loss, REGRESSION_LOSSES)
+        check.at_least("steps_per_epoch", self.steps_per_epoch, 0,
                   " (0: one pass over the training split)")
-        _at_least("validation_steps", self.validation_steps, 0,
+        check.at_least("validation_steps", self.validation_steps, 0,
                   " (0: the whole validation split)")
-        _at_least("checkpoint_every_steps", self.checkpoint_every_steps, 0,
+        check.at_least("checkpoint_every_steps", self.checkpoint_every_steps, 0,
                   " (0: at epoch ends only)")
-        _at_least("summary_images", self.summary_images, 0, " (0: none)")
-        _at_least("early_stopping_patience", self.early_stopping_patience, 0, " (0: off)")
+        check.at_least("summary_images", self.summary_images, 0, " (0: none)")
+        check.at_least("early_stopping_patience", self.early_stopping_patience, 0, " (0: off)")
         if self.input is not None and self.input.img_dim != self.model.img_dim:
             raise UsageError(f"the input's img_dim ({self.input.img_dim}) differs from the "
                              f"model's ({self.model.img_dim}); give both the same --img_dim")
-        not_heads = [head for head in self.loss_weights if head not in heads_lib.HEADS]
+        not_heads = [head for head in self.loss_weights if head not in head_names.HEADS]
         if not_heads:
             raise UsageError(f"--loss_weights names {', '.join(not_heads)}, which is no head; "
-                             f"use one of {', '.join(heads_lib.HEADS)}")
-        reported = heads_lib.metric_names(self.model.heads)
+                             f"use one of {', '.join(head_names.HEADS)}")
+        reported = head_names.metric_names(self.model.heads)
         allowed = ["val_" + name for name in reported]
         if self.best_metric not in allowed:
             raise UsageError(f"--best_metric={self.best_metric} is not reported for these "
@@ -498,7 +327,9 @@ class TrainConfig:
                                  f"for these heads; use one of {', '.join(allowed)}")
 
     @property
-    def total_epochs(self):
+    def planned_epochs(self):
+        """--epochs, or --head_epochs plus --fine_tune_epochs (early stopping may end stage 1
+        sooner: the trainer's total_epochs is what a run actually trains)."""
         if self.fine_tune.enabled:
             return self.fine_tune.head_epochs + self.fine_tune.fine_tune_epochs
         return self.epochs

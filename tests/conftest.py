@@ -69,12 +69,14 @@ def tiny_export(tmp_path_factory):
     """A tiny MobileNetV2 with every head, BatchNorm calibrated, and its SavedModel (32 px)."""
     import numpy as np
 
+    from agetf.common.head_names import HEADS
     from agetf.modeling import model as model_lib
     from agetf.serving import export
+
     from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
     dim = EXPORT_IMG_DIM
-    model = model_lib.build_model(backbone="MobileNetV2", img_dim=dim, heads=model_lib.HEADS,
+    model = model_lib.build_model(backbone="MobileNetV2", img_dim=dim, heads=HEADS,
                                   alpha=0.35)
     calibrate_batchnorm(model, np.random.default_rng(1).uniform(0, 255, (8, dim, dim, 3))
                         .astype("float32"))

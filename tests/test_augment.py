@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from agetf import UsageError
 from agetf.data import augment, image_ops
+from agetf.data.input_config import NO_AUGMENTATION, AugmentConfig
 
 BATCH = 400  # images per batch where a rate or a distribution is checked
 
@@ -34,19 +35,19 @@ def _three_ways(images, img_dim, config, seed):
 
 def _only(**fields):
     """A config that does only the named augmentations."""
-    return augment.AugmentConfig(**{**vars(augment.NO_AUGMENTATION), **fields})
+    return AugmentConfig(**{**vars(NO_AUGMENTATION), **fields})
 
 
 @pytest.mark.slow
 def test_same_seed_same_batch_eagerly_traced_and_in_tf_data():
     images = _noise_batch(16)
-    eager, traced, in_data = _three_ways(images, 20, augment.AugmentConfig(blur_probability=0.5),
+    eager, traced, in_data = _three_ways(images, 20, AugmentConfig(blur_probability=0.5),
                                          [3, 4])
     np.testing.assert_allclose(traced, eager, atol=1e-3)
     np.testing.assert_allclose(in_data, eager, atol=1e-3)
     assert eager.shape == (16, 20, 20, 3) and eager.dtype == np.float32
     assert eager.min() >= 0 and eager.max() <= 255
-    other = augment.augment_batch(images, 20, augment.AugmentConfig(), [3, 5]).numpy()
+    other = augment.augment_batch(images, 20, AugmentConfig(), [3, 5]).numpy()
     assert not np.allclose(other, eager)  # another seed, other crops
 
 
@@ -55,7 +56,7 @@ def test_same_seed_same_batch_eagerly_traced_and_in_tf_data():
 def test_no_augmentation_is_the_evaluation_resize(height, width, img_dim):
     # Down (antialiased), non-square and up: the train step sees the pixels evaluation sees.
     images = _noise_batch(4, height, width)
-    trained = augment.augment_batch(images, img_dim, augment.NO_AUGMENTATION, [0, 0]).numpy()
+    trained = augment.augment_batch(images, img_dim, NO_AUGMENTATION, [0, 0]).numpy()
     evaluated = image_ops.resize(images, img_dim).numpy()
     np.testing.assert_allclose(trained, evaluated, atol=1e-3)
 
@@ -88,7 +89,7 @@ def test_flip_rate_is_half_and_a_flip_is_a_mirror():
 
 
 def test_crop_boxes_have_the_configured_area_and_aspect_and_stay_inside():
-    config = augment.AugmentConfig()
+    config = AugmentConfig()
     draws = tf.random.stateless_uniform([BATCH, 8], [5, 6])
     y, x, h, w = (t.numpy() for t in augment.crop_boxes(draws, config))
     assert np.all(y >= 0) and np.all(x >= 0) and np.all(y + h <= 1 + 1e-6) and np.all(x + w <= 1 + 1e-6)
@@ -205,7 +206,7 @@ def test_a_box_inside_the_image_samples_exactly_as_before_zooming_out(img_dim):
 
 
 def test_zoomed_out_boxes_have_the_configured_area_and_cover_the_image_where_longer():
-    config = augment.AugmentConfig(crop_scale=(0.8, 1.4))
+    config = AugmentConfig(crop_scale=(0.8, 1.4))
     draws = tf.random.stateless_uniform([BATCH, 8], [17, 18])
     y, x, h, w = (t.numpy() for t in augment.crop_boxes(draws, config))
     area = h * w
@@ -281,13 +282,13 @@ def test_grey_comes_after_the_crop_and_before_the_colour_jitter_and_moves_no_cro
     ([], 64, image_ops.Canvas(76, 76, None)),  # unknown (an old report)
 ])
 def test_canvas_plans(sizes, img_dim, expected):
-    assert image_ops.plan_canvas(sizes, img_dim, augment.min_crop_side(augment.AugmentConfig())) \
+    assert image_ops.plan_canvas(sizes, img_dim, augment.min_crop_side(AugmentConfig())) \
         == expected
 
 
 @pytest.mark.parametrize("img_dim", [32, 64, 128])
 def test_the_smallest_crop_of_a_canvas_still_covers_img_dim(img_dim):
-    config = augment.AugmentConfig()
+    config = AugmentConfig()
     canvas = image_ops.plan_canvas([(200, 200)], img_dim, augment.min_crop_side(config))
     # The smallest area with either extreme aspect ratio.
     draws = tf.constant([[0.0, 0.0] + [0.5] * 6, [0.0, 1.0] + [0.5] * 6])
@@ -317,7 +318,7 @@ def test_a_record_of_another_size_than_the_report_says_fails_loudly():
     ("contrast", (-1.0, 1.0)), ("brightness", 2.0), ("blur_probability", 1.5)])
 def test_config_rejects_bad_ranges(field, value):
     with pytest.raises(ValueError, match=field):
-        augment.AugmentConfig(**{field: value})
+        AugmentConfig(**{field: value})
 
 
 @pytest.mark.parametrize("fields,message", [
@@ -331,11 +332,11 @@ def test_config_rejects_bad_ranges(field, value):
     ({"grey_probability": 1.5}, r"--grey_probability=1.5 must be in \[0, 1\]")])
 def test_config_names_the_flag_of_a_bad_zoom_or_grey_in_one_line(fields, message):
     with pytest.raises(UsageError, match=message) as error:
-        augment.AugmentConfig(**fields)
+        AugmentConfig(**fields)
     assert "\n" not in str(error.value)
 
 
 def test_config_accepts_the_ends_of_the_zoom_and_grey_ranges():
-    config = augment.AugmentConfig(crop_scale=(2.0, 2.0), grey_probability=1.0)
+    config = AugmentConfig(crop_scale=(2.0, 2.0), grey_probability=1.0)
     assert augment.min_crop_side(config) > 1  # every crop larger than the image
-    augment.AugmentConfig(crop_scale=(0.01, 0.01), grey_probability=0.0)
+    AugmentConfig(crop_scale=(0.01, 0.01), grey_probability=0.0)

@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from agetf import UsageError, config
+from agetf.data.input_config import InputConfig
+from agetf.modeling.model_config import ModelConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +30,7 @@ def test_configs_and_the_flags_check_import_no_tensorflow():
 
 
 def test_a_config_is_frozen_and_replace_checks_again():
-    model = config.ModelConfig(img_dim=64, heads=("age",))
+    model = ModelConfig(img_dim=64, heads=("age",))
     with pytest.raises(dataclasses.FrozenInstanceError):
         model.img_dim = 16
     with pytest.raises(UsageError, match="--img_dim=16 is below MobileNetV2's minimum of 32"):
@@ -36,10 +38,10 @@ def test_a_config_is_frozen_and_replace_checks_again():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: config.TrainConfig(model_dir="m", input=config.InputConfig("d", img_dim=64),
-                                model=config.ModelConfig(img_dim=96)),
+    (lambda: config.TrainConfig(model_dir="m", input=InputConfig("d", img_dim=64),
+                                model=ModelConfig(img_dim=96)),
      "the input's img_dim (64) differs from the model's (96)"),
-    (lambda: config.TrainConfig(model_dir="m", input=None, model=config.ModelConfig(
+    (lambda: config.TrainConfig(model_dir="m", input=None, model=ModelConfig(
         heads=("age",)), schedule=config.PlateauSchedule(monitor="val_cs6")),
      "--plateau_monitor=val_cs6 is not reported for these heads; use one of loss, age_loss"),
     (lambda: config.RuntimeConfig(strategy="parameter_server"), "--strategy must be one of"),
@@ -54,9 +56,9 @@ def test_cross_field_rules_are_one_line_usage_errors(make, message):
 
 
 def test_the_logged_configuration_names_its_schedule():
-    from agetf.training import trainer
+    from agetf.training import distributed_trainer as trainer
 
-    run = config.TrainConfig(model_dir="m", input=config.InputConfig("d", img_dim=128),
+    run = config.TrainConfig(model_dir="m", input=InputConfig("d", img_dim=128),
                              schedule=config.CyclicSchedule(max_lr=0.01))
     logged = trainer.config_to_json(run)
     assert logged["schedule"] == {"name": "cyclic_lr", **dataclasses.asdict(run.schedule)}

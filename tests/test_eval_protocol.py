@@ -8,7 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from agetf.data import conversion, conversion_report, convert_config, split_files
+from agetf.data import (conversion, conversion_report, convert_config, labels, names, split_files,
+                        synthetic)
+from agetf.data.input_config import InputConfig
 from agetf.evaluation import evaluator
 from agetf.data import input_pipeline
 from agetf.data import labels
@@ -129,7 +131,7 @@ def tiny_model():
 
 
 def test_evaluate_under_each_protocol(tiny_model, data_dir):
-    config = input_pipeline.InputConfig(data_dir=data_dir, img_dim=IMG_DIM)
+    config = InputConfig(data_dir=data_dir, img_dim=IMG_DIM)
     test_ages, _ = evaluator.split_ages_and_genders(data_dir, "test")
     train_ages, _ = evaluator.split_ages_and_genders(data_dir, "train")
     kept = int(((test_ages >= 21) & (test_ages <= 60)).sum())

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from agetf.data import image_ops, labels, names
+from agetf.data.input_config import InputConfig
 from agetf.modeling import heads
 from agetf.serving import export
 from agetf.data import image_ops
@@ -528,7 +530,7 @@ def test_test_time_flip_evaluation_scores_the_averaged_outputs(all_heads, data_d
     from agetf.data import input_pipeline
     from agetf.evaluation import evaluator
 
-    config = input_pipeline.InputConfig(data_dir=data_dir, img_dim=IMG_DIM)
+    config = InputConfig(data_dir=data_dir, img_dim=IMG_DIM)
     plain, batch_labels = evaluator.predict_split(all_heads, config, "test")
     flipped, _ = evaluator.predict_split(all_heads, config, "test", flip_average=True)
     images = np.concatenate([x.numpy() for x, _ in input_pipeline.build_dataset(

@@ -17,7 +17,8 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from agetf import train
 from agetf.data import dataset_files, input_pipeline, record_audit
-from agetf.training import checkpoints, job, trainer as trainer_lib
+from agetf.modeling.model_config import ModelConfig
+from agetf.training import checkpoints, train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,7 +125,7 @@ def test_a_model_dir_that_cannot_be_written_is_refused(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     with pytest.raises(train.UsageError, match="cannot be created") as error:
-        job.ensure_writable_dir(str(blocker / "run"))
+        train_lib.ensure_writable_dir(str(blocker / "run"))
     assert "\n" not in str(error.value)
     assert blocker.read_text() == "not a folder"
 
@@ -132,10 +133,10 @@ def test_a_model_dir_that_cannot_be_written_is_refused(tmp_path):
 def test_resuming_with_another_img_dim_is_refused_and_nothing_is_overwritten(tmp_path):
     model_dir = str(tmp_path / "run")
     os.makedirs(model_dir)
-    checkpoints.write_run_definition(model_dir, trainer_lib.ModelConfig(img_dim=32, alpha=0.35))
+    checkpoints.write_run_definition(model_dir, ModelConfig(img_dim=32, alpha=0.35))
     before = open(os.path.join(model_dir, "run.json")).read()
     with pytest.raises(ValueError, match="img_dim: 32 in model_dir, 64 now") as error:
-        checkpoints.check_run_definition(model_dir, trainer_lib.ModelConfig(img_dim=64, alpha=0.35))
+        checkpoints.check_run_definition(model_dir, ModelConfig(img_dim=64, alpha=0.35))
     assert "\n" not in str(error.value)
     assert open(os.path.join(model_dir, "run.json")).read() == before
 

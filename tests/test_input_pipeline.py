@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from agetf.data import dataset_files, image_ops, input_pipeline, labels, schema
+from agetf.data.input_config import InputConfig
 
 IMG_DIM = 32
 SHARDED_FILES = 6
@@ -57,7 +58,7 @@ def _filenames(dataset, num_batches=None):
 
 
 def _config(data_dir, **kwargs):
-    return input_pipeline.InputConfig(data_dir=data_dir, img_dim=IMG_DIM, **kwargs)
+    return InputConfig(data_dir=data_dir, img_dim=IMG_DIM, **kwargs)
 
 
 def test_training_batches_have_documented_shapes_and_types(data_dir):

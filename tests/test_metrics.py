@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from agetf.common import head_names
 from agetf.data import labels
 from agetf.modeling import heads
 from agetf.training import callbacks, plots
-
 
 # --- MetricSet: known outputs, known labels, exact numbers -----------------------------
 
@@ -91,17 +91,17 @@ def test_age_metrics_are_in_years_for_each_age_head(age_head, in_function):
     assert results["gender_accuracy"] == pytest.approx(EXPECTED_GENDER_ACCURACY)
     if age_head == "age_range":
         assert results["age_range_accuracy"] == pytest.approx(EXPECTED_RANGE_ACCURACY)
-    assert set(results) == set(heads.metric_names((age_head, "gender")))
+    assert set(results) == set(head_names.metric_names((age_head, "gender")))
 
 
 @pytest.mark.parametrize("in_function", [False, True], ids=["eager", "tf_function"])
 def test_every_head_at_once_reads_age_from_the_histogram_and_reports_each_head(in_function):
     batch_labels = batch_labels_for(TRUE_AGES, TRUE_GENDERS)
-    results, (losses,) = run_metric_set(heads.HEADS, [(OUTPUTS, batch_labels)], in_function,
+    results, (losses,) = run_metric_set(head_names.HEADS, [(OUTPUTS, batch_labels)], in_function,
                                         loss_weights={"gender": 2.0})
     assert results["mae"] == pytest.approx(EXPECTED["age_histogram"]["mae"], abs=1e-5)
     assert results["cs5"] == pytest.approx(EXPECTED["age_histogram"]["cs5"])
-    for head in heads.AGE_HEADS:
+    for head in head_names.AGE_HEADS:
         assert results[f"{head}_mae"] == pytest.approx(EXPECTED[head]["mae"], abs=1e-5), head
     assert results["age_range_accuracy"] == pytest.approx(EXPECTED_RANGE_ACCURACY)
     assert results["gender_accuracy"] == pytest.approx(EXPECTED_GENDER_ACCURACY)
@@ -115,9 +115,9 @@ def test_every_head_at_once_reads_age_from_the_histogram_and_reports_each_head(i
     np.testing.assert_allclose(losses["gender"], gender_bce, rtol=1e-5)
     np.testing.assert_allclose(losses["age"], regression_mse, rtol=1e-4, atol=1e-8)
     np.testing.assert_allclose(losses["age_range"], range_ce, rtol=1e-3, atol=1e-5)
-    for head in heads.HEADS:
+    for head in head_names.HEADS:
         assert results[f"{head}_loss"] == pytest.approx(losses[head].mean(), rel=1e-5), head
-    total = sum(losses[h] for h in heads.HEADS) + losses["gender"]  # gender weighs 2
+    total = sum(losses[h] for h in head_names.HEADS) + losses["gender"]  # gender weighs 2
     assert results["loss"] == pytest.approx(total.mean(), rel=1e-5)
 
 
@@ -149,7 +149,7 @@ def test_reset_forgets_earlier_batches():
 # --- callbacks: best.keras, history, progress bar; fake epochs around a tiny Keras model ---
 
 MONITOR_HEADS = ("age_histogram", "gender")
-TRAIN_RESULTS = {name: 0.0 for name in heads.metric_names(MONITOR_HEADS)}
+TRAIN_RESULTS = {name: 0.0 for name in head_names.metric_names(MONITOR_HEADS)}
 
 
 @pytest.fixture(autouse=True)
@@ -176,7 +176,7 @@ def run_fake_epochs(model, model_dir, val_values, metric, first_epoch=0):
     run = callbacks.Callbacks([saver, callbacks.HistoryWriter(str(model_dir), history)])
     for epoch, value in enumerate(val_values, start=first_epoch):
         set_weights(model, float(epoch + 1))
-        val_results = {"val_" + name: 1.0 for name in heads.metric_names(MONITOR_HEADS)}
+        val_results = {"val_" + name: 1.0 for name in head_names.metric_names(MONITOR_HEADS)}
         val_results[metric] = value
         logs = callbacks.epoch_logs(TRAIN_RESULTS, val_results, lr=1e-3, images_per_sec=1.0,
                                     seconds=1.0)

@@ -5,13 +5,16 @@ import keras
 import numpy as np
 import pytest
 
+from agetf.common import head_names
 from agetf.modeling import model as model_lib
+from agetf.modeling import model_config
+
 from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = 32
 
 
-def tiny_model(heads=model_lib.HEADS, backbone="MobileNetV2", **kwargs):
+def tiny_model(heads=head_names.HEADS, backbone="MobileNetV2", **kwargs):
     alpha = 0.35 if backbone == "MobileNetV2" else 1.0
     return model_lib.build_model(backbone=backbone, img_dim=IMG_DIM, heads=heads, alpha=alpha,
                                  **kwargs)
@@ -31,7 +34,7 @@ def mobilenet():
 
 def test_outputs_are_a_dict_of_all_heads_with_the_right_shapes(mobilenet):
     outputs = mobilenet(random_images())
-    assert list(outputs) == list(model_lib.HEADS)
+    assert list(outputs) == list(head_names.HEADS)
     assert outputs["age_histogram"].shape == (3, 101)
     assert outputs["age_range"].shape == (3, 17)
     assert outputs["age"].shape == (3,)
@@ -47,8 +50,8 @@ def test_outputs_are_a_dict_of_all_heads_with_the_right_shapes(mobilenet):
                                    ["age", "age_histogram"]])
 def test_only_requested_heads_in_heads_order(heads):
     model = tiny_model(heads)
-    assert list(model(random_images(1))) == [h for h in model_lib.HEADS if h in heads]
-    assert {layer.name for layer in model.layers if layer.name in model_lib.HEADS} == set(heads)
+    assert list(model(random_images(1))) == [h for h in head_names.HEADS if h in heads]
+    assert {layer.name for layer in model.layers if layer.name in head_names.HEADS} == set(heads)
 
 
 @pytest.mark.parametrize("backbone,preprocess", [
@@ -69,16 +72,16 @@ def test_heads_compute_in_float32_under_mixed_precision():
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert model.get_layer("backbone").compute_dtype == "float16"
-    for head in model_lib.HEADS:
+    for head in head_names.HEADS:
         assert model.get_layer(head).compute_dtype == "float32"
     outputs = model(random_images(2))
     assert {name: keras.backend.standardize_dtype(value.dtype)
             for name, value in outputs.items()} == {
-        head: "float32" for head in model_lib.HEADS}
+        head: "float32" for head in head_names.HEADS}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone", model_lib.BACKBONES)
+@pytest.mark.parametrize("backbone", model_config.BACKBONES)
 def test_keras_file_round_trips_in_safe_mode(backbone, tmp_path):
     model = tiny_model(backbone=backbone)
     images = random_images(4)
@@ -110,7 +113,7 @@ def test_bad_settings_raise_one_line_errors(kwargs, needle):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("backbone", model_lib.BACKBONES)
+@pytest.mark.parametrize("backbone", model_config.BACKBONES)
 def test_min_img_dim_is_the_backbones_own_minimum(backbone):
     smallest = model_lib.min_img_dim(backbone)
     model_lib.build_model(backbone=backbone, img_dim=smallest, heads=["age"])
@@ -172,12 +175,12 @@ def test_imagenet_weights_load_from_the_keras_cache(monkeypatch, tmp_path):
 
 
 def test_backbone_layers_are_in_order_and_hold_the_default_prefixes():
-    for backbone in model_lib.BACKBONES:
+    for backbone in model_config.BACKBONES:
         model = tiny_model(["age"], backbone=backbone)
         names = [layer.name for layer in model_lib.backbone_layers(model)]
         assert names[0] in ("Conv1", "conv1_pad")
         assert names[-1] in ("out_relu", "conv5_block3_out")
-        assert any(n.startswith(model_lib.DEFAULT_UNFREEZE_FROM[backbone]) for n in names)
+        assert any(n.startswith(model_config.DEFAULT_UNFREEZE_FROM[backbone]) for n in names)
         assert not any(isinstance(layer, keras.layers.InputLayer)
                        for layer in model_lib.backbone_layers(model))
 

@@ -17,11 +17,13 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from agetf.modeling import heads as heads_lib
-from agetf import config as agetf_config, train as train_cli
-from agetf.config import Stage
-from agetf.training import (distribution, job, lr_finder, schedules, stages,
-                            trainer as trainer_lib)
+from agetf import config as agetf_config
+from agetf import train as train_cli
+from agetf.common import head_names
+from agetf.config import FineTuneConfig, Stage, TrainConfig
+from agetf.training import distributed_trainer as trainer_lib
+from agetf.training import distribution, lr_finder, schedules, stages, train_lib
+
 from tiny_runs import scalar_values, sha1, tiny_config
 
 
@@ -36,7 +38,7 @@ def assert_monitor_files(model_dir, heads, epochs):
         rows = list(csv.DictReader(f))
     assert history["epoch"] == list(range(1, epochs + 1))
     assert len(rows) == epochs
-    for name in heads_lib.metric_names(heads):
+    for name in head_names.metric_names(heads):
         for key in (name, "val_" + name):
             assert len(history[key]) == epochs, key
             assert key in rows[0], key
@@ -46,7 +48,7 @@ def assert_monitor_files(model_dir, heads, epochs):
 
 def constant_validation(trainer, value=1.0):
     """Replaces validation by fixed numbers, so no metric ever improves after epoch 1."""
-    fixed = {"val_" + name: value for name in heads_lib.metric_names(trainer.config.model.heads)}
+    fixed = {"val_" + name: value for name in head_names.metric_names(trainer.config.model.heads)}
     trainer.evaluate = lambda split="validation": dict(fixed)
 
 
@@ -144,7 +146,7 @@ def test_plateau_monitor_that_is_not_reported_fails_at_start(data_dir, tmp_path)
 
 
 def cosine_config(**fields):
-    return trainer_lib.TrainConfig(model_dir="unused", input=None,
+    return TrainConfig(model_dir="unused", input=None,
                                    schedule=agetf_config.CosineSchedule(warmup_epochs=1,
                                                                         min_lr=0.0),
                                    **fields)
@@ -152,7 +154,7 @@ def cosine_config(**fields):
 
 @pytest.mark.parametrize("fields, stage, asked, length", [
     (dict(epochs=1), Stage.TRAIN, "--warmup_epochs=1, 10 steps", "--epochs=1, 10 steps"),
-    (dict(fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=3)),
+    (dict(fine_tune=FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=3)),
      Stage.FROZEN_BACKBONE, "--warmup_epochs=1, 10 steps", "--head_epochs=1, 10 steps"),
 ])
 def test_a_cosine_warmup_as_long_as_a_stage_is_halved_with_a_warning(fields, stage, asked,
@@ -171,12 +173,12 @@ def test_a_cosine_warmup_shorter_than_its_stage_is_kept():
     assert stages.stage_schedule(config, Stage.TRAIN, 10) == (config.schedule, None)
     assert stages.check_schedules(config, steps_per_epoch=10) == []
     # Stage 1 has 2 epochs: no warning for it; stage 2 (1 epoch) is halved.
-    config = cosine_config(fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=2,
+    config = cosine_config(fine_tune=FineTuneConfig(enabled=True, head_epochs=2,
                                                                 fine_tune_epochs=1))
     [warning] = stages.check_schedules(config, steps_per_epoch=10)
     assert "stage fine_tune (--fine_tune_epochs=1, 10 steps)" in warning
     # A stage of 0 epochs is never entered, so its schedule is not checked.
-    config = cosine_config(fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=0,
+    config = cosine_config(fine_tune=FineTuneConfig(enabled=True, head_epochs=0,
                                                                 fine_tune_epochs=2))
     assert stages.training_stages(config) == (Stage.FINE_TUNE,)
     assert stages.check_schedules(config, steps_per_epoch=10) == []
@@ -186,7 +188,7 @@ def test_the_trainer_warns_of_a_shortened_warmup_when_it_trains(data_dir, tmp_pa
     # Stage 1 (2 epochs) is long enough; stage 2 (1 epoch of 3 steps) warms up for 1 step.
     config = tiny_config(data_dir, tmp_path / "run", heads=("age",),
                          schedule=agetf_config.CosineSchedule(warmup_epochs=1), epochs=3,
-                         fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=2,
+                         fine_tune=FineTuneConfig(enabled=True, head_epochs=2,
                                                               fine_tune_epochs=1))
     trainer = trainer_lib.Trainer(config)
     assert [w.split(";")[0] for w in trainer.schedule_warnings] == [
@@ -228,7 +230,7 @@ def assert_only_unfrozen_trained(trainer, before, unfrozen):
 
 @pytest.mark.slow
 def test_fine_tuning_stages_and_a_kill_in_stage_two(data_dir, tmp_path):
-    fine_tune = trainer_lib.FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=1,
+    fine_tune = FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=1,
                                            fine_tune_lr=1e-4)
     config = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram", "gender"),
                          fine_tune=fine_tune, lr=1e-3, steps_per_epoch=2, steps_per_loop=1,
@@ -297,7 +299,7 @@ def test_fine_tuning_stages_and_a_kill_in_stage_two(data_dir, tmp_path):
 def test_fine_tuning_under_mirrored_with_a_cosine_schedule_per_stage(data_dir, tmp_path):
     strategy = distribution.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2
-    fine_tune = trainer_lib.FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=1,
+    fine_tune = FineTuneConfig(enabled=True, head_epochs=1, fine_tune_epochs=1,
                                            fine_tune_lr=1e-4, unfreeze_from="Conv_1")
     config = tiny_config(data_dir, tmp_path / "run", heads=("age_range",), fine_tune=fine_tune,
                          lr=1e-3,
@@ -339,7 +341,7 @@ def fake_training(trainer):
 @pytest.mark.slow
 def test_early_stopping_ends_each_stage_and_a_stopped_run_stays_stopped(data_dir, tmp_path,
                                                                         capsys):
-    fine_tune = trainer_lib.FineTuneConfig(enabled=True, head_epochs=4, fine_tune_epochs=3,
+    fine_tune = FineTuneConfig(enabled=True, head_epochs=4, fine_tune_epochs=3,
                                            unfreeze_from="")
     config = tiny_config(data_dir, tmp_path / "run", heads=("age",), fine_tune=fine_tune,
                          early_stopping_patience=1, steps_per_epoch=2, summary_images=0,
@@ -377,7 +379,7 @@ def test_early_stopping_ends_each_stage_and_a_stopped_run_stays_stopped(data_dir
 def test_heads_only_run_ends_in_stage_one_and_a_rerun_enters_no_empty_stage(data_dir, tmp_path):
     # --fine_tuning --fine_tune_epochs=0: the older project's stage 1 alone. A cosine warm-up
     # longer than an empty stage 2 must not stop the run at its end, nor its rerun.
-    fine_tune = trainer_lib.FineTuneConfig(enabled=True, head_epochs=2, fine_tune_epochs=0)
+    fine_tune = FineTuneConfig(enabled=True, head_epochs=2, fine_tune_epochs=0)
     config = tiny_config(data_dir, tmp_path / "run", heads=("age",), fine_tune=fine_tune,
                          schedule=agetf_config.CosineSchedule(warmup_epochs=1),
                          steps_per_epoch=2, summary_images=0)
@@ -430,11 +432,11 @@ def test_stage_two_log_says_when_batchnorm_trains():
 
 
 def _fine_tune_config(unfreeze_from, schedule, batchnorm="frozen"):
-    return trainer_lib.TrainConfig(
+    return TrainConfig(
         model_dir="unused", input=None,
         schedule=(agetf_config.CyclicSchedule() if isinstance(schedule, schedules.Cyclic)
                   else agetf_config.ConstantSchedule()),
-        fine_tune=trainer_lib.FineTuneConfig(enabled=True, unfreeze_from=unfreeze_from,
+        fine_tune=FineTuneConfig(enabled=True, unfreeze_from=unfreeze_from,
                                              batchnorm=batchnorm))
 
 
@@ -493,7 +495,7 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
         return result
 
     monkeypatch.setattr(lr_finder, "find_lr", find_lr_checking_restore)
-    trainer = job.train(train_cli.build_config())
+    trainer = train_lib.train(train_cli.build_config())
     out = capsys.readouterr().out
 
     assert restored == [True]  # weights and optimizer put back after the range test
@@ -535,7 +537,7 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
     # lr_find.json, the finder not rerun on the trained weights. (The first run is over: its
     # process would have exited and freed model_dir's run lock; here it is released by hand.)
     trainer.run_lock.release()
-    again = job.train(train_cli.build_config())
+    again = train_lib.train(train_cli.build_config())
     out = capsys.readouterr().out
     assert restored == [True]  # no second range test
     assert (f"Resuming with the learning rate the LR finder suggested when this run began, "
@@ -548,7 +550,7 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
     os.remove(model_dir / "lr_find.json")
     with pytest.raises(train_cli.UsageError,
                        match=r"lr_find.json is missing or unreadable.*--lr=NUMBER") as error:
-        job.train(train_cli.build_config())
+        train_lib.train(train_cli.build_config())
     assert "\n" not in str(error.value) and restored == [True]
 
 

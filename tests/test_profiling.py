@@ -7,6 +7,7 @@ import pytest
 
 from agetf import train as train_cli
 from agetf.training import profiling
+
 from tiny_runs import tiny_config  # pytest puts tests/ on sys.path
 
 
@@ -42,7 +43,7 @@ def test_the_flag_reaches_the_config(parse_train_flags, data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_a_run_writes_the_profile_of_its_steps_for_tensorboard(data_dir, tmp_path, capsys):
-    from agetf.training import trainer as trainer_lib
+    from agetf.training import distributed_trainer as trainer_lib
 
     config = tiny_config(data_dir, tmp_path / "run", heads=("age",), epochs=1, steps_per_epoch=4,
                          steps_per_loop=4, summary_images=0, profile_steps=(1, 3), verbose=True)

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from agetf.common import progress
 from agetf.data import input_pipeline
+from agetf.data.input_config import InputConfig
 from agetf.evaluation import evaluator
 from agetf.modeling import model as model_lib
 from agetf.training import lr_finder
@@ -47,7 +48,7 @@ def tiny_model():
 
 
 def evaluate(model, data_dir):
-    config = input_pipeline.InputConfig(data_dir=data_dir, img_dim=IMG_DIM)
+    config = InputConfig(data_dir=data_dir, img_dim=IMG_DIM)
     report, lines = evaluator.evaluate(model, config, "test", batch_size=8, print_predictions=2)
     return report, lines
 

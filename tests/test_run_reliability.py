@@ -15,8 +15,10 @@ import pytest
 import tensorflow as tf
 
 from agetf import train as train_cli
-from agetf.common import run_lock
-from agetf.training import checkpoints, job, run_files, trainer as trainer_lib
+from agetf.common import files, run_lock
+from agetf.training import checkpoints, run_files, train_lib
+from agetf.training import distributed_trainer as trainer_lib
+
 from tiny_runs import tiny_config, train  # pytest puts tests/ on sys.path
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
@@ -100,10 +102,10 @@ def test_only_the_chief_takes_the_lock(tmp_path, monkeypatch):
 
     strategy = tf.distribute.get_strategy()
     monkeypatch.setattr(distribution, "is_chief", lambda _: False)
-    assert job.lock_model_dir(str(tmp_path), "training", strategy) is None
+    assert train_lib.lock_model_dir(str(tmp_path), "training", strategy) is None
     assert not (tmp_path / run_lock.LOCK_FILE).exists()  # workers write to temporary folders
     monkeypatch.setattr(distribution, "is_chief", lambda _: True)
-    assert job.lock_model_dir(str(tmp_path), "training", strategy) is not None
+    assert train_lib.lock_model_dir(str(tmp_path), "training", strategy) is not None
 
 
 def start_cli(*args):
@@ -258,7 +260,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_best_keras_stays_with_a_sav
 
     trainer = trainer_lib.Trainer(tiny_config(data_dir, model_dir, **dict(RUN, epochs=3)))
     trainer.manager.save = no_space
-    with pytest.raises(run_files.DiskFullError) as error:
+    with pytest.raises(files.DiskFullError) as error:
         trainer.fit()
     message = str(error.value)
     assert "\n" not in message
@@ -292,7 +294,7 @@ def test_a_full_disk_on_the_command_line_is_one_line_naming_the_path(finished_ru
     # And a full disk under a small file: its path, the temporary file removed.
     with monkeypatch.context() as patch:
         patch.setattr(os, "fsync", no_space)
-        with pytest.raises(run_files.DiskFullError, match=f"the disk holding {model_dir}/x.json "
+        with pytest.raises(files.DiskFullError, match=f"the disk holding {model_dir}/x.json "
                            "is full"):
             run_files.write_json(str(model_dir / "x.json"), {})
     assert not [f for f in os.listdir(model_dir) if ".tmp" in f]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agetf.serving import export
-from agetf.data import image_ops
+from agetf.common import head_names
+from agetf.data import image_ops, synthetic
 from agetf.modeling import model as model_lib
 from agetf.data import synthetic
 from agetf.serving import crop_batches, predictors, signatures, tflite_export
@@ -39,7 +39,7 @@ def build(policy="float32"):
     keras.mixed_precision.set_global_policy(policy)
     try:
         return model_lib.build_model(backbone="MobileNetV2", img_dim=IMG_DIM,
-                                     heads=model_lib.HEADS, alpha=0.35)
+                                     heads=head_names.HEADS, alpha=0.35)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 

@@ -10,7 +10,8 @@ import pytest
 
 from agetf import train
 from agetf.data import input_pipeline
-from agetf.training import checkpoints, trainer as trainer_lib
+from agetf.modeling.model_config import ModelConfig
+from agetf.training import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--img_dim=32", "--alpha=0.35", "--weights=none", "--batch_size=16",
@@ -194,7 +195,7 @@ def test_weights_default_to_imagenet_as_in_keras_applications(parse_train_flags,
                                                               tmp_path):
     parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}")
     assert train.build_config().model.weights == "imagenet"
-    assert trainer_lib.ModelConfig().weights == "imagenet"
+    assert ModelConfig().weights == "imagenet"
 
 
 # agetf.train with the ImageNet weights host unreachable, whatever this machine's network.

@@ -14,11 +14,14 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from agetf import config as config_lib
-from agetf.data import augment, input_pipeline, labels
+from agetf.config import FineTuneConfig
+from agetf.data import input_pipeline, labels
+from agetf.data.input_config import NO_AUGMENTATION
 from agetf.evaluation import evaluator
-from agetf.training import distribution, trainer as trainer_lib
-from tiny_runs import calibrate_batchnorm, scalar_values, sha1, tiny_config, train  # noqa: E501
+from agetf.training import distributed_trainer as trainer_lib
+from agetf.training import distribution
 
+from tiny_runs import calibrate_batchnorm, scalar_values, sha1, tiny_config, train  # noqa: E501
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +103,7 @@ def test_training_fits_a_fixed_batch(data_dir, tmp_path):
                          summary_images=0)
     # The step augments, so a fixed batch stays fixed only without augmentation.
     config = dataclasses.replace(config, input=dataclasses.replace(
-        config.input, augment=augment.NO_AUGMENTATION))
+        config.input, augment=NO_AUGMENTATION))
     trainer = trainer_lib.Trainer(config)
     batch = next(iter(input_pipeline.build_dataset(config.input, "train", 16, training=True)))
     fixed = trainer.strategy.experimental_distribute_dataset(
@@ -339,11 +342,11 @@ def test_one_device_and_two_replicas_take_the_same_step_on_the_same_global_batch
     for name in ("default", "mirrored"):
         config = tiny_config(data_dir, tmp_path / name, heads=("age_histogram", "gender"),
                              optimizer="sgd", lr=0.5, momentum=0.0,
-                             fine_tune=trainer_lib.FineTuneConfig(enabled=True, head_epochs=1,
+                             fine_tune=FineTuneConfig(enabled=True, head_epochs=1,
                                                                   fine_tune_epochs=1))
         config = dataclasses.replace(
             config, model=dataclasses.replace(config.model, dropout=0.0),
-            input=dataclasses.replace(config.input, augment=augment.NO_AUGMENTATION))
+            input=dataclasses.replace(config.input, augment=NO_AUGMENTATION))
         strategy = distribution.make_strategy(name)
         trainer = trainer_lib.Trainer(config, strategy=strategy)
         assert trainer.stage == "frozen_backbone"
@@ -404,19 +407,19 @@ def test_resuming_with_another_optimizer_is_refused(trained_run, tmp_path):
 
 @pytest.mark.slow
 def test_a_run_from_python_needs_no_flags_and_returns_its_report(data_dir, tmp_path):
-    """docs/training.md's notebook use: job.run(config) trains, evaluates and reports."""
-    from agetf.training import job
+    """docs/training.md's notebook use: train_lib.run(config) trains, evaluates and reports."""
+    from agetf.training import train_lib
 
     run = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram", "gender"), epochs=1,
                       summary_images=0, export=config_lib.ExportConfig(saved_model=False),
                       evaluation=config_lib.EvalConfig(print_predictions=0))
-    report = job.run(run)
+    report = train_lib.run(run)
     metrics = report["metrics"]
     assert np.isfinite(metrics["mae"]) and 0.0 <= metrics["gender_accuracy"] <= 1.0
     assert report["history"]["epoch"] == [1] and np.isfinite(report["history"]["val_loss"][0])
     saved = json.load(open(tmp_path / "run" / "evaluation.json"))
     assert saved["metrics"]["mae"] == metrics["mae"]
     # best.keras, as --load evaluates it
-    assert job.evaluate(run)["metrics"]["mae"] == pytest.approx(metrics["mae"])
+    assert train_lib.evaluate(run)["metrics"]["mae"] == pytest.approx(metrics["mae"])
     with pytest.raises(config_lib.UsageError, match="--img_dim=16 is below"):
         config_lib.ModelConfig(img_dim=16)

@@ -9,9 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from agetf import UsageError, config
+from agetf import UsageError
 from agetf.modeling import model as model_lib
-from agetf.modeling import weights_file
+from agetf.modeling import model_config, weights_file
+from agetf.modeling.model_config import ModelConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMG_DIM = 32
@@ -146,7 +147,7 @@ def test_files_that_cannot_load_are_refused_by_the_config(tmp_path, files, monke
     monkeypatch.setattr(model_lib, "_backbone", lambda *args: pytest.fail("model built"))
     for path, says in bad_files(tmp_path, files):
         with pytest.raises(UsageError) as error:
-            config.ModelConfig(weights=str(path))
+            ModelConfig(weights=str(path))
         assert one_line(error).startswith(f"weights file {path} ")
         assert says in str(error.value)
         with pytest.raises(UsageError, match="weights file"):  # before any model is built
@@ -158,9 +159,10 @@ def test_the_config_reads_a_weights_file_without_tensorflow(tmp_path):
     text.write_text("not weights\n")
     result = run_module("-c", f"""if True:
         import sys
-        from agetf import UsageError, config
+        from agetf import UsageError
+        from agetf.modeling.model_config import ModelConfig
         try:
-            config.ModelConfig(weights={str(text)!r})
+            ModelConfig(weights={str(text)!r})
         except UsageError as error:
             print(error)
         print("tensorflow" in sys.modules, "h5py" in sys.modules)""")
@@ -178,7 +180,7 @@ def test_command_line_refuses_an_unreadable_file_before_tensorflow(data_dir, tmp
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         f"agetf.train: error: weights file {text} is not a readable HDF5 file (file signature "
-        f"not found); {config._WEIGHTS_FIX}"]
+        f"not found); {model_config._WEIGHTS_FIX}"]
 
 
 @pytest.mark.slow

@@ -10,7 +10,10 @@ import keras
 import tensorflow as tf
 
 from agetf import config
-from agetf.training import checkpoints, trainer as trainer_lib
+from agetf.data.input_config import InputConfig
+from agetf.modeling.model_config import ModelConfig
+from agetf.training import checkpoints
+from agetf.training import distributed_trainer as trainer_lib
 
 ALL_HEADS = ("age_histogram", "age_range", "age", "gender")
 RUNTIME_FIELDS = tuple(field.name for field in dataclasses.fields(config.RuntimeConfig))
@@ -35,14 +38,14 @@ def calibrate_batchnorm(model, images):
 def tiny_config(data_dir, model_dir, **overrides):
     """A run small enough for a 2-core CI machine: 32 px, MobileNetV2 x0.35, a few steps."""
     model_fields = {k: overrides.pop(k) for k in ("heads", "img_dim", "backbone") if k in overrides}
-    model = config.ModelConfig(backbone=model_fields.get("backbone", "MobileNetV2"),
+    model = ModelConfig(backbone=model_fields.get("backbone", "MobileNetV2"),
                                img_dim=model_fields.get("img_dim", 32),
                                heads=model_fields.get("heads", ALL_HEADS), alpha=0.35,
                                weights="none", batchnorm_momentum=0.9)
     runtime = dict(steps_per_loop=2, strategy="default", mixed_precision="float32")
     runtime.update({k: overrides.pop(k) for k in RUNTIME_FIELDS if k in overrides})
     settings = dict(model_dir=str(model_dir), model=model,
-                    input=config.InputConfig(data_dir=data_dir, img_dim=model.img_dim,
+                    input=InputConfig(data_dir=data_dir, img_dim=model.img_dim,
                                              shuffle_buffer=64, seed=1),
                     epochs=2, batch_size=16, lr=1e-3, steps_per_epoch=3,
                     runtime=config.RuntimeConfig(**runtime), summary_images=4, verbose=False)

@@ -20,9 +20,8 @@ import math
 
 import tensorflow as tf
 
-from agetf.config import NO_AUGMENTATION, AugmentConfig
 
-__all__ = ["NO_AUGMENTATION", "AugmentConfig", "augment_batch", "min_crop_side"]
+__all__ = ["augment_batch", "min_crop_side"]
 
 # 3x3 binomial kernel: the lightest blur that still softens JPEG blocking and focus.
 _BLUR_1D = (0.25, 0.5, 0.25)

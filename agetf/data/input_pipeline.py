@@ -20,10 +20,9 @@ import tensorflow as tf
 from absl import logging
 
 from agetf import UsageError
-from agetf.config import AugmentConfig, InputConfig
 from agetf.data import augment, dataset_files, image_ops, labels, schema
 
-__all__ = ["AugmentConfig", "InputConfig", "build_dataset", "num_examples", "list_shards"]
+__all__ = ["build_dataset", "num_examples", "list_shards"]
 
 # Deterministic interleave order for evaluation: this many files are read at once.
 _EVAL_CYCLE_LENGTH = 4

@@ -11,7 +11,7 @@ from agetf import UsageError
 from agetf.common import progress
 from agetf.config import EVAL_PROTOCOLS
 from agetf.data import input_pipeline, labels, names, schema
-from agetf.evaluation import face_format
+from agetf.evaluation import prediction_text
 from agetf.modeling import heads
 from agetf.modeling import model as model_lib
 from agetf.modeling import outputs as model_outputs
@@ -111,7 +111,7 @@ def summarize(outputs, batch_labels, train_ages, train_genders):
         metrics["age_range_accuracy"] = float(
             (predicted.age_ranges == batch_labels["age_range"]).mean())
     if predicted.female_probabilities is not None:
-        predicted_gender = face_format.predicted_gender(predicted.female_probabilities)
+        predicted_gender = prediction_text.predicted_gender(predicted.female_probabilities)
         gender_hit = predicted_gender == (batch_labels["gender"] > 0.5)
         metrics["gender_accuracy"] = float(gender_hit.mean())
 
@@ -141,14 +141,14 @@ def summarize(outputs, batch_labels, train_ages, train_genders):
 
 
 def prediction_lines(outputs, batch_labels, count):
-    """The older project's per-image lines for the first `count` images (agetf.evaluation.face_format's,
+    """The older project's per-image lines for the first `count` images (agetf.evaluation.prediction_text's,
     as agetf.predict prints them, without the female probability)."""
     lines = []
     faces = model_outputs.from_heads(outputs).faces(min(count, len(batch_labels["age"])))
     for i, face in enumerate(faces):
         name = batch_labels["filename"][i]
         lines.append(f"Predicting for image {name.decode() if isinstance(name, bytes) else name}")
-        lines += face_format.face_lines(
+        lines += prediction_text.face_lines(
             age=face.age, age_range=face.age_range, female_probability=face.female_probability,
             true_age=batch_labels["age"][i], true_gender=int(batch_labels["gender"][i] > 0.5),
             show_probability=False)

@@ -3,54 +3,22 @@
 Labels and model outputs share head names. Labels always carry the true age in
 years under `age`; the regression head's output `age` is age / 100.
 
-The names and checks at the top need no TensorFlow, which the functions below import
-when called: `agetf.train` checks its flags with them before TensorFlow starts.
+The heads' names and metric names, which need no TensorFlow, are in agetf.common.head_names.
 """
 
-from agetf import UsageError
+import keras
+import tensorflow as tf
 
-HEADS = ("age_histogram", "age_range", "age", "gender")
-AGE_HEADS = ("age_histogram", "age_range", "age")  # heads an age in years can be read from
+from agetf.common.head_names import AGE_HEADS, metric_names
+from agetf.data import labels
+from agetf.data.names import MAX_AGE
+
 CS_THRESHOLD_YEARS = 5.0
 _EPSILON = 1e-7
 
 
-def select_heads(task_type, range_mode=False, predict_gender=False):
-    """Maps the older project's flags to head names (`--type`, `--range_mode`, `--predict_gender`)."""
-    if task_type == "classification":
-        heads = ["age_range" if range_mode else "age_histogram"]
-    elif task_type == "regression":
-        if range_mode:
-            raise UsageError("--range_mode applies to --type=classification only; drop it or use "
-                             "--type=classification")
-        heads = ["age"]
-    else:
-        raise UsageError(f"--type must be classification or regression, got {task_type!r}")
-    if predict_gender:
-        heads.append("gender")
-    return tuple(heads)
-
-
-def validate_heads(heads):
-    """Raises UsageError unless `heads` is a non-empty subset of HEADS without repeats."""
-    if isinstance(heads, str):
-        heads = [heads]
-    unknown = [h for h in heads if h not in HEADS]
-    if unknown or not heads or len(set(heads)) != len(heads):
-        raise UsageError(f"--heads must be a non-empty list of distinct names from "
-                         f"{', '.join(HEADS)}; got {list(heads)}")
-
-
-def in_canonical_order(heads):
-    """`heads` in HEADS order (names not in HEADS last, as given): the order the model's
-    outputs are built in, so two lists of the same heads define the same model."""
-    return tuple(sorted(heads, key=lambda h: HEADS.index(h) if h in HEADS else len(HEADS)))
-
-
 def emd_loss(histogram_true, histogram_pred, r=2.0):
     """Per-example earth mover's distance between histograms (NIMA, on cumulative sums)."""
-    import tensorflow as tf
-
     cdf_true = tf.cumsum(histogram_true, axis=-1)
     cdf_pred = tf.cumsum(histogram_pred, axis=-1)
     return tf.reduce_mean(tf.abs(cdf_true - cdf_pred) ** r, axis=-1) ** (1.0 / r)
@@ -58,11 +26,6 @@ def emd_loss(histogram_true, histogram_pred, r=2.0):
 
 def per_example_losses(batch_labels, outputs, regression_loss="mse"):
     """Returns {head: float32 [B] loss} for every head present in `outputs`."""
-    import keras
-    import tensorflow as tf
-
-    from agetf.data import labels
-
     losses = {}
     if "age_histogram" in outputs:
         losses["age_histogram"] = emd_loss(batch_labels["age_histogram"], outputs["age_histogram"])
@@ -86,8 +49,6 @@ def per_example_losses(batch_labels, outputs, regression_loss="mse"):
 
 def total_loss(per_head, loss_weights=None):
     """Weighted sum of per-example head losses (weight 1 for heads not in `loss_weights`)."""
-    import tensorflow as tf
-
     loss_weights = loss_weights or {}
     return tf.add_n([loss_weights.get(head, 1.0) * loss for head, loss in per_head.items()])
 
@@ -95,11 +56,6 @@ def total_loss(per_head, loss_weights=None):
 def age_years_by_head(outputs):
     """Predicted age in years from each age head present: {head: float32 [B]}; a regression
     age is clipped to 0-MAX_AGE (a face is never -3 years old)."""
-    import tensorflow as tf
-
-    from agetf.data import labels
-    from agetf.data.names import MAX_AGE
-
     years = {}
     if "age_histogram" in outputs:
         years["age_histogram"] = labels.histogram_expectation(outputs["age_histogram"])
@@ -122,26 +78,6 @@ def _preferred_age(years_by_head):
     return next((years_by_head[head] for head in AGE_HEADS if head in years_by_head), None)
 
 
-def metric_names(heads):
-    """Names of the metrics a MetricSet for `heads` reports, in display order."""
-    names = ["loss"] + [f"{head}_loss" for head in heads]
-    age_heads = [h for h in AGE_HEADS if h in heads]
-    if age_heads:
-        names += ["mae", "cs5"]
-    if len(age_heads) > 1:
-        names += [f"{head}_mae" for head in age_heads]
-    if "age_range" in heads:
-        names.append("age_range_accuracy")
-    if "gender" in heads:
-        names.append("gender_accuracy")
-    return names
-
-
-def lower_is_better(metric_name):
-    """Whether a smaller value of this metric is better (losses and MAE) or larger (accuracy, CS@5)."""
-    return metric_name.removeprefix("val_").endswith(("loss", "mae"))
-
-
 class MetricSet:
     """Streaming means of every loss and metric, safe to update inside `strategy.run`.
 
@@ -150,15 +86,11 @@ class MetricSet:
     """
 
     def __init__(self, heads, prefix=""):
-        import keras
-
         self.heads = tuple(heads)
         self._means = {name: keras.metrics.Mean(name=prefix + name) for name in metric_names(heads)}
 
     def update(self, batch_labels, outputs, per_head, loss_weights=None):
         """Adds one (per-replica) batch to every metric."""
-        import tensorflow as tf
-
         self._means["loss"].update_state(total_loss(per_head, loss_weights))
         for head, loss in per_head.items():
             self._means[f"{head}_loss"].update_state(loss)

@@ -13,13 +13,10 @@ import keras
 from absl import logging
 
 from agetf import UsageError
-from agetf.config import (BACKBONES, DEFAULT_UNFREEZE_FROM, MIN_IMG_DIM, ModelConfig,
-                          check_backbone)
+from agetf.common.head_names import in_canonical_order
 from agetf.data import labels
 from agetf.modeling import weights_file as weights_file_lib
-from agetf.modeling.heads import HEADS, in_canonical_order
-
-__all__ = ["BACKBONES", "DEFAULT_UNFREEZE_FROM", "HEADS", "build_model", "min_img_dim"]
+from agetf.modeling.model_config import MIN_IMG_DIM, ModelConfig, check_backbone
 
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 # MobileNetV2 ImageNet weights exist for these square input sizes only; for any other

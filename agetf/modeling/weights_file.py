@@ -3,7 +3,7 @@
 Keras reports a file for another backbone or width with a traceback, after a warning per
 layer; `load_backbone_weights` reads the file with h5py instead to name what it holds, what
 was asked, and the first layer where the two differ. Whether the path is a readable weights
-file at all is checked earlier, without TensorFlow, by `agetf.config.ModelConfig`.
+file at all is checked earlier, without TensorFlow, by `agetf.modeling.model_config.ModelConfig`.
 """
 
 import re

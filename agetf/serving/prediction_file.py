@@ -18,7 +18,7 @@ from typing import Iterable, Optional, Sequence
 from agetf import UsageError
 from agetf.common import files
 from agetf.data import labels
-from agetf.evaluation import face_format
+from agetf.evaluation import prediction_text
 from agetf.serving import crop_batches, face_alignment, photo_pipeline, predict_config
 
 LANDMARK_COLUMNS = tuple(f"{name}_{axis}" for name in face_alignment.LANDMARK_NAMES
@@ -26,7 +26,7 @@ LANDMARK_COLUMNS = tuple(f"{name}_{axis}" for name in face_alignment.LANDMARK_NA
 # file: the input as given; face: the face's number in its file (1 for a crop; 0: none
 # predicted, for a photo without a face or an unreadable file); box and landmarks in the
 # photo's pixels, empty for crops; age_range its label ("25-30"); gender by
-# agetf.evaluation.face_format's rule; true_age and true_gender from UTKFace-style file names.
+# agetf.evaluation.prediction_text's rule; true_age and true_gender from UTKFace-style file names.
 COLUMNS = ("file", "face", "box_left", "box_top", "box_width", "box_height", "confidence",
            *LANDMARK_COLUMNS, "age", "age_range", "female_probability", "gender",
            "true_age", "true_gender", "error")
@@ -80,10 +80,10 @@ def face_row(file: str, face: int, *, age=None, age_range=None, female_probabili
         # No range head: the range the age falls in, as the SavedModel's age_range_label.
         age_range = int(labels.age_range(max(float(age), 0.0)))
     if age_range is not None:
-        row["age_range"] = face_format.age_range_name(age_range)
+        row["age_range"] = prediction_text.age_range_name(age_range)
     if female_probability is not None:
         row["female_probability"] = float(female_probability)
-        row["gender"] = face_format.gender_name(female_probability)
+        row["gender"] = prediction_text.gender_name(female_probability)
     return row
 
 

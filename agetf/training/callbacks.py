@@ -16,10 +16,9 @@ import tensorflow as tf
 from absl import logging
 from tensorboard.plugins.hparams import api as hparams_api
 
-from agetf.common import progress
+from agetf.common import files, head_names, progress
 from agetf.config import Stage
-from agetf.evaluation import face_format
-from agetf.modeling import heads
+from agetf.evaluation import prediction_text
 from agetf.modeling import outputs as model_outputs
 from agetf.training import plots, run_files
 
@@ -69,7 +68,7 @@ def write_history_files(model_dir, history):
 def load_history(model_dir, epochs_done):
     """model_dir's history.json cut to the checkpoint's `epochs_done` ({} for a new run): a
     kill between writing history and saving the checkpoint would otherwise repeat an epoch."""
-    saved = run_files.read_json(os.path.join(model_dir, "history.json")) or {}
+    saved = files.read_json(os.path.join(model_dir, "history.json")) or {}
     return {key: values[:epochs_done] for key, values in saved.items()}
 
 
@@ -176,7 +175,7 @@ class TensorBoardWriter(Callback):
     def _face_grid(self):
         images, batch_labels = self.sample
         predicted = model_outputs.from_heads(self.model(images, training=False))
-        captions = [face_format.grid_caption(
+        captions = [prediction_text.grid_caption(
             batch_labels["age"][i], batch_labels["gender"][i], age=face.age,
             age_range=face.age_range, female_probability=face.female_probability)
             for i, face in enumerate(predicted.faces(images.shape[0]))]
@@ -205,7 +204,7 @@ class BestModelSaver(Callback):
 
     def __init__(self, model, model_dir, metric, history, log):
         self.model, self.model_dir, self.metric, self.log = model, model_dir, metric, log
-        self.minimize = heads.lower_is_better(metric)
+        self.minimize = head_names.lower_is_better(metric)
         self.best = epochs_since_best(history.get(metric, []), self.minimize)[1]
         self._improved = False
 
@@ -240,7 +239,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, metric, patience, history):
         self.metric, self.patience, self.history = metric, patience, history
-        self.minimize = heads.lower_is_better(metric)
+        self.minimize = head_names.lower_is_better(metric)
 
     def reason(self, stage, stage_start_epoch):
         """Why early stopping ends `stage` now, or None."""

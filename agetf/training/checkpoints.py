@@ -8,7 +8,7 @@ import tensorflow as tf
 from absl import logging
 
 from agetf import UsageError
-from agetf.modeling import heads
+from agetf.common import files, head_names
 from agetf.training import run_files
 
 # What must match between a model_dir and the command that resumes it.
@@ -112,17 +112,17 @@ def run_definition(model_config):
                   for key, value in dataclasses.asdict(model_config).items()
                   if key in RUN_DEFINING_KEYS}
     # The same heads in another order build the same model (outputs are a dict).
-    definition["heads"] = list(heads.in_canonical_order(definition["heads"]))
+    definition["heads"] = list(head_names.in_canonical_order(definition["heads"]))
     return definition
 
 
 def check_run_definition(model_dir, model_config):
     """Refuses a model_dir whose saved run was made with a different model definition."""
-    saved = run_files.read_json(os.path.join(model_dir, "run.json"))
+    saved = files.read_json(os.path.join(model_dir, "run.json"))
     if saved is None:
         return
     if isinstance(saved.get("heads"), list):  # older runs saved the heads in the flags' order
-        saved["heads"] = list(heads.in_canonical_order(saved["heads"]))
+        saved["heads"] = list(head_names.in_canonical_order(saved["heads"]))
     wanted = run_definition(model_config)
     differing = [f"{k}: {saved.get(k)!r} in model_dir, {wanted[k]!r} now" for k in wanted
                  if saved.get(k) != wanted[k]]

@@ -109,7 +109,7 @@ def make_strategy(name, tpu_address="", collective_timeout=0.0, startup_timeout=
             _MIRRORED[tuple(devices)] = tf.distribute.MirroredStrategy(devices=devices)
         return _MIRRORED[tuple(devices)]
     if name == "multi_worker_mirrored":
-        # RING over gRPC: on two CPU workers on loopback its first step came in half the time of AUTO's.
+        # RING over gRPC: the faster on CPU workers (docs/performance.md, collectives).
         # A dead worker is caught by the coordination service's heartbeats within seconds; the
         # timeout catches one that is alive but stuck (a hung file system, a wedged device).
         options = tf.distribute.experimental.CommunicationOptions(
@@ -122,6 +122,13 @@ def make_strategy(name, tpu_address="", collective_timeout=0.0, startup_timeout=
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+
+
+def strategy_for(runtime):
+    """The strategy a RuntimeConfig names, with its TPU address and multi-worker timeouts."""
+    return make_strategy(runtime.strategy, tpu_address=runtime.tpu,
+                         collective_timeout=runtime.collective_timeout,
+                         startup_timeout=runtime.worker_startup_timeout)
 
 
 class WorkersNeverCame(UsageError):

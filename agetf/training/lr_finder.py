@@ -16,8 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from agetf import UsageError
-from agetf.common import progress
-from agetf.training import plots, run_files, schedules, trainer as trainer_lib
+from agetf.common import files, progress
+from agetf.training import distributed_trainer as trainer_lib
+from agetf.training import plots, run_files, schedules
 
 # Points ignored at the start of the curve when suggesting: the moving average is
 # still settling there and its slope is noise.
@@ -189,7 +190,7 @@ def write_results(test, model_dir, chief=True):
 def saved_suggestion(model_dir):
     """The suggestion in model_dir/lr_find.json, or None when it is missing, unreadable or empty."""
     try:
-        found = run_files.read_json(os.path.join(model_dir, "lr_find.json"))
+        found = files.read_json(os.path.join(model_dir, "lr_find.json"))
         suggestion = float(found["suggestion"])
     except (OSError, ValueError, TypeError, KeyError):
         return None

@@ -9,16 +9,7 @@ import os
 
 import tensorflow as tf
 
-from agetf import UsageError
-
-
-def check_profile_steps(steps):
-    """(start, end) of global steps to profile, end excluded; ValueError unless 0 <= start < end."""
-    start, end = steps
-    if not 0 <= start < end:
-        raise UsageError(f"profile steps {start},{end} must satisfy 0 <= START < END, "
-                         "e.g. --profile_steps=10,20")
-    return int(start), int(end)
+from agetf.config import check_profile_steps
 
 
 class StepProfiler:

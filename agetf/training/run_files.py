@@ -7,12 +7,10 @@ import io
 import os
 import zipfile
 
+import keras
 from absl import logging
 
 from agetf.common import files
-# The writes and the disk-full helpers live in agetf.common.files; these names stay here for
-# the trainer and agetf.train, which reach them as run_files.*.
-from agetf.common.files import DiskFullError, is_disk_full, read_json  # noqa: F401
 
 # What to do when the disk holding a model_dir is full.
 FULL_DISK_FIX = ("free some space, or use a --model_dir on another disk, then rerun the same "
@@ -96,8 +94,6 @@ def load_trained_model(model_dir, warn=None):
     """Loads best.keras, else final.keras: a damaged one is skipped with one warning line
     (`warn`, default absl's logging.warning); a NoTrainedModelError naming the damaged files and
     the fix when neither loads."""
-    import keras
-
     warn = warn or logging.warning
     trained_model_path(model_dir)  # the one-line error when neither file exists
     damaged = []

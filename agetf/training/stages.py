@@ -9,7 +9,10 @@ stopped, which is why the epoch FINE_TUNE starts at is kept in the checkpoint, n
 import dataclasses
 
 from agetf import UsageError
-from agetf.config import CosineSchedule, CyclicSchedule, DEFAULT_UNFREEZE_FROM, Stage
+from agetf.config import CosineSchedule, CyclicSchedule, Stage
+from agetf.modeling import model as model_lib
+from agetf.modeling.model_config import DEFAULT_UNFREEZE_FROM
+from agetf.training import schedules
 
 __all__ = ["Stage", "check_schedules", "describe_fine_tune_stage", "stage_for_epoch",
            "stage_lr_and_epochs", "stage_schedule", "training_stages", "unfreeze_prefix"]
@@ -49,8 +52,6 @@ def stage_schedule(config, stage, steps_per_epoch):
     """(the schedule settings of `stage`, a warning line or None). A cosine warm-up as long as
     the stage (a flagfile's --warmup_epochs=1 with --epochs=1) is cut to half the stage, so a
     short run still runs, with a warning saying so."""
-    from agetf.training import schedules
-
     schedule = config.schedule
     _, epochs = stage_lr_and_epochs(config, stage)
     total = epochs * steps_per_epoch
@@ -71,8 +72,6 @@ def check_schedules(config, steps_per_epoch):
     """Refuses schedule settings that cannot work in some stage before anything is built, not
     a stage later; returns the warning lines of what it adjusted (a warm-up as long as a
     stage)."""
-    from agetf.training import schedules
-
     warnings = []
     for stage in training_stages(config):
         lr, epochs = stage_lr_and_epochs(config, stage)
@@ -97,8 +96,6 @@ def unfreeze_prefix(config):
 
 def set_trainable_for(model, config, stage):
     """Freezes and unfreezes `model`'s layers as `stage` trains them."""
-    from agetf.modeling import model as model_lib
-
     if stage is Stage.TRAIN:
         model_lib.unfreeze_all(model)
     elif stage is Stage.FROZEN_BACKBONE:

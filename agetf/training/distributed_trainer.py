@@ -1,7 +1,7 @@
 """The custom distributed training loop: one loop for every tf.distribute strategy.
 
 Not `model.fit`: under MultiWorkerMirroredStrategy it fails with Keras 3 (see
-design.md). A `tf.function` runs `steps_per_loop` steps of `strategy.run` per host
+docs/training.md). A `tf.function` runs `steps_per_loop` steps of `strategy.run` per host
 call; state (model, optimizer, schedule, epoch, step) lives in a `tf.train.Checkpoint`
 so a rerun of the same command resumes where the last one stopped (`Trainer.restore`).
 What the loop reports and keeps at step and epoch ends is in agetf.training.callbacks;
@@ -17,15 +17,24 @@ import tensorflow as tf
 from absl import logging
 
 from agetf import UsageError
-from agetf.config import FineTuneConfig, ModelConfig, Stage, TrainConfig
+from agetf.common import files
+from agetf.config import Stage, TrainConfig
 from agetf.data import augment, input_pipeline
-from agetf.modeling import heads, model as model_lib
-from agetf.training import (checkpoints, distribution, profiling, run_files, schedules, stages,
-                            termination)
+from agetf.modeling import heads
+from agetf.modeling import model as model_lib
+from agetf.training import (
+    checkpoints,
+    distribution,
+    epoch_loop,
+    profiling,
+    run_files,
+    schedules,
+    stages,
+    termination,
+)
 from agetf.training.checkpoints import one_line
 
-__all__ = ["FineTuneConfig", "ModelConfig", "NonFiniteLossError", "TrainConfig", "Trainer",
-           "config_to_json", "make_optimizer"]
+__all__ = ["NonFiniteLossError", "Trainer", "config_to_json", "make_optimizer"]
 
 # Checkpointed epoch at which FINE_TUNE begins (newer than the other objects).
 _FINE_TUNE_START = "fine_tune_start_epoch"
@@ -67,7 +76,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, strategy=None):
         self.config = config
         runtime = config.runtime
-        self.strategy = strategy or distribution.make_strategy(runtime.strategy)
+        self.strategy = strategy or distribution.strategy_for(runtime)
         self.chief = distribution.is_chief(self.strategy)
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
@@ -75,7 +84,6 @@ class Trainer:
                              f"{replicas} replicas; use a multiple of {replicas}")
         self.policy = distribution.resolve_mixed_precision(runtime.mixed_precision, self.strategy)
         distribution.set_precision_policy(self.policy)
-        checkpoints.check_run_definition(config.model_dir, config.model)
         self.num_train = input_pipeline.num_examples(config.input.data_dir, "train")
         if self.num_train < config.batch_size:
             raise UsageError(f"the train split has {self.num_train} images, fewer than "
@@ -260,13 +268,13 @@ class Trainer:
     def save_checkpoint(self):
         """Saves on every worker (the save is collective); only the chief's lands in model_dir.
 
-        A full disk is a one-line run_files.DiskFullError naming the folder, not TensorFlow's
+        A full disk is a one-line files.DiskFullError naming the folder, not TensorFlow's
         traceback (ENOSPC and EDQUOT reach Python as ResourceExhaustedError).
         """
         try:
             return self.manager.save(checkpoint_number=self.global_step)
         except (tf.errors.ResourceExhaustedError, OSError) as error:
-            if isinstance(error, OSError) and not run_files.is_disk_full(error):
+            if isinstance(error, OSError) and not files.is_disk_full(error):
                 raise
             raise run_files.disk_full_error(
                 self.checkpoint_dir, f"checkpoint ckpt-{int(self.global_step.numpy())}",
@@ -277,11 +285,9 @@ class Trainer:
 
         On SIGTERM it saves a checkpoint between host calls and raises `termination.Preempted`.
         """
-        from agetf.training import loop
-
         with termination.TerminationWatcher(self.strategy) as watcher:
             try:
-                self.history = loop.fit(self, watcher, extra_callbacks)
+                self.history = epoch_loop.fit(self, watcher, extra_callbacks)
                 return self.history
             finally:
                 self.profiler.stop()  # a profile of fewer steps when the run ends inside it
@@ -363,8 +369,7 @@ def make_train_loop(trainer):
 
     def train_steps(iterator, num_steps):
         # With --steps_per_loop=1 a host call is one step, run without the tf.range loop, as
-        # Keras runs steps_per_execution=1: inside the loop it measured 2% slower
-        # (docs/performance.md).
+        # Keras runs steps_per_execution=1: the loop costs time (docs/performance.md).
         # Otherwise a call of one step (an epoch's last) takes the loop: no second trace.
         if num_steps == 1 and config.runtime.steps_per_loop == 1:
             return one_step(iterator)

@@ -8,7 +8,9 @@ import numpy as np
 import tensorflow as tf
 
 from agetf.config import Stage
-from agetf.training import callbacks as callbacks_lib, termination
+from agetf.data import input_pipeline, record_audit
+from agetf.training import callbacks as callbacks_lib
+from agetf.training import termination
 
 
 def make_callbacks(trainer, history):
@@ -27,8 +29,6 @@ def make_callbacks(trainer, history):
     if not trainer.resumed:
         tensorboard.write_hparams(hparams(trainer))
     if config.input.skip_corrupt_records:
-        from agetf.data import record_audit
-
         audits = [record_audit.audit_split(config.input.data_dir, split)
                   for split in ("train", "validation")]
         tensorboard.write_skipped_records(audits, int(trainer.global_step.numpy()), trainer.log)
@@ -45,15 +45,13 @@ def hparams(trainer):
             "heads": ",".join(config.model.heads), "alpha": config.model.alpha,
             "batch_size": config.batch_size, "lr": config.lr, "optimizer": config.optimizer,
             "schedule": config.schedule.name, "fine_tuning": config.fine_tune.enabled,
-            "precision": trainer.policy, "epochs": config.total_epochs}
+            "precision": trainer.policy, "epochs": config.planned_epochs}
 
 
 def sample_faces(config):
     """A fixed batch of validation faces for TensorBoard's grid, or None."""
     if not config.summary_images:
         return None
-    from agetf.data import input_pipeline
-
     data = input_pipeline.build_dataset(config.input, "validation", config.summary_images,
                                         training=False)
     for images, batch_labels in data.take(1):

@@ -2,9 +2,9 @@
 the LR finder where asked, train (or resume), evaluate, export.
 
     from agetf import config
-    from agetf.training import job
-    report = job.run(config.TrainConfig(...))      # what evaluation.json holds, and more
-    report = job.evaluate(config.TrainConfig(...)) # the trained model in model_dir (--load)
+    from agetf.training import train_lib
+    report = train_lib.run(config.TrainConfig(...))      # what evaluation.json holds, and more
+    report = train_lib.evaluate(config.TrainConfig(...)) # the trained model in model_dir (--load)
 
 `agetf.train` is this with flags: it builds the config and prints a UsageError as one line.
 """
@@ -13,9 +13,17 @@ import dataclasses
 import json
 import os
 
+import tensorflow as tf
 from absl import logging
 
 from agetf import UsageError
+from agetf.common import run_lock
+from agetf.data import record_audit
+from agetf.evaluation import evaluator
+from agetf.serving import export as export_lib
+from agetf.serving import tflite_export
+from agetf.training import checkpoints, distribution, lr_finder, run_files
+from agetf.training import distributed_trainer as trainer_lib
 
 __all__ = ["evaluate", "run", "train"]
 
@@ -41,9 +49,6 @@ def lock_model_dir(model_dir, purpose, strategy=None):
     TFLite export, tflite/) into model_dir, and a running training replaces best.keras under
     it, so it is refused while a training runs, and a training while it evaluates.
     """
-    from agetf.common import run_lock
-    from agetf.training import distribution
-
     if strategy is not None and not distribution.is_chief(strategy):
         return None
     if purpose != "training" and not os.path.isdir(model_dir):
@@ -62,8 +67,6 @@ def skipped_test_records(input_config, split="test"):
     """With --skip_corrupt_records: logs how many records of the split are unreadable; else None."""
     if not input_config.skip_corrupt_records:
         return None
-    from agetf.data import record_audit
-
     audit = record_audit.audit_split(input_config.data_dir, split)
     if audit.lost:
         logging.warning(audit.describe())
@@ -76,9 +79,6 @@ def evaluate_and_export(config, export=None):
     """Evaluates the trained model on config.evaluation's split, writes its report into
     model_dir, and exports it as config.export asks (`export` overrides whether the
     SavedModel is written). Returns the report."""
-    from agetf.evaluation import evaluator
-    from agetf.training import run_files
-
     settings = config.evaluation
     # best.keras, else final.keras: a damaged one is skipped with a warning line.
     model = run_files.load_trained_model(config.model_dir)
@@ -96,16 +96,12 @@ def evaluate_and_export(config, export=None):
     run_files.write_json(os.path.join(config.model_dir, settings.report_name), report)
     saved_model = config.export.saved_model if export is None else export
     if saved_model:
-        from agetf.serving import export as export_lib
-
         export_dir = config.export.export_dir or os.path.join(config.model_dir, "saved_model")
         export_lib.export_saved_model(model, export_dir, img_dim=config.model.img_dim,
                                       flip_average=settings.flip_average)
         print(f"Exported SavedModel to {export_dir}")
         report = dict(report, saved_model=export_dir)
     if config.export.tflite:
-        from agetf.serving import tflite_export
-
         paths = tflite_export.export_tflite(model, os.path.join(config.model_dir, "tflite"),
                                             img_dim=config.model.img_dim,
                                             flip_average=settings.flip_average)
@@ -118,11 +114,6 @@ def train(config, strategy=None, flags_text=None):
     """Trains (or resumes) the run `config` describes; returns the Trainer, or None when the
     LR finder was all that was asked. `flags_text` is written to flags.txt for people. The
     Trainer holds model_dir's lock (trainer.run_lock) until released or garbage-collected."""
-    import tensorflow as tf
-
-    from agetf.training import checkpoints, distribution, lr_finder, run_files
-    from agetf.training import trainer as trainer_lib
-
     ensure_writable_dir(config.model_dir)
     logging.info("Configuration: %s", json.dumps(trainer_lib.config_to_json(config)))
     checkpoints.check_run_definition(config.model_dir, config.model)
@@ -141,10 +132,7 @@ def train(config, strategy=None, flags_text=None):
         config = dataclasses.replace(config, lr=suggestion)
         print(f"Resuming with the learning rate the LR finder suggested when this run began, "
               f"{suggestion:.3g} (from {found}); the finder is not rerun")
-    runtime = config.runtime
-    strategy = strategy or distribution.make_strategy(
-        runtime.strategy, tpu_address=runtime.tpu, collective_timeout=runtime.collective_timeout,
-        startup_timeout=runtime.worker_startup_timeout)
+    strategy = strategy or distribution.strategy_for(config.runtime)
     # Held until this process ends (evaluation and export included); the kernel frees it then.
     lock = lock_model_dir(config.model_dir, "training", strategy)
     if finder.find_only or (finder.use_suggestion and not resume_auto):
