@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from agetf import UsageError, config
 from agetf.data import input_pipeline, record_audit
+from agetf.data.input_config import InputConfig
 
 from tiny_runs import tiny_config  # pytest puts tests/ on sys.path
 
@@ -38,13 +39,13 @@ def test_shards_and_report_are_found_on_another_filesystem(data_dir, ram_data_di
     report = input_pipeline.read_report(ram_data_dir)
     assert report and report == input_pipeline.read_report(data_dir)
     assert input_pipeline.num_examples(ram_data_dir, "test") == report["counts"]["test"]
-    local, remote = (input_pipeline.InputConfig(data_dir=d, img_dim=IMG_DIM)
+    local, remote = (InputConfig(data_dir=d, img_dim=IMG_DIM)
                      for d in (data_dir, ram_data_dir))
     assert input_pipeline.training_canvas(remote) == input_pipeline.training_canvas(local)
 
 
 def test_batches_are_read_from_another_filesystem(ram_data_dir):
-    settings = input_pipeline.InputConfig(data_dir=ram_data_dir, img_dim=IMG_DIM,
+    settings = InputConfig(data_dir=ram_data_dir, img_dim=IMG_DIM,
                                           shuffle_buffer=16, seed=1)
     images, labels = next(iter(input_pipeline.build_dataset(settings, "train", 4, training=True)))
     assert images.shape[0] == 4 and images.dtype == tf.uint8 and labels["age"].shape == (4,)

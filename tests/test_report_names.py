@@ -30,7 +30,7 @@ def test_every_split_and_protocol_has_its_own_report_name():
 def test_two_protocols_leave_two_reports(data_dir, tmp_path):
     """`--load --eval_protocol=ages_21_60` after training keeps the random protocol's report."""
     from agetf.modeling import model as model_lib
-    from agetf.training import job
+    from agetf.training import train_lib
 
     heads = ("age_histogram", "gender")
     model = model_lib.build_model(backbone="MobileNetV2", img_dim=32, heads=heads, alpha=0.35)
@@ -43,7 +43,7 @@ def test_two_protocols_leave_two_reports(data_dir, tmp_path):
         run = tiny_config(data_dir, model_dir, heads=heads,
                           export=config.ExportConfig(saved_model=False),
                           evaluation=config.EvalConfig(protocol=protocol, print_predictions=0))
-        job.evaluate_and_export(run)
+        train_lib.evaluate_and_export(run)
     everything = json.loads((model_dir / "evaluation.json").read_text())
     narrow = json.loads((model_dir / "evaluation_ages_21_60.json").read_text())
     assert everything["protocol"] == "random" and narrow["protocol"] == "ages_21_60"

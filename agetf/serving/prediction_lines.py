@@ -1,12 +1,12 @@
 """What agetf.predict prints: each image's lines, in the older project's wording
-(agetf.evaluation.face_format), and the summary over the images whose names carry labels.
+(agetf.evaluation.prediction_text), and the summary over the images whose names carry labels.
 """
 
 from typing import Optional, Sequence
 
 from agetf.common import progress
 from agetf.data import labels
-from agetf.evaluation import face_format
+from agetf.evaluation import prediction_text
 from agetf.modeling import heads
 from agetf.serving.crop_batches import Prediction
 from agetf.serving.photo_pipeline import FacePrediction, PhotoPrediction, photo_box
@@ -17,7 +17,7 @@ def format_prediction(prediction: Prediction) -> list:
     lines = [f"Predicting for image {prediction.path}"]
     if prediction.error:
         return lines + [f"Error: {prediction.error}"]
-    return lines + face_format.face_lines(
+    return lines + prediction_text.face_lines(
         prediction.age, prediction.age_range, prediction.female_probability,
         prediction.true_age, prediction.true_gender)
 
@@ -29,15 +29,15 @@ def format_photo(photo: PhotoPrediction) -> list:
         return lines + [f"Error: {photo.error}"]
     if not photo.faces:
         return lines + ["No face found"]
-    return lines + [face_format.photo_face_line(number, photo_box(face.box, photo.scale),
+    return lines + [prediction_text.photo_face_line(number, photo_box(face.box, photo.scale),
                                                 face.age, face.age_range,
                                                 face.female_probability)
                     for number, face in enumerate(photo.faces, start=1)]
 
 
 def face_caption(face: FacePrediction) -> str:
-    """Short label for a face: age, and gender where predicted (face_format.face_caption)."""
-    return face_format.face_caption(face.age, face.female_probability)
+    """Short label for a face: age, and gender where predicted (prediction_text.face_caption)."""
+    return prediction_text.face_caption(face.age, face.female_probability)
 
 
 def summarize(predictions: Sequence[Prediction]) -> dict:
@@ -58,7 +58,7 @@ def summarize(predictions: Sequence[Prediction]) -> dict:
     gendered = [p for p in done if p.true_gender is not None and p.female_probability is not None]
     if gendered:
         summary["gender_accuracy"] = sum(
-            face_format.predicted_gender(p.female_probability) == p.true_gender
+            prediction_text.predicted_gender(p.female_probability) == p.true_gender
             for p in gendered) / len(gendered)
     return summary
 
