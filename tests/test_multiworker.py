@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from agetf.training import lost_workers
+
 from worker_processes import OutputReader, free_ports  # pytest puts tests/ on sys.path
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
