@@ -38,3 +38,22 @@ def test_unreadable_report_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, SCRIPT, str(bad)], capture_output=True, text=True)
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1 and "cannot read" in result.stderr
+
+
+def test_a_run_folder_stands_for_all_its_reports(tmp_path):
+    report = evaluator.summarize(
+        {"age_histogram": np.eye(101, dtype=np.float32)[[20, 40]], "gender": np.array([0.9, 0.2])},
+        {"age": np.array([22.0, 40.0]), "gender": np.array([1, 0]), "race": np.zeros(2, int)},
+        train_ages=np.array([30]), train_genders=np.array([0]))
+    for name, protocol in (("evaluation.json", "random"),
+                           ("evaluation_ages_21_60.json", "ages_21_60")):
+        (tmp_path / name).write_text(json.dumps(dict(report, protocol=protocol)))
+    (tmp_path / "history.json").write_text("{}")
+    out = subprocess.run([sys.executable, SCRIPT, str(tmp_path)], capture_output=True,
+                         text=True, check=True).stdout
+    assert f"{tmp_path / 'evaluation.json'}: 2 test faces, protocol random" in out
+    assert f"{tmp_path / 'evaluation_ages_21_60.json'}: 2 test faces, protocol ages_21_60" in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run([sys.executable, SCRIPT, str(empty)], capture_output=True, text=True)
+    assert result.returncode != 0 and "holds no evaluation*.json" in result.stderr
