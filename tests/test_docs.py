@@ -485,3 +485,152 @@ def test_links_lead_to_files_and_sections(page):
         assert os.path.exists(path), f"{page}: link {link} leads nowhere"
         if anchor and path.endswith(".md"):
             assert anchor in heading_anchors(path), f"{page}: no section #{anchor} in {target}"
+
+
+# -- facts stated on several pages agree ---------------------------------------------------
+
+def _minutes(match):
+    """'1 min 58 s' or '2 minutes' as whole minutes, rounded."""
+    seconds = int(match.group("s")) if match.groupdict().get("s") else 0
+    return str(round(int(match.group("m")) + seconds / 60))
+
+
+# A number quoted on more than one page: (what, [(file, regex with one group, or a function
+# of the match)]). Each regex must match its file once at least, and every value agree.
+# Prefer quoting a measurement once and linking to it; add a row when a copy is needed.
+AGREEING_NUMBERS = [
+    ("utkface_cpu training, minutes", [
+        ("README.md", r"train for (\d+) minutes\s+on 2 CPU cores"),
+        ("README.md", r"from random weights, (\d+) min\)"),
+        ("docs/training.md", r"`flags/utkface_cpu\.flags` \|[^\n]*\| (\d+) min on 2 CPU cores"),
+        ("docs/results.md", r"Training took (\d+) min of wall time"),
+        ("docs/results.md", r"images/s an epoch and took (\d+) min"),
+        ("docs/results.md", r"random weights \((\d+) min\)"),
+        ("flags/utkface_cpu.flags", r"training (\d+) min \(38 epochs"),
+    ]),
+    ("utkface_cpu training rate of an epoch, images/s", [
+        ("docs/results.md", r"1\.6-2\.1\s+min, at (\d+-\d+) images/s"),
+        ("docs/results.md", r"The run itself trained at (\d+-\d+)\s+images/s an epoch"),
+        ("flags/utkface_cpu.flags", r"38 epochs, (\d+-\d+) img/s"),
+    ]),
+    ("utkface_cpu test MAE, random split", [
+        ("README.md", r"random-weights recipe \| 2,178 \| ([\d.]+) \|"),
+        ("docs/training.md", r"72 min on 2 CPU cores; test MAE ([\d.]+)"),
+        ("docs/results.md", r"\| age MAE \(years\) \| \*\*([\d.]+)\*\* \| 15\.29 \|"),
+        ("flags/utkface_cpu.flags", r"test MAE ([\d.]+) years"),
+    ]),
+    ("utkface_cpu_imagenet, minutes", [
+        ("README.md", r"heads then the whole backbone, (\d+) min\)"),
+        ("docs/training.md", r"ImageNet \| (\d+) min on 2 CPU cores; test MAE"),
+        ("docs/results.md", r"\*\*transfer recipe\*\* \(ImageNet, (\d+) min\)"),
+        ("flags/utkface_cpu_imagenet.flags", r"CPU \(no GPU\): (\d+) min in all"),
+    ]),
+    ("utkface_cpu_imagenet test MAE", [
+        ("README.md", r"\*\*transfer recipe\*\* \(ImageNet weights\) \| 2,178 \| \*\*([\d.]+)\*\*"),
+        ("docs/training.md", r"63 min on 2 CPU cores; test MAE ([\d.]+)"),
+        ("docs/results.md", r"\| age MAE \(years\) \| \*\*([\d.]+)\*\* \| 5\.45 \|"),
+        ("flags/utkface_cpu_imagenet.flags", r"test MAE ([\d.]+) years"),
+    ]),
+    ("scripts/demo wall time, minutes", [
+        ("README.md", re.compile(r"it took\s+(?P<m>\d+) minutes on 2 CPU cores"), _minutes),
+        ("docs/performance.md", re.compile(r"faces to predictions \| (?P<m>\d+) min (?P<s>\d+) s"),
+         _minutes),
+        ("docs/training.md", re.compile(r"about (?P<m>\d+) min on 2 CPU cores \(the whole"),
+         _minutes),
+        ("flags/demo.flags", re.compile(r"scripts/demo took (?P<m>\d+) min (?P<s>\d+) s"),
+         _minutes),
+    ]),
+    ("demo model's TFLite float16, largest age difference from the SavedModel, years", [
+        ("docs/performance.md",
+         r"`model_float16\.tflite` \|[^|\n]*\|[^|\n]*\|[^|\n]*\| ([\d.]+) /"),
+        ("docs/deployment.md",
+         r"largest\s+age\s+difference\s+from\s+the\s+SavedModel\s+is\s+[\d.]+,\s+([\d.]+)"),
+    ]),
+    ("demo model's TFLite dynamic int8, largest age difference from the SavedModel, years", [
+        ("docs/performance.md",
+         r"`model_dynamic_int8\.tflite` \|[^|\n]*\|[^|\n]*\|[^|\n]*\| ([\d.]+) /"),
+        ("docs/deployment.md",
+         r"largest\s+age\s+difference\s+from\s+the\s+SavedModel\s+is\s+[\d.]+,\s+[\d.]+\s+and\s+([\d.]+)"),
+    ]),
+]
+
+
+def quoted_values(places):
+    """[(file, value)] of each place's first match; AssertionError for a place that has none."""
+    values = []
+    for place in places:
+        path, pattern = place[0], place[1]
+        value_of = place[2] if len(place) > 2 else (lambda match: match.group(1))
+        with open(os.path.join(REPO, path)) as f:
+            match = re.search(pattern, f.read())
+        assert match, f"{path} no longer says {getattr(pattern, 'pattern', pattern)!r}"
+        values.append((path, value_of(match)))
+    return values
+
+
+@pytest.mark.parametrize("what, places", AGREEING_NUMBERS, ids=[w for w, _ in AGREEING_NUMBERS])
+def test_a_number_quoted_on_several_pages_agrees(what, places):
+    values = quoted_values(places)
+    assert len({value for _, value in values}) == 1, f"{what} differs: {values}"
+
+
+def test_the_agreement_check_catches_a_disagreement(tmp_path, monkeypatch):
+    (tmp_path / "a.md").write_text("took 72 min of wall time")
+    (tmp_path / "b.md").write_text("took 75 min of wall time")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", str(tmp_path))
+    values = quoted_values([("a.md", r"took (\d+) min"), ("b.md", r"took (\d+) min")])
+    assert values == [("a.md", "72"), ("b.md", "75")]
+    with pytest.raises(AssertionError, match="a.md no longer says"):
+        quoted_values([("a.md", r"took (\d+) hours")])
+
+
+# -- the console scripts and the files a run writes are documented -------------------------
+
+def console_scripts():
+    """{command: module} of setup.py's console_scripts."""
+    with open(os.path.join(REPO, "setup.py")) as f:
+        return dict(re.findall(r'"([\w-]+)=(agetf[\w.]*):\w+"', f.read()))
+
+
+def test_every_console_script_is_documented_in_the_readme():
+    scripts = console_scripts()
+    assert len(scripts) >= 4, scripts
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    for command, module in scripts.items():
+        assert f"`{command}`" in readme, f"README.md does not name the console script {command}"
+        assert module in readme, f"README.md does not say {command} runs {module}"
+
+
+RUN_FILES_PAGE, RUN_FILES_HEADING = "docs/training.md", "## What a run leaves in `--model_dir`"
+MODEL_DIR_JOIN = re.compile(r'os\.path\.join\([\w.]*model_dir,\s*((?:"[^"]+",\s*)*"[^"]+")\)')
+
+
+def run_file_names():
+    """Every name the package joins to a model_dir, each evaluation report's name, the run
+    lock and the TFLite files."""
+    from agetf import config
+    from agetf.common import run_lock
+
+    names = {run_lock.LOCK_FILE}
+    for path in glob.glob(os.path.join(REPO, "agetf", "**", "*.py"), recursive=True):
+        with open(path) as f:
+            source = f.read()
+        for parts in MODEL_DIR_JOIN.findall(source):
+            names.add("/".join(re.findall(r'"([^"]+)"', parts)))
+        for variants in re.findall(r"^VARIANTS = \(([^)]*)\)", source, re.M):
+            names.update(f"model_{v}.tflite" for v in re.findall(r'"(\w+)"', variants))
+    names.update(config.EvalConfig(split=split, protocol=protocol).report_name
+                 for split in config.EVAL_SPLITS for protocol in config.EVAL_PROTOCOLS)
+    return names
+
+
+def test_every_file_a_run_writes_is_in_the_one_list():
+    with open(os.path.join(REPO, RUN_FILES_PAGE)) as f:
+        section = f.read().split(RUN_FILES_HEADING, 1)[1].split("\n## ", 1)[0]
+    names = run_file_names()
+    assert {"lr_find.json", "tflite", "model_dynamic_int8.tflite", "evaluation_validation.json",
+            "evaluation_ages_21_60.json", "run.lock", "plots/training.png"} <= names
+    undocumented = sorted(name for name in names
+                          if not re.search(rf"(?<![\w/.]){re.escape(name)}(?![\w.])", section))
+    assert not undocumented, f"{RUN_FILES_PAGE} ({RUN_FILES_HEADING}) lacks {undocumented}"
