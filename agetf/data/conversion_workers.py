@@ -88,6 +88,15 @@ def encode_all(candidates, age_entries_by_age, workers):
     candidates submitted and not yet yielded, so the encoded images held at once do not
     grow with the dataset (Pool.imap would queue every task, and every result the writer
     has not taken yet).
+
+    Args:
+      candidates: Candidates, any iterable.
+      age_entries_by_age: record_encoder.label_entries() of every candidate's age.
+      workers: processes; 1 encodes in this one.
+
+    Yields:
+      (reason, height, width, record) per candidate: reason None and the serialized record
+      for a usable image, else an image_files.REASON_* and None.
     """
     if workers <= 1:
         for candidate in candidates:

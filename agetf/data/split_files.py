@@ -56,8 +56,18 @@ _SPLIT_SPEC_HELP = ("pass --split_file=SPLITS.csv (file name,split rows) or one 
 
 
 def parse_split_file_spec(text):
-    """{ONE_SPLIT_FILE: path} for one CSV, or {split: path} for "train=A.csv,test=B.csv";
-    raises ConversionError. An existing file wins, so a path holding '=' still reads as one."""
+    """Which CSV files a --split_file value names.
+
+    Args:
+      text: one CSV's path, or "train=A.csv,test=B.csv[,validation=C.csv]". An existing
+        file wins, so a path holding '=' still reads as one file.
+
+    Returns:
+      {ONE_SPLIT_FILE: path} for one CSV, else {split: path}; each path's ~ expanded.
+
+    Raises:
+      ConversionError: an unknown or repeated split, a part without a file, no train= file.
+    """
     text = text.strip()
     head = text.split("=", 1)[0]
     if os.path.isfile(os.path.expanduser(text)) or "=" not in text or os.sep in head:
@@ -97,8 +107,20 @@ def _read_csv_rows(path, option):
 
 
 def read_split_table(path, option):
-    """[(row number, file name, age column or None)] of a CSV with a header naming a `file`
-    (or `filename`) column and optionally an `age` column, like the CORAL split's ',file,age'."""
+    """The rows of one per-split CSV.
+
+    Args:
+      path: a CSV with a header naming a `file` (or `filename`) column and optionally an
+        `age` column, like the CORAL split's ',file,age'.
+      option: how messages name the file, e.g. "--split_file train=A.csv".
+
+    Returns:
+      [(row number, file base name, age column or None)].
+
+    Raises:
+      ConversionError: an unreadable file, no `file` column, a row without a file name or
+        with an age that is not a whole number, or no row.
+    """
     rows = _read_csv_rows(path, option)
     if not rows:
         raise ConversionError(f"{option} lists no file; {_SPLIT_SPEC_HELP}")
@@ -130,8 +152,18 @@ def read_split_table(path, option):
 
 def check_age_column(table, option):
     """Checks a split file's age column against the ages in its file names: every row must
-    hold the CORAL class (age - 21) or every row the age in years. Returns which, for the
-    report; raises ConversionError naming the disagreeing rows."""
+    hold the CORAL class (age - 21) or every row the age in years.
+
+    Args:
+      table: read_split_table's rows.
+      option: how messages name the file.
+
+    Returns:
+      Which of the two it holds, in a sentence for the report.
+
+    Raises:
+      ConversionError: naming how many rows disagree under the closer reading, and one.
+    """
     pairs = []
     for number, file_name, age in table:
         try:
@@ -153,7 +185,8 @@ def check_age_column(table, option):
 
 
 def read_split_files(text, split_ratios=ConvertConfig.split_ratios):
-    """The SplitPlan of a --split_file value; raises ConversionError (one line).
+    """The SplitPlan of a --split_file value; raises ConversionError (one line) for any
+    problem with it.
 
     One CSV of `file name,split` rows gives each file its row's split. Per-split CSVs
     ("train=A.csv,test=B.csv", each with a `file` column) put their files in that split,
