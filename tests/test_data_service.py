@@ -7,8 +7,11 @@ import sys
 import pytest
 import tensorflow as tf
 
+from agetf.config import TrainConfig
 from agetf.data import input_pipeline, service_servers
-from agetf.training import trainer as trainer_lib
+from agetf.data.input_config import InputConfig
+from agetf.training import distributed_trainer as trainer_lib
+
 from tiny_runs import tiny_config
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
@@ -29,7 +32,7 @@ def _filenames(dataset):
 
 def test_one_epoch_through_the_service_has_every_example_once(data_dir, service):
     dispatcher, _ = service
-    config = input_pipeline.InputConfig(data_dir=data_dir, img_dim=32)
+    config = InputConfig(data_dir=data_dir, img_dim=32)
     local = input_pipeline.build_dataset(config, "validation", 4, training=False,
                                          include_metadata=True)
     served = input_pipeline.distribute_through_service(local, dispatcher.target, "eval-once",
@@ -43,7 +46,7 @@ def test_training_through_the_service(data_dir, tmp_path, service):
     dispatcher, worker = service
     config = tiny_config(data_dir, tmp_path / "run", heads=("age_histogram",), epochs=1,
                          steps_per_epoch=4, summary_images=0)
-    config = trainer_lib.TrainConfig(**{**config.__dict__, "input": input_pipeline.InputConfig(
+    config = TrainConfig(**{**config.__dict__, "input": InputConfig(
         **{**config.input.__dict__, "data_service": dispatcher.target})})
     trainer = trainer_lib.Trainer(config)
     history = trainer.fit()

@@ -12,11 +12,8 @@ from agetf.data import (conversion, conversion_report, convert_config, labels, n
                         synthetic)
 from agetf.data.input_config import InputConfig
 from agetf.evaluation import evaluator
-from agetf.data import input_pipeline
-from agetf.data import labels
-from agetf.data import names
 from agetf.modeling import model as model_lib
-from agetf.data import synthetic
+
 from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = 32

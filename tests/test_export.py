@@ -17,10 +17,9 @@ import tensorflow as tf
 from agetf.data import image_ops, labels, names
 from agetf.data.input_config import InputConfig
 from agetf.modeling import heads
-from agetf.serving import export
-from agetf.data import image_ops
-from agetf.data import labels, names
 from agetf.modeling import model as model_lib
+from agetf.serving import export
+
 from conftest import EXPORT_IMG_DIM
 from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 

@@ -13,8 +13,8 @@ import tensorflow as tf
 from agetf.common import head_names
 from agetf.data import image_ops, synthetic
 from agetf.modeling import model as model_lib
-from agetf.data import synthetic
-from agetf.serving import crop_batches, predictors, signatures, tflite_export
+from agetf.serving import crop_batches, export, predictors, signatures, tflite_export
+
 from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
 
 IMG_DIM = 64
