@@ -99,7 +99,7 @@ class Command:
 
 def classify(words):
     """(kind, name, arguments): kind is 'module', 'script', 'pytest', 'pip', 'venv',
-    'python -c', 'tensorboard' or 'unknown'."""
+    'python -c', 'tensorboard', 'ruff' or 'unknown'."""
     words = list(words)
     while words and ENV_ASSIGNMENT.match(words[0]):
         words.pop(0)
@@ -119,6 +119,8 @@ def classify(words):
         return "pip", words[0], words[1:]
     if words[0] == "tensorboard":
         return "tensorboard", words[0], words[1:]
+    if words[0] in ("ruff", ".venv/bin/ruff"):
+        return "ruff", words[0], words[1:]
     return "unknown", words[0], words[1:]
 
 
@@ -401,6 +403,9 @@ def test_other_programs_exist(command):
                 assert re.search(rf'"{extra}":', setup), f"setup.py has no extra {extra!r}"
     elif command.kind == "tensorboard":
         assert os.path.isfile(os.path.join(os.path.dirname(sys.executable), "tensorboard"))
+    elif command.kind == "ruff":
+        with open(os.path.join(REPO, "setup.py")) as f:
+            assert '"ruff' in f.read(), "ruff is run in the docs but not installed by [test]"
 
 
 @pytest.mark.slow
