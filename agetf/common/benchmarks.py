@@ -56,7 +56,7 @@ def machine_info(*, with_platform=True, with_tensorflow=True):
     info["processor"] = platform.processor() or platform.machine()
     info["python"] = platform.python_version()
     if with_tensorflow:
-        import tensorflow as tf
+        import tensorflow as tf  # the TF-free benchmarks (the converter's) must not pay for it
 
         info["tensorflow"] = tf.__version__
     return info

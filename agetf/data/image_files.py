@@ -23,6 +23,9 @@ import stat
 import warnings
 from typing import Optional
 
+import numpy as np
+from PIL import Image, ImageOps
+
 from agetf import UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # what a folder of images is searched for
@@ -134,7 +137,6 @@ def pillow_errors(path: str, reason: str = REASON_TRUNCATED):
     """Pillow's many error types for a bad image, as one ImageReadError naming path: one that
     is no image format at all, or any other with `reason` (what failed: the header read,
     REASON_NOT_IMAGE, or the decode, REASON_TRUNCATED)."""
-    from PIL import Image
 
     try:
         yield
@@ -151,7 +153,6 @@ def open_image(path: str, file):
     """The image in `file` (a path or a binary file) opened, its header read and its pixels not
     yet decoded. Without Pillow's DecompressionBombWarning: reduced_scale checks the size
     against the limits instead (Pillow still refuses over twice its own limit, 179 MP)."""
-    from PIL import Image
 
     with pillow_errors(path, REASON_NOT_IMAGE), warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -244,9 +245,6 @@ def read_photo(path: str, limits: Optional[ReadLimits] = None):
     """(a uint8 RGB array, its scale): the photo turned upright by its EXIF orientation
     (phone photos); a JPEG over limits.max_pixels decoded at 1/2, 1/4 or 1/8 scale, and
     scale the photo's pixels per array pixel (1 at full size). Over limits: ImageReadError."""
-    import numpy as np
-    from PIL import ImageOps
-
     limits = limits or ReadLimits()
     with open_image_file(path, limits) as f, open_image(path, f) as image:
         scale = decode(path, image, limits.max_pixels)

@@ -161,7 +161,7 @@ def warp(image, matrix, size: int = None) -> np.ndarray:
     Bilinear; where the crop shrinks the photo by more than 1.5x, the part of the photo the
     crop covers is first shrunk with area averaging, so a large face is not aliased.
     """
-    import cv2
+    import cv2  # OpenCV only for warping: the template's geometry needs none
 
     size = default_template().crop_size if size is None else size
     image = np.ascontiguousarray(image, dtype=np.uint8)

@@ -112,7 +112,7 @@ class MTCNNDetector:
         return MTCNNDetector(REFINE_MIN_CONFIDENCE, MTCNN_MIN_FACE, self.mtcnn, self.max_pixels)
 
     def __call__(self, image) -> list:
-        import cv2
+        import cv2  # checked by load_detector, which names the install command if absent
 
         image = np.ascontiguousarray(image, dtype=np.uint8)
         height, width = image.shape[:2]
@@ -174,7 +174,7 @@ def detect_faces(image: np.ndarray, detector=None) -> list:
 def annotate(image: np.ndarray, faces, captions):
     """A Pillow image of the photo with each face's box and five landmarks drawn, and its
     caption above the box."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw, ImageFont  # --annotate only
 
     picture = Image.fromarray(np.asarray(image, dtype=np.uint8))
     draw = ImageDraw.Draw(picture)
