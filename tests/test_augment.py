@@ -1,4 +1,5 @@
-"""Batch augmentation and canvas decoding: eagerly, in tf.function and in tf.data, distributions checked."""
+"""Batch augmentation and canvas decoding: eagerly, in tf.function and in tf.data, distributions
+checked."""
 
 import numpy as np
 import pytest
@@ -92,7 +93,8 @@ def test_crop_boxes_have_the_configured_area_and_aspect_and_stay_inside():
     config = AugmentConfig()
     draws = tf.random.stateless_uniform([BATCH, 8], [5, 6])
     y, x, h, w = (t.numpy() for t in augment.crop_boxes(draws, config))
-    assert np.all(y >= 0) and np.all(x >= 0) and np.all(y + h <= 1 + 1e-6) and np.all(x + w <= 1 + 1e-6)
+    assert (np.all(y >= 0) and np.all(x >= 0) and np.all(y + h <= 1 + 1e-6)
+            and np.all(x + w <= 1 + 1e-6))
     area = h * w
     assert area.min() >= 0.8 - 1e-4 and area.max() <= 1.0 + 1e-6
     aspect = w / h  # relative to the image's own

@@ -57,7 +57,8 @@ def _report(data_dir):
 def _config(input_dirs, output_dir, **kwargs):
     settings = dict(min_shards=1, workers=1, show_progress=False)
     settings.update(kwargs)
-    return convert_config.ConvertConfig(input_dirs=list(input_dirs), output_dir=str(output_dir), **settings)
+    return convert_config.ConvertConfig(input_dirs=list(input_dirs), output_dir=str(output_dir),
+                                        **settings)
 
 
 def _copy_faces(faces_dir, destination, start, stop):
@@ -79,7 +80,8 @@ def test_report_counts_equal_readable_records_with_right_labels(data_dir):
     for split in dataset_files.SPLITS:
         records = _read_split(data_dir, split)
         assert len(records) == report["counts"][split] > 0
-        assert report["settings"]["shards"][split] == 2  # min_shards=2, far below the size-based count
+        # min_shards=2, far below the size-based count
+        assert report["settings"]["shards"][split] == 2
         sizes = {}
         for record in records.values():
             height, width, _ = tf.io.extract_jpeg_shape(record["image"]).numpy()
@@ -91,7 +93,8 @@ def test_report_counts_equal_readable_records_with_right_labels(data_dir):
             assert (record["age"], record["gender"], record["race"]) == (
                 expected.age, expected.gender, expected.race)
             assert record["age_range"] == labels.age_range(expected.age)
-            np.testing.assert_allclose(record["age_histogram"], labels.age_histogram(expected.age, 5.0))
+            np.testing.assert_allclose(record["age_histogram"],
+                                       labels.age_histogram(expected.age, 5.0))
     assert report["settings"]["age_deviation"] == 5.0
     assert report["settings"]["num_age_bins"] == labels.NUM_AGE_BINS
     assert report["images_per_second"] > 0
@@ -111,7 +114,8 @@ def test_splits_are_disjoint_complete_and_near_the_ratios(data_dir, faces_dir):
 def test_records_are_not_sorted_by_age_within_a_shard(data_dir):
     # UTKFace names start with the age: writing in name order would put one age band per shard.
     first_shard = sorted(tf.io.gfile.glob(dataset_files.shard_pattern(data_dir, "train")))[0]
-    ages = [schema.parse_examples(record)["age"].numpy() for record in tf.data.TFRecordDataset(first_shard)]
+    ages = [schema.parse_examples(record)["age"].numpy()
+            for record in tf.data.TFRecordDataset(first_shard)]
     assert ages != sorted(ages)
 
 
@@ -158,11 +162,14 @@ def _write_bad_inputs(faces_dir, root):
         expected[name] = outcome
 
     write("30_0_1_20170101000000001.jpg.chip.jpg", b"", image_files.REASON_EMPTY)
-    write("31_0_1_20170101000000002.jpg.chip.jpg", data[: len(data) // 2], image_files.REASON_TRUNCATED)
-    write("32_1_1_20170101000000003.jpg.chip.jpg", b"not an image\n" * 20, image_files.REASON_NOT_IMAGE)
+    write("31_0_1_20170101000000002.jpg.chip.jpg", data[: len(data) // 2],
+          image_files.REASON_TRUNCATED)
+    write("32_1_1_20170101000000003.jpg.chip.jpg", b"not an image\n" * 20,
+          image_files.REASON_NOT_IMAGE)
     save("33_1_2_20170101000000004.jpg.chip.jpg", Image.fromarray(pixels), "PNG")
     save("34_0_2_20170101000000005.jpg.chip.jpg", Image.fromarray(pixels).convert("L"), "JPEG")
-    save("35_0_3_20170101000000006.jpg.chip.jpg", Image.new("RGB", (40, 40), (200, 30, 30)).convert("CMYK"), "JPEG")
+    save("35_0_3_20170101000000006.jpg.chip.jpg",
+         Image.new("RGB", (40, 40), (200, 30, 30)).convert("CMYK"), "JPEG")
     save("36_1_3_20170101000000007.jpg.chip.jpg", Image.fromarray(pixels).convert("RGBA"), "PNG")
     write("53__0_20170116184028385.jpg.chip.jpg", data, names.REASON_EMPTY_FIELD)
     write("README.txt", b"UTKFace\n", names.REASON_NOT_IMAGE_NAME)
@@ -178,10 +185,11 @@ def _write_bad_inputs(faces_dir, root):
 @pytest.mark.parametrize("workers", [1, 2])  # in this process, and through the worker pool
 def test_bad_inputs_are_skipped_with_reasons_or_repaired(faces_dir, tmp_path, workers):
     expected, good, original = _write_bad_inputs(faces_dir, tmp_path / "in")
-    report = conversion.convert(_config([tmp_path / "in"], tmp_path / "out", split_ratios=(1.0, 0.0, 0.0),
-                                       workers=workers))
+    report = conversion.convert(_config([tmp_path / "in"], tmp_path / "out",
+                                       split_ratios=(1.0, 0.0, 0.0), workers=workers))
 
-    skipped = {os.path.relpath(item["path"], tmp_path / "in"): item["reason"] for item in report["skipped"]}
+    skipped = {os.path.relpath(item["path"], tmp_path / "in"): item["reason"]
+               for item in report["skipped"]}
     wanted_skips = {name: outcome for name, outcome in expected.items() if outcome != "kept"}
     wanted_skips[os.path.join("part_2", good[1])] = conversion.REASON_DUPLICATE
     assert skipped == wanted_skips
@@ -242,7 +250,8 @@ def test_a_split_without_records_gets_no_shards_and_tfds_still_loads(faces_dir, 
     report = conversion.convert(_config([tmp_path / "in"], tmp_path / "out", min_shards=4,
                                        split_ratios=(1.0, 0.0, 0.0)))
     assert report["counts"] == {"train": 3, "validation": 0, "test": 0}
-    assert report["settings"]["shards"] == {"train": 3, "validation": 0, "test": 0}  # never more than records
+    # never more than records
+    assert report["settings"]["shards"] == {"train": 3, "validation": 0, "test": 0}
     builder = tfds.builder_from_directory(str(tmp_path / "out"))
     assert set(builder.info.splits) == {"train"}
     assert sum(1 for _ in builder.as_dataset(split="train")) == 3
@@ -313,14 +322,16 @@ def test_interrupted_conversion_leaves_no_partial_shard_and_overwrite_redoes_it(
     with pytest.raises(KeyboardInterrupt):
         conversion.convert(_config([tmp_path / "in"], out, min_shards=2))
     monkeypatch.undo()
-    assert not tf.io.gfile.glob(dataset_files.shard_pattern(str(out), "*"))  # the partial shard has no final name
+    # the partial shard has no final name
+    assert not tf.io.gfile.glob(dataset_files.shard_pattern(str(out), "*"))
     assert not (out / "dataset_info.json").exists()
 
     with pytest.raises(convert_config.ConversionError, match="--overwrite"):
         conversion.convert(_config([tmp_path / "in"], out, min_shards=2))
     report = conversion.convert(_config([tmp_path / "in"], out, min_shards=2, overwrite=True))
     assert not (out / folder_swap.INCOMPLETE_DIR).exists()
-    assert sum(len(_read_split(str(out), split)) for split in dataset_files.SPLITS) == report["total_kept"] == 30
+    assert (sum(len(_read_split(str(out), split)) for split in dataset_files.SPLITS)
+            == report["total_kept"] == 30)
 
 
 def test_the_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
@@ -342,12 +353,14 @@ def test_the_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
 
 
 def test_count_shards():
-    config = convert_config.ConvertConfig(input_dirs=[], output_dir="", min_shards=4, shard_bytes=100)
+    config = convert_config.ConvertConfig(input_dirs=[], output_dir="", min_shards=4,
+                                          shard_bytes=100)
     assert shard_writer.count_shards(0, 0, config) == 0
     assert shard_writer.count_shards(1000, 150, config) == 4      # at least min_shards
     assert shard_writer.count_shards(1000, 1001, config) == 11    # about shard_bytes each
     assert shard_writer.count_shards(3, 10**6, config) == 3       # never more shards than records
-    fixed = convert_config.ConvertConfig(input_dirs=[], output_dir="", num_shards=7, shard_bytes=100)
+    fixed = convert_config.ConvertConfig(input_dirs=[], output_dir="", num_shards=7,
+                                         shard_bytes=100)
     assert shard_writer.count_shards(1000, 10**6, fixed) == 7
 
 
@@ -358,7 +371,8 @@ def test_assign_split_is_stable_and_follows_the_ratios():
     shares = {split: splits.count(split) / len(splits) for split in dataset_files.SPLITS}
     assert shares["train"] == pytest.approx(0.8, abs=0.015)
     assert shares["validation"] == pytest.approx(0.1, abs=0.01)
-    assert {split_files.assign_split(name, (1.0, 0.0, 0.0)) for name in file_names[:500]} == {"train"}
+    assert {split_files.assign_split(name, (1.0, 0.0, 0.0))
+            for name in file_names[:500]} == {"train"}
 
 
 def _run_script(*args):
@@ -371,10 +385,12 @@ def test_script_fails_in_one_line_on_a_missing_input_dir_or_bad_flag(tmp_path):
     result = _run_script("--input_dir", str(tmp_path / "missing"), "--output_dir", str(out))
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
-        f"make_tfrecords: error: input directory {tmp_path / 'missing'} does not exist; check --input_dir")
+        f"make_tfrecords: error: input directory {tmp_path / 'missing'} does not exist; "
+        "check --input_dir")
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "x.jpg").write_bytes(b"")
-    result = _run_script("--input_dir", str(tmp_path / "in"), "--output_dir", str(out), "--split_ratios", "0.9,0.2")
+    result = _run_script("--input_dir", str(tmp_path / "in"), "--output_dir", str(out),
+                         "--split_ratios", "0.9,0.2")
     assert result.returncode != 0 and "--split_ratios" in result.stderr.strip().splitlines()[-1]
     assert not out.exists()
 
@@ -442,7 +458,8 @@ def test_the_reduced_scale_check_rejects_what_a_full_size_decode_rejects(faces_d
 
 
 def test_workers_hold_a_bounded_number_of_images_whatever_the_dataset_size(faces_dir):
-    candidates, _ = conversion.collect_candidates(conversion.list_files([faces_dir]), (1.0, 0.0, 0.0))
+    candidates, _ = conversion.collect_candidates(conversion.list_files([faces_dir]),
+                                                  (1.0, 0.0, 0.0))
     candidates *= 6  # more than max_in_flight, so a queue of every task would show
     entries = record_encoder.label_entries([c.labels.age for c in candidates], 5.0)
     taken = 0
@@ -490,5 +507,6 @@ def test_a_failed_overwrite_keeps_the_previous_dataset(faces_dir, tmp_path):
 def test_worker_processes_import_no_tensorflow():
     # Spawned workers import the entry point and agetf.data.conversion; TensorFlow in each would
     # cost seconds and hundreds of MiB per worker.
-    code = "import sys, agetf.convert, agetf.data.conversion; assert 'tensorflow' not in sys.modules"
+    code = ("import sys, agetf.convert, agetf.data.conversion; "
+            "assert 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)

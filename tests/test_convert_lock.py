@@ -113,7 +113,8 @@ def test_a_second_conversion_into_a_folder_in_use_is_refused_in_one_line(tmp_pat
         input_dirs=[old], output_dir=str(out), min_shards=1, workers=1, show_progress=False,
         split_ratios=(1.0, 0.0, 0.0)))
     with open(tmp_path / "first.err", "w") as first_err:
-        first = subprocess.Popen([sys.executable, "-c", _AT_MOMENT, "pause", *convert_args(new, out)],
+        first = subprocess.Popen([sys.executable, "-c", _AT_MOMENT, "pause",
+                                  *convert_args(new, out)],
                                  env=ENV, cwd=REPO, text=True, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=first_err)
     try:

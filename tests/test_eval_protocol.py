@@ -8,8 +8,15 @@ import os
 import numpy as np
 import pytest
 
-from agetf.data import (conversion, conversion_report, convert_config, labels, names, split_files,
-                        synthetic)
+from agetf.data import (
+    conversion,
+    conversion_report,
+    convert_config,
+    labels,
+    names,
+    split_files,
+    synthetic,
+)
 from agetf.data.input_config import InputConfig
 from agetf.evaluation import evaluator
 from agetf.modeling import model as model_lib
@@ -200,9 +207,11 @@ def test_a_published_split_is_used_exactly_and_unlisted_files_are_skipped(small_
     skipped = {os.path.basename(item["path"]): item["reason"] for item in report["skipped"]}
     assert skipped == {name: "not in the split file" for name in names[27:]}
     assert report["settings"]["split_file_missing"] == ["ghost.jpg"]
-    assert "1 files of the split file are not in the input (e.g. ghost.jpg)" in conversion_report.summarize(report)
+    assert ("1 files of the split file are not in the input (e.g. ghost.jpg)"
+            in conversion_report.summarize(report))
     written = dict(read_rows(tmp_path / "out" / "splits.csv")[1:])
-    assert written == {**{n: "train" for n in names[:20]}, **{n: "validation" for n in names[20:23]},
+    assert written == {**{n: "train" for n in names[:20]},
+                       **{n: "validation" for n in names[20:23]},
                        **{n: "test" for n in names[23:27]}}
 
 

@@ -394,7 +394,8 @@ def test_range_and_gender_export_loads_and_gives_years(tmp_path):
         np.testing.assert_allclose(
             ages, np.sum(got["age_range"].numpy() * labels.AGE_RANGE_MIDPOINTS, axis=-1),
             rtol=0, atol=1e-4)
-        assert np.all((ages >= labels.AGE_RANGE_MIDPOINTS[0]) & (ages <= labels.AGE_RANGE_MIDPOINTS[-1]))
+        assert np.all((ages >= labels.AGE_RANGE_MIDPOINTS[0])
+                      & (ages <= labels.AGE_RANGE_MIDPOINTS[-1]))
     expected = expected_serving_outputs(model, image_ops.resize(images, IMG_DIM), traced=True)
     for name, value in expected.items():
         np.testing.assert_allclose(by_images[name], value, rtol=0, atol=1e-4, err_msg=name)
@@ -513,7 +514,8 @@ def test_test_time_flip_export_averages_the_image_and_its_mirror(all_heads, tmp_
     images = np.random.default_rng(3).integers(0, 256, (4, IMG_DIM, IMG_DIM, 3), dtype=np.uint8)
     export_dir = str(tmp_path / "flip_model")
     export.export_saved_model(all_heads, export_dir, img_dim=IMG_DIM, flip_average=True)
-    served = tf.saved_model.load(export_dir).signatures["serving_images"](images=tf.constant(images))
+    served = tf.saved_model.load(export_dir).signatures["serving_images"](
+        images=tf.constant(images))
     plain = expected_serving_outputs(all_heads, tf.constant(images, tf.float32), traced=True)
     mirror = expected_serving_outputs(all_heads, tf.constant(images[:, :, ::-1], tf.float32),
                                       traced=True)

@@ -65,7 +65,8 @@ def test_the_record_audit_finds_nothing_lost_in_an_intact_split_and_names_a_brok
         data_dir, tmp_path):
     report = json.load(open(os.path.join(data_dir, dataset_files.REPORT_FILE)))
     intact = record_audit.audit_split(data_dir, "train")
-    assert (intact.readable, intact.expected, intact.lost) == (report["counts"]["train"],) * 2 + ({},)
+    assert ((intact.readable, intact.expected, intact.lost)
+            == (report["counts"]["train"],) * 2 + ({},))
     assert "all" in intact.describe() and "readable" in intact.describe()
     directory, path = damaged_copy(data_dir, tmp_path, "flip")
     audit = record_audit.audit_split(directory, "train")
@@ -82,7 +83,8 @@ def test_skip_corrupt_records_counts_what_a_truncated_shard_loses_and_training_c
     lost = report["settings"]["shard_lengths"]["train"][index] - complete_records(path)
     assert lost > 0
     model_dir = tmp_path / "run"
-    result = run_cli(f"--data_dir={directory}", f"--model_dir={model_dir}", "--skip_corrupt_records",
+    result = run_cli(f"--data_dir={directory}", f"--model_dir={model_dir}",
+                     "--skip_corrupt_records",
                      "--img_dim=32", "--alpha=0.35", "--weights=none", "--batch_size=16",
                      "--epochs=1",
                      "--steps_per_epoch=2", "--steps_per_loop=2", "--noexport",
@@ -91,7 +93,8 @@ def test_skip_corrupt_records_counts_what_a_truncated_shard_loses_and_training_c
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     total = report["counts"]["train"]
-    assert f"skipping {lost:,} unreadable records of {total:,} in train ({path}: {lost})" in output, output[-3000:]
+    assert (f"skipping {lost:,} unreadable records of {total:,} in train ({path}: {lost})"
+            in output), output[-3000:]
     assert f"all {report['counts']['validation']:,} validation records are readable" in output
     assert json.load(open(model_dir / "evaluation.json"))["skipped_records"] == 0
     assert (model_dir / "final.keras").exists()
@@ -100,7 +103,8 @@ def test_skip_corrupt_records_counts_what_a_truncated_shard_loses_and_training_c
         events = event_accumulator.EventAccumulator(str(model_dir / "logs" / split),
                                                     size_guidance={"tensors": 0})
         events.Reload()
-        values = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("data/skipped_records")]
+        values = [float(tf.make_ndarray(e.tensor_proto))
+                  for e in events.Tensors("data/skipped_records")]
         assert values == [expected], (split, values)
 
 
@@ -143,11 +147,13 @@ def test_resuming_with_another_img_dim_is_refused_and_nothing_is_overwritten(tmp
 
 def _calls(tree, name):
     return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
-            and (getattr(node.func, "attr", None) == name or getattr(node.func, "id", None) == name)]
+            and (getattr(node.func, "attr", None) == name
+                 or getattr(node.func, "id", None) == name)]
 
 
 def test_models_load_in_keras_safe_mode_and_nothing_unpickles():
-    sources = glob.glob(os.path.join(REPO, "agetf", "*.py")) + glob.glob(os.path.join(REPO, "scripts", "*"))
+    sources = (glob.glob(os.path.join(REPO, "agetf", "*.py"))
+               + glob.glob(os.path.join(REPO, "scripts", "*")))
     loads = 0
     for path in filter(os.path.isfile, sources):  # not scripts/__pycache__
         text = open(path, encoding="utf-8").read()

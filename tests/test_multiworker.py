@@ -44,9 +44,11 @@ def start_workers(args, tmp_dirs):
     for index, tmp in enumerate(tmp_dirs):
         env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(tmp),
                    TF_NUM_INTEROP_THREADS="2", TF_NUM_INTRAOP_THREADS="1",
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen([sys.executable, "-m", "agetf.train", *args], env=env, cwd=REPO,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                   TF_CONFIG=json.dumps({"cluster": cluster,
+                                         "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen([sys.executable, "-m", "agetf.train", *args], env=env,
+                                      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
     return procs
 
 
@@ -68,7 +70,8 @@ def model_variables(checkpoint):
             if name.startswith("model/")}
 
 
-def test_two_workers_train_identically_only_the_chief_writes_and_a_rerun_resumes(data_dir, tmp_path):
+def test_two_workers_train_identically_only_the_chief_writes_and_a_rerun_resumes(
+        data_dir, tmp_path):
     model_dir = tmp_path / "run"
     tmp_dirs = [tmp_path / "tmp0", tmp_path / "tmp1"]
     for d in tmp_dirs:
@@ -98,7 +101,8 @@ def test_two_workers_train_identically_only_the_chief_writes_and_a_rerun_resumes
         assert (model_dir / name).exists(), name
     event_files = [os.path.join(root, f) for root, _, files in os.walk(model_dir / "logs")
                    for f in files if "tfevents" in f]
-    assert sorted(os.path.basename(os.path.dirname(f)) for f in event_files) == ["train", "validation"]
+    assert (sorted(os.path.basename(os.path.dirname(f)) for f in event_files)
+            == ["train", "validation"])
     assert not any(f.endswith(".keras") or "logs" in root for root, _, files in os.walk(tmp_dirs[1])
                    for f in files)
     history = json.load(open(model_dir / "history.json"))
@@ -146,7 +150,8 @@ def kill_one_and_check_the_survivor(args, tmp_dirs, marker, victim):
     return errors[0], outputs
 
 
-def test_a_killed_worker_stops_the_other_with_a_one_line_error_and_a_restart_resumes(data_dir, tmp_path):
+def test_a_killed_worker_stops_the_other_with_a_one_line_error_and_a_restart_resumes(
+        data_dir, tmp_path):
     model_dir = tmp_path / "run"
     checkpoints = str(model_dir / "checkpoints")
     tmp_dirs = [tmp_path / "tmp0", tmp_path / "tmp1"]
@@ -176,9 +181,9 @@ def test_a_killed_worker_stops_the_other_with_a_one_line_error_and_a_restart_res
 _RESET = ("Collective ops is aborted by: recvmsg:Connection reset by peer\nAdditional GRPC error "
           "information from remote target /job:worker/replica:0/task:1 while calling "
           "/tensorflow.WorkerService/RecvBuf:")
-_HEARTBEATS = ("Collective ops is aborted by: Error reported from /job:worker/task:1: The following "
-               "tasks are unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\n"
-               "The tasks have crashed.")
+_HEARTBEATS = ("Collective ops is aborted by: Error reported from /job:worker/task:1: The "
+               "following tasks are unhealthy (stopped sending heartbeats):\n"
+               "/job:worker/replica:0/task:1\nThe tasks have crashed.")
 _LEADER = ("Collective ops is aborted by: Failed to send RPC to coordination service. Either the "
            "leader task was preempted/died/restarted unexpectedly or this task is experiencing "
            "network issues.\nAdditional GRPC error information from remote target "

@@ -358,7 +358,8 @@ def test_early_stopping_ends_each_stage_and_a_stopped_run_stays_stopped(data_dir
     assert calls == ["frozen_backbone", "frozen_backbone", "fine_tune", "fine_tune"]
     assert int(first.fine_tune_start_epoch.numpy()) == 2 and first.total_epochs == 5
     assert ("Early stopping: val_loss has not improved for 1 epochs in stage frozen_backbone (best "
-            "1): stage frozen_backbone ends; stage fine_tune begins with a fresh patience count") in out
+            "1): stage frozen_backbone ends; stage fine_tune begins with a fresh patience "
+            "count") in out
     assert ("Stage fine_tune: unfreezing the whole backbone (--unfreeze_from=''), BatchNorm "
             "layers kept frozen") in out
     assert "in stage fine_tune (best 1): the run ends" in out
@@ -477,8 +478,8 @@ def test_lr_auto_runs_the_finder_and_trains_with_its_suggestion(
         data_dir, tmp_path, parse_train_flags, monkeypatch, capsys):
     model_dir = tmp_path / "run"
     argv = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--img_dim=32",
-            "--alpha=0.35", "--weights=none", "--batch_size=16", "--steps_per_epoch=3", "--epochs=2",
-            "--steps_per_loop=3", "--batchnorm_momentum=0.9", "--summary_images=0",
+            "--alpha=0.35", "--weights=none", "--batch_size=16", "--steps_per_epoch=3",
+            "--epochs=2", "--steps_per_loop=3", "--batchnorm_momentum=0.9", "--summary_images=0",
             "--mixed_precision=float32", "--strategy=default", "--seed=1",
             "--heads=age_histogram", "--lr=auto", "--lr_find_min=1e-5",
             "--lr_find_max=1", "--lr_find_steps=48",

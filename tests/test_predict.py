@@ -137,7 +137,8 @@ def test_format_prediction_uses_the_older_projects_lines():
     ]
     bare = crop_batches.Prediction(path="photo.jpg", age=81.0, female_probability=0.2)
     assert prediction_lines.format_prediction(bare) == [
-        "Predicting for image photo.jpg", "Predicted age: 81.0", "Predicted gender: male (p_female=0.20)"]
+        "Predicting for image photo.jpg", "Predicted age: 81.0",
+        "Predicted gender: male (p_female=0.20)"]
     broken = crop_batches.Prediction(path="x.jpg", error="cannot read x.jpg as an image (boom)")
     assert prediction_lines.format_prediction(broken) == [
         "Predicting for image x.jpg", "Error: cannot read x.jpg as an image (boom)"]
@@ -501,7 +502,8 @@ def read_rows(path):
         with open(path, newline="") as f:
             return list(csv.DictReader(f))
     with open(path) as f:
-        return [{key: "" if value is None else str(value) for key, value in json.loads(line).items()}
+        return [{key: "" if value is None else str(value)
+                 for key, value in json.loads(line).items()}
                 for line in f]
 
 

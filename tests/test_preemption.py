@@ -34,7 +34,8 @@ def wait_until(proc, condition):
             proc.wait(timeout=0.1)
         except subprocess.TimeoutExpired:
             continue
-        raise AssertionError(f"process ended before the condition held:\n{proc.stdout.read()[-3000:]}")
+        raise AssertionError("process ended before the condition held:\n"
+                             f"{proc.stdout.read()[-3000:]}")
     proc.kill()
     raise AssertionError("condition never held")
 
@@ -136,10 +137,10 @@ def test_kill_9_inside_a_checkpoint_save_and_inside_the_export_then_the_command_
     model_dir = str(tmp_path / "run")
     checkpoints = os.path.join(model_dir, "checkpoints")
     flags = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--img_dim=32", "--alpha=0.35",
-             "--weights=none", "--batch_size=8", "--steps_per_epoch=4", "--epochs=2", "--steps_per_loop=1",
-             "--checkpoint_every_steps=1", "--summary_images=0", "--batchnorm_momentum=0.9",
-             "--mixed_precision=float32", "--strategy=default", "--heads=age_histogram",
-             "--print_predictions=0"]
+             "--weights=none", "--batch_size=8", "--steps_per_epoch=4", "--epochs=2",
+             "--steps_per_loop=1", "--checkpoint_every_steps=1", "--summary_images=0",
+             "--batchnorm_momentum=0.9", "--mixed_precision=float32", "--strategy=default",
+             "--heads=age_histogram", "--print_predictions=0"]
 
     def run(*args):
         return subprocess.run([sys.executable, *args], env=ENV, cwd=REPO, text=True,

@@ -1,4 +1,5 @@
-"""Synthetic faces: deterministic, UTKFace-named, UTKFace-like ages, and age readable from pixels."""
+"""Synthetic faces: deterministic, UTKFace-named, UTKFace-like ages, and age readable from
+pixels."""
 
 import os
 
@@ -14,7 +15,8 @@ def _read_all(paths):
 
 def test_same_seed_writes_identical_files_whatever_the_workers(tmp_path):
     first = synthetic.write_synthetic_faces(str(tmp_path / "a"), count=6, seed=3, size=64)
-    second = synthetic.write_synthetic_faces(str(tmp_path / "b"), count=6, seed=3, size=64, workers=2)
+    second = synthetic.write_synthetic_faces(str(tmp_path / "b"), count=6, seed=3, size=64,
+                                             workers=2)
     assert [os.path.basename(p) for p in first] == [os.path.basename(p) for p in second]
     assert _read_all(first) == _read_all(second)
     other = synthetic.write_synthetic_faces(str(tmp_path / "c"), count=6, seed=4, size=64)
@@ -27,7 +29,8 @@ def test_files_are_rgb_jpegs_with_parseable_unique_names(faces_dir):
     for file_name in files:
         assert file_name.endswith(".jpg.chip.jpg")
         labels = names.parse_face_name(file_name)
-        assert 0 <= labels.age <= names.MAX_AGE and labels.gender in (0, 1) and 0 <= labels.race <= 4
+        assert (0 <= labels.age <= names.MAX_AGE and labels.gender in (0, 1)
+                and 0 <= labels.race <= 4)
     with Image.open(os.path.join(faces_dir, files[0])) as image:
         assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (200, 200))
 

@@ -1,4 +1,5 @@
-"""TFLite export: each variant, run by LiteRT's interpreter, predicts what the SavedModel predicts."""
+"""TFLite export: each variant, run by LiteRT's interpreter, predicts what the SavedModel
+predicts."""
 
 import inspect
 import os
@@ -30,8 +31,9 @@ SMALL_TOLERANCE_YEARS = {"float16": 0.25, "dynamic_int8": 2.0}
 
 def faces(count, seed):
     """Synthetic faces at IMG_DIM, so BatchNorm sees face-like statistics."""
-    return np.stack([synthetic.render_face(20 + 3 * i, i % 2, i % 5, np.random.default_rng([seed, i]),
-                                           size=IMG_DIM) for i in range(count)])
+    return np.stack([synthetic.render_face(20 + 3 * i, i % 2, i % 5,
+                                           np.random.default_rng([seed, i]), size=IMG_DIM)
+                     for i in range(count)])
 
 
 def build(policy="float32"):

@@ -82,7 +82,8 @@ def run_cli(*args, timeout=300):
                                "age_histogram, age_range, age, gender"),
     ("--tpu=grpc://10.0.0.2:8470", "--tpu=grpc://10.0.0.2:8470 applies to --strategy=tpu only"),
 ])
-def test_bad_flag_values_are_refused_with_the_fix(parse_train_flags, data_dir, tmp_path, bad_flag, message):
+def test_bad_flag_values_are_refused_with_the_fix(
+        parse_train_flags, data_dir, tmp_path, bad_flag, message):
     bad_flags = (bad_flag,) if isinstance(bad_flag, str) else bad_flag
     parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", *bad_flags)
     with pytest.raises(ValueError) as error:
@@ -353,7 +354,8 @@ def test_the_other_entry_points_name_the_flagfile_line_too(tmp_path, module, pro
 def test_flagfiles_absl_reads_as_flags_pass_the_check(tmp_path):
     from agetf.common import flagfiles
 
-    recipes = [os.path.join(REPO, "flags", recipe) for recipe in os.listdir(os.path.join(REPO, "flags"))]
+    recipes = [os.path.join(REPO, "flags", recipe)
+               for recipe in os.listdir(os.path.join(REPO, "flags"))]
     looped = tmp_path / "looped.flags"  # absl skips a flagfile that includes itself
     looped.write_text(f"// a comment\n\n--batch_size\n8\n--noexport\n--flagfile={looped}\n")
     for path in [*recipes, looped]:

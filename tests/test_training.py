@@ -118,8 +118,10 @@ def test_training_fits_a_fixed_batch(data_dir, tmp_path):
 def test_tensorboard_logs_losses_metrics_lr_speed_and_faces(trained_run):
     config = trained_run[0]
     logs = os.path.join(config.model_dir, "logs")
-    train_acc = event_accumulator.EventAccumulator(os.path.join(logs, "train"), size_guidance={"tensors": 0})
-    val_acc = event_accumulator.EventAccumulator(os.path.join(logs, "validation"), size_guidance={"tensors": 0})
+    train_acc = event_accumulator.EventAccumulator(os.path.join(logs, "train"),
+                                                   size_guidance={"tensors": 0})
+    val_acc = event_accumulator.EventAccumulator(os.path.join(logs, "validation"),
+                                                 size_guidance={"tensors": 0})
     train_acc.Reload()
     val_acc.Reload()
     train_scalars, val_scalars = scalar_values(train_acc), scalar_values(val_acc)
@@ -209,7 +211,8 @@ def test_mid_epoch_checkpoint_resumes_at_the_same_step(data_dir, tmp_path):
     weights = [w.numpy() for w in first.model.weights]
     second = trainer_lib.Trainer(config)
     assert second.resumed
-    assert (int(second.epoch.numpy()), int(second.step_in_epoch.numpy()), int(second.global_step.numpy())) == (0, 2, 2)
+    assert (int(second.epoch.numpy()), int(second.step_in_epoch.numpy()),
+            int(second.global_step.numpy())) == (0, 2, 2)
     for before, after in zip(weights, second.model.weights):
         np.testing.assert_array_equal(before, after.numpy())
     # Finishing the run continues from step 2, not from zero.
@@ -230,7 +233,8 @@ def test_each_head_combination_trains_resumes_and_evaluates(data_dir, tmp_path, 
     config = tiny_config(data_dir, tmp_path / "run", heads=heads, epochs=1, summary_images=2)
     trainer, history = train(config)
     assert np.isfinite(history["val_loss"][0])
-    expected = {"gender": "val_gender_accuracy", "age": "val_mae", "age_range": "val_age_range_accuracy"}
+    expected = {"gender": "val_gender_accuracy", "age": "val_mae",
+                "age_range": "val_age_range_accuracy"}
     for head in heads:
         assert expected[head] in history
     # A rerun with one more epoch resumes instead of starting over.
@@ -364,7 +368,8 @@ def test_one_device_and_two_replicas_take_the_same_step_on_the_same_global_batch
         else:
             trainer.model.set_weights(initial)
         before = [v.numpy() for v in trainer.model.trainable_variables]
-        data = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat())
+        data = strategy.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensors(batch).repeat())
         loss = trainer.train_steps(iter(data), 1)
         after = [v.numpy() for v in trainer.model.trainable_variables]
         results[name] = loss, [a - b for a, b in zip(after, before)]

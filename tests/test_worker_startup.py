@@ -16,6 +16,7 @@ import pytest
 
 from agetf.data import dataset_files
 from agetf.training import distribution, lost_workers
+
 from worker_processes import OutputReader, free_ports
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes and runs (pytest.ini)
@@ -139,5 +140,6 @@ def test_the_never_came_line_names_every_missing_worker():
         [("/job:chief/task:0", "c:1"), ("/job:worker/task:2", "w2:3")], timeout=30)
     assert line.startswith("/job:chief/task:0 at c:1, /job:worker/task:2 at w2:3 never came "
                            "(nothing listens there) within --worker_startup_timeout=30s; the "
-                           "job cannot start without them. Start every worker TF_CONFIG names"), line
+                           "job cannot start without them. Start every worker TF_CONFIG "
+                           "names"), line
     assert "\n" not in line and line.endswith("or raise --worker_startup_timeout")

@@ -9,7 +9,6 @@ the file and the line in one line instead.
 import os
 import sys
 
-
 _DIRECTIVES = ("--flagfile", "-flagfile")
 
 
@@ -41,7 +40,8 @@ def _problem_in(path, named_in, stack, flag_values):
         with open(path) as f:
             lines = f.readlines()
     except OSError as error:
-        return f"{named_in}cannot read flagfile {path} ({error.strerror}); check the --flagfile path"
+        return (f"{named_in}cannot read flagfile {path} ({error.strerror}); "
+                "check the --flagfile path")
     except ValueError:
         return f"{named_in}flagfile {path} is not a text file; check the --flagfile path"
     value_expected = False

@@ -12,7 +12,8 @@ AGE_HEADS = ("age_histogram", "age_range", "age")  # heads an age in years can b
 
 
 def select_heads(task_type, range_mode=False, predict_gender=False):
-    """Maps the older project's flags to head names (`--type`, `--range_mode`, `--predict_gender`)."""
+    """Maps the older project's flags to head names (`--type`, `--range_mode`,
+    `--predict_gender`)."""
     if task_type == "classification":
         heads = ["age_range" if range_mode else "age_histogram"]
     elif task_type == "regression":
@@ -59,5 +60,6 @@ def metric_names(heads):
 
 
 def lower_is_better(metric_name):
-    """Whether a smaller value of this metric is better (losses and MAE) or larger (accuracy, CS@5)."""
+    """Whether a smaller value of this metric is better (losses and MAE) or larger
+    (accuracy, CS@5)."""
     return metric_name.removeprefix("val_").endswith(("loss", "mae"))

@@ -48,7 +48,8 @@ def _holder_description(path):
         return "a process that has not written its pid yet"
     since = holder.get("since")
     since = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(since)) if since else ""
-    return f"pid {holder['pid']} on host {holder.get('host', '?')}, {holder.get('purpose', 'running')}{since}"
+    return (f"pid {holder['pid']} on host {holder.get('host', '?')}, "
+            f"{holder.get('purpose', 'running')}{since}")
 
 
 def hold(path, purpose):

@@ -3,12 +3,13 @@
 The input pipeline hands the training step uint8 images decoded at a fixed size (the
 "canvas", see `image_ops.plan_canvas`), and nothing else: on two cores a per-image
 bilinear resize to 128 px costs a quarter of a JPEG decode and a per-image flip nearly a
-whole one, so doing them on the CPU caps the pipeline far below the decode rate. Here every image of the
-batch gets its own random crop, flip, resize and occasional light blur in two batched
-matrix products (a separable, antialiased bilinear filter as interpolation matrices:
-XLA- and TPU-friendly, unlike CropAndResize), then an occasional grey and colour jitter.
-A crop box may be larger than the image (zoom out, `crop_scale` above 1): the face then
-appears smaller inside a mirrored border, as in a loosely framed or misaligned photo.
+whole one, so doing them on the CPU caps the pipeline far below the decode rate. Here
+every image of the batch gets its own random crop, flip, resize and occasional light blur
+in two batched matrix products (a separable, antialiased bilinear filter as interpolation
+matrices: XLA- and TPU-friendly, unlike CropAndResize), then an occasional grey and
+colour jitter. A crop box may be larger than the image (zoom out, `crop_scale` above 1):
+the face then appears smaller inside a mirrored border, as in a loosely framed or
+misaligned photo.
 
 Every op is stateless: `augment_batch(images, ..., seed)` gives the same result for the
 same seed eagerly, inside `tf.function` and inside `tf.data`, and the trainer derives the
@@ -19,7 +20,6 @@ same way and no two replicas share a crop.
 import math
 
 import tensorflow as tf
-
 
 __all__ = ["augment_batch", "min_crop_side"]
 

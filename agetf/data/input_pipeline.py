@@ -45,7 +45,8 @@ def read_shard(path):
 
 
 def find_corrupt_shards(files):
-    """The files among `files` whose TFRecord framing or checksums are broken, each with its error."""
+    """The files among `files` whose TFRecord framing or checksums are broken, each with
+    its error."""
     bad = []
     for path in files:
         _, error = read_shard(path)

@@ -12,6 +12,7 @@ import dataclasses
 
 from agetf.data import dataset_files, input_pipeline
 
+
 @dataclasses.dataclass(frozen=True)
 class SplitAudit:
     """What reading every shard of one split found."""
@@ -29,8 +30,10 @@ class SplitAudit:
     def describe(self):
         """One log line: how many records are skipped, of how many, and in which files."""
         if not self.lost:
-            return f"--skip_corrupt_records: all {self.readable:,} {self.split} records are readable"
-        files = ", ".join(f"{path}: {'unknown' if n is None else n}" for path, n in self.lost.items())
+            return (f"--skip_corrupt_records: all {self.readable:,} {self.split} records "
+                    "are readable")
+        files = ", ".join(f"{path}: {'unknown' if n is None else n}"
+                          for path, n in self.lost.items())
         if self.expected is None or None in self.lost.values():
             return (f"skipping unreadable records in {self.split}: at least {self.skipped:,} lost, "
                     f"{self.readable:,} readable ({files}); without conversion_report.json's shard "
@@ -41,7 +44,8 @@ class SplitAudit:
 
 def _shard_lengths(data_dir, split, files):
     """{path: records written}, from the conversion report; {} when it has no usable list."""
-    lengths = input_pipeline.read_report(data_dir).get("settings", {}).get("shard_lengths", {}).get(split)
+    lengths = (input_pipeline.read_report(data_dir).get("settings", {})
+               .get("shard_lengths", {}).get(split))
     if not isinstance(lengths, list):
         return {}
     known = {}

@@ -29,7 +29,8 @@ _FIRST_DATETIME = datetime.datetime(2017, 1, 1)
 
 
 def sample_ages(rng, count):
-    """Draws `count` ages 0..116 with a UTKFace-like shape: a 0-5 peak, a 20-35 bulk, a thin 80+ tail."""
+    """Draws `count` ages 0..116 with a UTKFace-like shape: a 0-5 peak, a 20-35 bulk, a thin
+    80+ tail."""
     component = rng.choice(4, size=count, p=(0.11, 0.47, 0.38, 0.04))
     ages = np.select(
         [component == 0, component == 1, component == 2],
@@ -50,7 +51,8 @@ def sample_labels(rng, count):
 
 def face_file_name(age, gender, race, index):
     """UTKFace aligned-set name with a unique 17-digit datetime derived from `index`."""
-    stamp = _FIRST_DATETIME + datetime.timedelta(seconds=int(index) * 7, milliseconds=int(index) % 997)
+    stamp = _FIRST_DATETIME + datetime.timedelta(seconds=int(index) * 7,
+                                                 milliseconds=int(index) % 997)
     digits = stamp.strftime("%Y%m%d%H%M%S") + f"{stamp.microsecond // 1000:03d}"
     return f"{int(age)}_{int(gender)}_{int(race)}_{digits}.jpg.chip.jpg"
 
@@ -77,12 +79,14 @@ def _draw_hair(draw, box, colour, gender, traits, rng, back):
     volume = 0.25 + 0.75 * traits["growth"]  # babies have little hair
     if back and gender == 1:
         length = bottom + height * (0.15 + 0.25 * volume)
-        draw.rounded_rectangle((left - 0.14 * width, top - 0.1 * height, right + 0.14 * width, length),
+        draw.rounded_rectangle((left - 0.14 * width, top - 0.1 * height,
+                                right + 0.14 * width, length),
                                radius=int(0.35 * width), fill=colour)
     if not back:
         recede = 0.12 * traits["sag"] * (1 - gender) * height  # men's hairlines recede
         cap_bottom = top + (0.18 + 0.12 * volume) * height + recede
-        draw.chord((left - 0.04 * width, top - 0.12 * height, right + 0.04 * width, cap_bottom + 0.25 * height),
+        draw.chord((left - 0.04 * width, top - 0.12 * height,
+                    right + 0.04 * width, cap_bottom + 0.25 * height),
                    180, 360, fill=colour)
 
 
@@ -106,9 +110,11 @@ def _draw_wrinkles(draw, face, eyes_y, mouth_y, traits, skin, rng):
         x = (left + right) / 2 + side * 0.43 * width
         for k in range(crow):
             dy = (k - (crow - 1) / 2) * 0.035 * width
-            draw.line((x, eyes_y + dy, x + side * 0.09 * width, eyes_y + 1.6 * dy), fill=colour, width=line_width)
+            draw.line((x, eyes_y + dy, x + side * 0.09 * width, eyes_y + 1.6 * dy),
+                      fill=colour, width=line_width)
         fold_x = (left + right) / 2 + side * 0.2 * width
-        draw.line((fold_x, mouth_y - 0.14 * width, fold_x + side * 0.05 * width, mouth_y + 0.02 * width),
+        draw.line((fold_x, mouth_y - 0.14 * width,
+                   fold_x + side * 0.05 * width, mouth_y + 0.02 * width),
                   fill=colour, width=line_width)
 
 
@@ -120,11 +126,13 @@ def _draw_eyes(draw, centre_x, eyes_y, width, traits, skin):
         x = centre_x + side * spacing
         draw.ellipse((x - radius * 1.4, eyes_y - radius, x + radius * 1.4, eyes_y + radius),
                      fill=(245, 245, 240))
-        draw.ellipse((x - radius * 0.7, eyes_y - radius * 0.7, x + radius * 0.7, eyes_y + radius * 0.7),
+        draw.ellipse((x - radius * 0.7, eyes_y - radius * 0.7,
+                      x + radius * 0.7, eyes_y + radius * 0.7),
                      fill=(60, 40, 30))
         if traits["sag"] > 0:
             bag = _rgb(skin * (0.85 - 0.2 * traits["sag"]))
-            draw.arc((x - radius * 1.3, eyes_y, x + radius * 1.3, eyes_y + radius * (1.6 + traits["sag"])),
+            draw.arc((x - radius * 1.3, eyes_y,
+                      x + radius * 1.3, eyes_y + radius * (1.6 + traits["sag"])),
                      20, 160, fill=bag, width=1 + int(2 * traits["sag"]))
         brow_y = eyes_y - radius * 1.9
         draw.line((x - radius * 1.5, brow_y, x + radius * 1.5, brow_y), fill=(50, 35, 25),
@@ -139,7 +147,8 @@ def render_face(age, gender, race, rng, size=200):
     draw = ImageDraw.Draw(image)
 
     skin = np.clip(_SKIN_RGB[race] * rng.uniform(0.88, 1.1) + rng.normal(0, 6, 3), 0, 255)
-    hair = _HAIR_RGB[rng.integers(len(_HAIR_RGB))] * (1 - traits["grey"]) + _GREY_RGB * traits["grey"]
+    hair = (_HAIR_RGB[rng.integers(len(_HAIR_RGB))] * (1 - traits["grey"])
+            + _GREY_RGB * traits["grey"])
     hair = np.clip(hair + rng.normal(0, 6, 3), 0, 255)
 
     # Children's faces are rounder; adult men have wider jaws. Sizes are fractions of the crop.
@@ -148,7 +157,8 @@ def render_face(age, gender, race, rng, size=200):
     scale = size * rng.uniform(0.9, 1.05)
     width = scale * (0.56 + 0.03 * (1 - gender) * traits["growth"])
     height = scale * (0.6 + 0.14 * traits["growth"])
-    face = (centre_x - width / 2, centre_y - height / 2, centre_x + width / 2, centre_y + height / 2)
+    face = (centre_x - width / 2, centre_y - height / 2,
+            centre_x + width / 2, centre_y + height / 2)
 
     _draw_hair(draw, face, _rgb(hair), gender, traits, rng, back=True)
     draw.rectangle((centre_x - width * 0.2, face[3] - height * 0.1, centre_x + width * 0.2, size),
@@ -156,8 +166,10 @@ def render_face(age, gender, race, rng, size=200):
     jaw = width * (0.34 - 0.1 * gender * traits["growth"]) * traits["growth"]
     draw.ellipse(face, fill=_rgb(skin))
     draw.rounded_rectangle((face[0] + (width - 2 * jaw) / 2 - width * 0.15, centre_y,
-                            face[2] - (width - 2 * jaw) / 2 + width * 0.15, face[3] + height * 0.02 * traits["sag"]),
-                           radius=int(width * (0.3 - 0.12 * (1 - gender) * traits["growth"])), fill=_rgb(skin))
+                            face[2] - (width - 2 * jaw) / 2 + width * 0.15,
+                            face[3] + height * 0.02 * traits["sag"]),
+                           radius=int(width * (0.3 - 0.12 * (1 - gender) * traits["growth"])),
+                           fill=_rgb(skin))
     _draw_hair(draw, face, _rgb(hair), gender, traits, rng, back=False)
 
     eyes_y = face[1] + height * (0.58 - 0.14 * traits["growth"])
@@ -168,22 +180,26 @@ def render_face(age, gender, race, rng, size=200):
               fill=_rgb(skin * 0.75), width=2)
     if gender == 0 and age >= 16 and rng.random() < 0.5:
         beard = _rgb(hair * 0.9)
-        draw.chord((centre_x - width * 0.38, mouth_y - height * 0.12, centre_x + width * 0.38, face[3] + height * 0.02),
+        draw.chord((centre_x - width * 0.38, mouth_y - height * 0.12,
+                    centre_x + width * 0.38, face[3] + height * 0.02),
                    0, 180, fill=beard)
     lips = (175, 60, 75) if gender == 1 else _rgb(skin * 0.7)
     mouth_w = width * (0.13 + 0.07 * traits["growth"])
-    draw.chord((centre_x - mouth_w, mouth_y - 0.03 * height, centre_x + mouth_w, mouth_y + 0.04 * height),
+    draw.chord((centre_x - mouth_w, mouth_y - 0.03 * height,
+                centre_x + mouth_w, mouth_y + 0.04 * height),
                0, 180, fill=lips)
     _draw_wrinkles(draw, face, eyes_y, mouth_y, traits, skin, rng)
     if traits["sag"] > 0.3:
         for _ in range(int(8 * traits["sag"])):  # age spots
-            x, y = rng.uniform(face[0] + width * 0.2, face[2] - width * 0.2), rng.uniform(face[1] + height * 0.2, mouth_y)
+            x, y = (rng.uniform(face[0] + width * 0.2, face[2] - width * 0.2),
+                    rng.uniform(face[1] + height * 0.2, mouth_y))
             draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=_rgb(skin * 0.7))
 
     image = image.rotate(rng.uniform(-8, 8), resample=Image.BILINEAR, fillcolor=_rgb(background))
     pixels = np.asarray(image, dtype=np.float32)
     light = np.linspace(rng.uniform(0.75, 1.0), rng.uniform(1.0, 1.2), size, dtype=np.float32)
-    pixels = pixels * (light[np.newaxis, :, np.newaxis] if rng.random() < 0.5 else light[:, np.newaxis, np.newaxis])
+    pixels = pixels * (light[np.newaxis, :, np.newaxis] if rng.random() < 0.5
+                       else light[:, np.newaxis, np.newaxis])
     pixels += rng.normal(0, rng.uniform(2, 8), size=pixels.shape).astype(np.float32)
     return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
 
@@ -193,7 +209,8 @@ def _write_one(task):
     # Each face has its own generator, so output does not depend on how work is split.
     rng = np.random.default_rng([seed, index])
     path = os.path.join(output_dir, face_file_name(age, gender, race, index))
-    Image.fromarray(render_face(age, gender, race, rng, size)).save(path, format="JPEG", quality=JPEG_QUALITY)
+    Image.fromarray(render_face(age, gender, race, rng, size)).save(
+        path, format="JPEG", quality=JPEG_QUALITY)
     return path
 
 
@@ -208,7 +225,8 @@ def write_synthetic_faces(output_dir, count, seed=0, size=200, workers=1):
         raise ValueError(f"size must be >= 32 pixels, got {size}")
     os.makedirs(output_dir, exist_ok=True)
     ages, genders, races = sample_labels(np.random.default_rng(seed), count)
-    tasks = [(output_dir, seed, i, int(ages[i]), int(genders[i]), int(races[i]), size) for i in range(count)]
+    tasks = [(output_dir, seed, i, int(ages[i]), int(genders[i]), int(races[i]), size)
+             for i in range(count)]
     if workers <= 1:
         return [_write_one(task) for task in tasks]
     # spawn, not fork: the caller may have TensorFlow's threads running.

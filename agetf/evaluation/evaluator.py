@@ -127,7 +127,8 @@ def summarize(outputs, batch_labels, train_ages, train_genders):
 
     decades = [(f"{d}-{d + 9}", (true_age >= d) & (true_age < d + 10)) for d in range(0, 80, 10)]
     decades.append(("80+", true_age >= 80))
-    genders = [(name, (batch_labels["gender"] > 0.5) == bool(i)) for i, name in enumerate(labels.GENDER_NAMES)]
+    genders = [(name, (batch_labels["gender"] > 0.5) == bool(i))
+               for i, name in enumerate(labels.GENDER_NAMES)]
     races = [(RACE_NAMES.get(r, str(r)), batch_labels["race"] == r) for r in sorted(RACE_NAMES)]
     by_group = (predicted_age, true_age, gender_hit, median_age, baseline_gender_hit)
     return {
@@ -141,8 +142,9 @@ def summarize(outputs, batch_labels, train_ages, train_genders):
 
 
 def prediction_lines(outputs, batch_labels, count):
-    """The older project's per-image lines for the first `count` images (agetf.evaluation.prediction_text's,
-    as agetf.predict prints them, without the female probability)."""
+    """The older project's per-image lines for the first `count` images
+    (agetf.evaluation.prediction_text's, as agetf.predict prints them, without the female
+    probability)."""
     lines = []
     faces = model_outputs.from_heads(outputs).faces(min(count, len(batch_labels["age"])))
     for i, face in enumerate(faces):
@@ -160,13 +162,16 @@ def format_report(report):
     metrics, baseline = report["metrics"], report["constant_baseline"]
     lines = [f"Evaluated {report['num_images']} {report.get('split', 'test')} images"
              + (f" (protocol {report['protocol']}: {PROTOCOLS[report['protocol']]})"
-                if report.get("protocol") in PROTOCOLS else ""), f"{'metric':<22}{'model':>10}{'constant':>10}"]
+                if report.get("protocol") in PROTOCOLS else ""),
+             f"{'metric':<22}{'model':>10}{'constant':>10}"]
     for name in ("mae", "cs5", "age_range_accuracy", "gender_accuracy"):
         if name in metrics:
-            lines.append(f"{name:<22}{metrics[name]:>10.3f}{baseline.get(name, float('nan')):>10.3f}")
+            lines.append(f"{name:<22}{metrics[name]:>10.3f}"
+                         f"{baseline.get(name, float('nan')):>10.3f}")
     lines.append(f"(constant predictor: age {baseline['constant_age']:.0f}, "
                  f"gender {baseline['constant_gender']})")
-    for title, key in (("age decade", "by_age_decade"), ("gender", "by_gender"), ("race", "by_race")):
+    for title, key in (("age decade", "by_age_decade"), ("gender", "by_gender"),
+                       ("race", "by_race")):
         rows = report[key]
         if not rows:
             continue

@@ -2,8 +2,9 @@
 agetf.predict (face crops and photos) and --annotate's captions print, in one place.
 
 The gender rule: female where the female probability is over 0.5, male at 0.5 and below.
-That is the rule of Keras' binary accuracy and of this project's gender_accuracy (agetf.modeling.heads,
-agetf.evaluation.evaluator), so a line never names another gender than the accuracy beside it counts.
+That is the rule of Keras' binary accuracy and of this project's gender_accuracy
+(agetf.modeling.heads, agetf.evaluation.evaluator), so a line never names another gender
+than the accuracy beside it counts.
 """
 
 import numpy as np

@@ -37,7 +37,8 @@ def per_example_losses(batch_labels, outputs, regression_loss="mse"):
         error = outputs["age"] - target
         if regression_loss == "huber":
             # delta 0.1 = 10 years: quadratic near the target, linear for outliers.
-            losses["age"] = tf.where(tf.abs(error) <= 0.1, 0.5 * error**2, 0.1 * (tf.abs(error) - 0.05))
+            losses["age"] = tf.where(tf.abs(error) <= 0.1, 0.5 * error**2,
+                                     0.1 * (tf.abs(error) - 0.05))
         else:
             losses["age"] = error**2
     if "gender" in outputs:

@@ -42,7 +42,8 @@ def epochs_since_best(values, minimize):
 def epoch_logs(train_results, val_results, *, lr, images_per_sec, seconds):
     """One epoch's row of the history: train and val_ metrics, lr, images/s, seconds."""
     logs = dict(train_results)
-    logs.update({("val_" + k if not k.startswith("val_") else k): v for k, v in val_results.items()})
+    logs.update({("val_" + k if not k.startswith("val_") else k): v
+                 for k, v in val_results.items()})
     logs["lr"] = lr
     logs["images_per_sec"] = images_per_sec
     logs["epoch_seconds"] = seconds
@@ -50,7 +51,8 @@ def epoch_logs(train_results, val_results, *, lr, images_per_sec, seconds):
 
 
 def append_epoch(history, epoch, logs):
-    """Appends epoch `epoch` (0-based) of `logs` to `history`; a key new this epoch gets NaNs before."""
+    """Appends epoch `epoch` (0-based) of `logs` to `history`; a key new this epoch gets NaNs
+    before."""
     for key, value in logs.items():
         history.setdefault(key, [np.nan] * epoch).append(float(value))
     history.setdefault("epoch", [])

@@ -252,7 +252,8 @@ class Trainer:
         if bool(self.non_finite.numpy()):
             raise NonFiniteLossError(
                 f"non-finite loss ({loss}) at epoch {int(self.epoch.numpy()) + 1}, step "
-                f"{int(self.step_in_epoch.numpy())}; stopped. {what_is_kept(self.restore_dir, self.config.model_dir)}; lower --lr "
+                f"{int(self.step_in_epoch.numpy())}; stopped. "
+                f"{what_is_kept(self.restore_dir, self.config.model_dir)}; lower --lr "
                 "or check the data")
         return loss
 

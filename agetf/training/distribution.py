@@ -50,7 +50,8 @@ def tf_config_workers():
 
 
 def tf_config_peers():
-    """The other tasks of TF_CONFIG's chief/worker jobs, e.g. [('/job:worker/task:1', 'host:port')]."""
+    """The other tasks of TF_CONFIG's chief/worker jobs, e.g.
+    [('/job:worker/task:1', 'host:port')]."""
     config = tf_config()
     task = config.get("task", {})
     me = (task.get("type"), str(task.get("index")))
@@ -257,7 +258,8 @@ def is_chief(strategy):
     task_type, task_id = resolver.task_type, resolver.task_id
     if task_type == "chief":
         return True
-    return task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    return (task_type == "worker" and task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
 
 
 def worker_dir(model_dir, strategy, subdir):
@@ -270,5 +272,5 @@ def worker_dir(model_dir, strategy, subdir):
         return os.path.join(model_dir, subdir)
     resolver = strategy.cluster_resolver
     tag = hashlib.sha1(os.path.abspath(model_dir).encode()).hexdigest()[:10]
-    return os.path.join(tempfile.gettempdir(), f"agetf-{tag}-{resolver.task_type}_{resolver.task_id}",
-                        subdir)
+    return os.path.join(tempfile.gettempdir(),
+                        f"agetf-{tag}-{resolver.task_type}_{resolver.task_id}", subdir)

@@ -34,7 +34,8 @@ def _reason(message, collective_timeout):
         return f"the chief's coordination service{' at ' + tasks if tasks else ''} is unreachable"
     aborted = re.search(r"Collective ops is aborted by: (.+)", message)
     line = aborted.group(1) if aborted else next(
-        (l for l in message.splitlines() if l.strip() and "Graph execution error" not in l), "")
+        (candidate for candidate in message.splitlines()
+         if candidate.strip() and "Graph execution error" not in candidate), "")
     return f"{line.strip()[:120]}" + (f" talking to {tasks}" if tasks else "")
 
 

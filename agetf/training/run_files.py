@@ -106,7 +106,8 @@ def load_trained_model(model_dir, warn=None):
             try:
                 model = keras.saving.load_model(path, safe_mode=True)
             except Exception as error:  # noqa: BLE001 - any failure to load is reported the same way
-                why = f"it does not load ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+                why = (f"it does not load ({type(error).__name__}: "
+                       f"{str(error).splitlines()[0][:200]})")
         if why is None:
             if damaged:
                 warn(f"{damaged[-1][0]} is damaged ({damaged[-1][1]}); using "

@@ -120,15 +120,17 @@ def train(config, strategy=None, flags_text=None):
     finder = config.lr_finder
     # --lr=auto on a resume: the finder ran when the run began; rerunning it on the trained
     # weights would change the learning rate mid-run (and cost its steps on every rerun).
-    resume_auto = bool(finder.use_suggestion and not finder.find_only and tf.train.latest_checkpoint(
-        os.path.join(config.model_dir, "checkpoints")))
+    resume_auto = bool(finder.use_suggestion and not finder.find_only
+                       and tf.train.latest_checkpoint(
+                           os.path.join(config.model_dir, "checkpoints")))
     if resume_auto:
         found = os.path.join(config.model_dir, "lr_find.json")
         suggestion = lr_finder.saved_suggestion(config.model_dir)
         if suggestion is None:
             raise UsageError(f"--lr=auto: {config.model_dir} holds a checkpoint to resume but "
-                             f"{found} is missing or unreadable, so the learning rate the run began "
-                             "with is unknown; resume with --lr=NUMBER, or use a new --model_dir")
+                             f"{found} is missing or unreadable, so the learning rate the run "
+                             "began with is unknown; resume with --lr=NUMBER, or use a new "
+                             "--model_dir")
         config = dataclasses.replace(config, lr=suggestion)
         print(f"Resuming with the learning rate the LR finder suggested when this run began, "
               f"{suggestion:.3g} (from {found}); the finder is not rerun")
