@@ -70,6 +70,28 @@ def config_to_json(config):
     return json.loads(json.dumps(settings, default=str))
 
 
+def check_batch_size(batch_size, replicas):
+    """A UsageError unless the global batch divides evenly across the replicas."""
+    if batch_size % replicas:
+        raise UsageError(f"--batch_size={batch_size} does not divide across "
+                         f"{replicas} replicas; use a multiple of {replicas}")
+
+
+def train_examples(config):
+    """The train split's size; a UsageError when it cannot fill one batch."""
+    num_train = input_pipeline.num_examples(config.input.data_dir, "train")
+    if num_train < config.batch_size:
+        raise UsageError(f"the train split has {num_train} images, fewer than "
+                         f"--batch_size={config.batch_size}; lower --batch_size")
+    return num_train
+
+
+def _counter(name, initial=0):
+    """A checkpointed int64 counter that every replica reads and the first one writes."""
+    return tf.Variable(initial, name=name, trainable=False, dtype=tf.int64,
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
 class Trainer:
     """Builds everything a run needs inside the strategy's scope, and trains it."""
 
@@ -78,16 +100,10 @@ class Trainer:
         runtime = config.runtime
         self.strategy = strategy or distribution.strategy_for(runtime)
         self.chief = distribution.is_chief(self.strategy)
-        replicas = self.strategy.num_replicas_in_sync
-        if config.batch_size % replicas:
-            raise UsageError(f"--batch_size={config.batch_size} does not divide across "
-                             f"{replicas} replicas; use a multiple of {replicas}")
+        check_batch_size(config.batch_size, self.strategy.num_replicas_in_sync)
         self.policy = distribution.resolve_mixed_precision(runtime.mixed_precision, self.strategy)
         distribution.set_precision_policy(self.policy)
-        self.num_train = input_pipeline.num_examples(config.input.data_dir, "train")
-        if self.num_train < config.batch_size:
-            raise UsageError(f"the train split has {self.num_train} images, fewer than "
-                             f"--batch_size={config.batch_size}; lower --batch_size")
+        self.num_train = train_examples(config)
         self.steps_per_epoch = config.steps_per_epoch or self.num_train // config.batch_size
         # Said when training starts (fit), so a trainer that never trains (the LR finder's)
         # does not repeat them.
@@ -106,13 +122,10 @@ class Trainer:
                                                dropout=mc.dropout)
             if mc.batchnorm_momentum is not None:
                 set_batchnorm_momentum(self.model, mc.batchnorm_momentum)
-            counter = dict(trainable=False, dtype=tf.int64,
-                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-            self.epoch = tf.Variable(0, name="epoch", **counter)
-            self.step_in_epoch = tf.Variable(0, name="step_in_epoch", **counter)
-            self.global_step = tf.Variable(0, name="global_step", **counter)
-            self.fine_tune_start_epoch = tf.Variable(config.fine_tune.head_epochs,
-                                                     name=_FINE_TUNE_START, **counter)
+            self.epoch = _counter("epoch")
+            self.step_in_epoch = _counter("step_in_epoch")
+            self.global_step = _counter("global_step")
+            self.fine_tune_start_epoch = _counter(_FINE_TUNE_START, config.fine_tune.head_epochs)
             self.train_metrics = heads.MetricSet(mc.heads)
             self.val_metrics = heads.MetricSet(mc.heads, prefix="val_")
         self.train_data = self.strategy.distribute_datasets_from_function(
@@ -215,9 +228,7 @@ class Trainer:
             self.schedule = schedules.make_schedule(
                 schedule_config, lr=lr, steps_per_epoch=self.steps_per_epoch,
                 total_steps=stage_epochs * self.steps_per_epoch)
-            self.stage_start_step = tf.Variable(
-                self.global_step.read_value(), trainable=False, dtype=tf.int64,
-                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, name="stage_start_step")
+            self.stage_start_step = _counter("stage_start_step", self.global_step.read_value())
             self.non_finite = tf.Variable(False, trainable=False,
                                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self.checkpoint = tf.train.Checkpoint(**self._checkpoint_objects())
