@@ -373,3 +373,30 @@ def test_flagfiles_absl_reads_as_flags_pass_the_check(tmp_path):
     assert flagfiles.flagfile_problem(["agetf.train", f"--flagfile={nested}"], train.FLAGS) == (
         f"{nested} line 1: cannot read flagfile {tmp_path / 'missing.flags'} (No such file or "
         "directory); check the --flagfile path")
+
+
+def test_flag_defaults_build_the_config_dataclasses_defaults(parse_train_flags, data_dir,
+                                                             tmp_path):
+    """Each default is written once, in its dataclass: a command line that sets nothing but
+    the folders builds the same settings as the dataclasses' own defaults."""
+    from agetf import config
+    from agetf.data.input_config import InputConfig
+
+    parse_train_flags(f"--data_dir={data_dir}", f"--model_dir={tmp_path}")
+    built = train.build_config()
+    for field, default in [("fine_tune", config.FineTuneConfig()),
+                           ("evaluation", config.EvalConfig()),
+                           ("export", config.ExportConfig()),
+                           ("runtime", config.RuntimeConfig()),
+                           ("schedule", config.TrainConfig.schedule)]:
+        assert type(getattr(built, field)) is type(default), field
+        assert getattr(built, field) == default, field
+    # The finder's suggestion is used exactly when no --lr is given: a flag-level choice.
+    assert dataclasses.replace(built.lr_finder, use_suggestion=False) == dataclasses.replace(
+        config.LRFinderConfig(), use_suggestion=False)
+    assert built.input == InputConfig(data_dir=data_dir)
+    assert built.model == ModelConfig(heads=built.model.heads)
+    for name in ("epochs", "batch_size", "lr", "optimizer", "momentum", "regression_loss",
+                 "steps_per_epoch", "validation_steps", "checkpoint_every_steps",
+                 "best_metric", "early_stopping_patience", "summary_images"):
+        assert getattr(built, name) == getattr(config.TrainConfig, name), name
