@@ -98,13 +98,13 @@ def predict_and_print(predictor, images: Sequence[str], batch_size: int = DEFAUL
         for prediction in crop_batches.predict_files(predictor, images, batch_size,
                                                      read_threads, limits):
             predictions.append(prediction)
+            prediction_lines.print_lines(prediction_lines.format_prediction(prediction), out,
+                                         bar)
             why = crop_batches.not_like_a_crop(prediction)
-            if why and not warned:
+            if why and not warned:  # after the image's lines, so it reads as about that image
                 warned = True
                 prediction_lines.print_lines([prediction_lines.crop_warning(
                     prediction.path, prediction.image_size, why)], warnings or sys.stderr, bar)
-            prediction_lines.print_lines(prediction_lines.format_prediction(prediction), out,
-                                         bar)
             bar.update(1)
     summary = prediction_lines.summarize(predictions)
     print("\n".join(prediction_lines.format_summary(summary)), file=out)

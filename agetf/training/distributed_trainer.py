@@ -103,6 +103,8 @@ class Trainer:
         check_batch_size(config.batch_size, self.strategy.num_replicas_in_sync)
         self.policy = distribution.resolve_mixed_precision(runtime.mixed_precision, self.strategy)
         distribution.set_precision_policy(self.policy)
+        # Here, where checkpoints are restored: every way of building a Trainer is checked.
+        checkpoints.check_run_definition(config.model_dir, config.model)
         self.num_train = train_examples(config)
         self.steps_per_epoch = config.steps_per_epoch or self.num_train // config.batch_size
         # Said when training starts (fit), so a trainer that never trains (the LR finder's)

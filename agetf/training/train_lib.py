@@ -116,7 +116,6 @@ def train(config, strategy=None, flags_text=None):
     Trainer holds model_dir's lock (trainer.run_lock) until released or garbage-collected."""
     ensure_writable_dir(config.model_dir)
     logging.info("Configuration: %s", json.dumps(trainer_lib.config_to_json(config)))
-    checkpoints.check_run_definition(config.model_dir, config.model)
     finder = config.lr_finder
     # --lr=auto on a resume: the finder ran when the run began; rerunning it on the trained
     # weights would change the learning rate mid-run (and cost its steps on every rerun).
