@@ -71,11 +71,6 @@ def _listening(address, timeout=1.0):
         return False
 
 
-def unreachable_peers():
-    """The peers of tf_config_peers() that accept no connection now: not started (yet)."""
-    return [(task, address) for task, address in tf_config_peers() if not _listening(address)]
-
-
 def resolve_strategy_name(name):
     """Turns `auto` into a concrete strategy name; checks the others."""
     check_strategy(name)
