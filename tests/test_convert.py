@@ -130,8 +130,8 @@ def test_tfds_loads_every_split_with_the_right_counts_and_keys(data_dir):
         dataset = builder.as_dataset(split=split)
         assert sum(1 for _ in dataset) == report["counts"][split]
     example = next(iter(builder.as_dataset(split="validation")))
-    assert set(example) == {"image", "age", "age_histogram", "age_range", "gender", "race",
-                            "filename", "height", "width"}
+    assert set(example) == {"image", "age", "age_min", "age_max", "age_histogram", "age_range",
+                            "gender", "race", "filename", "weight", "height", "width"}
     assert example["image"].shape == (200, 200, 3) and example["image"].dtype == tf.uint8
 
 

@@ -188,7 +188,7 @@ def _write_shards(config, candidates, skipped, folder):
     """The streaming pass: workers encode the candidates while their records are written into
     shards in `folder`. Returns ({split: SplitWriter}, _Outcome); `skipped` grows."""
     num_candidates, num_shards = plan_shards(candidates, config)
-    age_entries = record_encoder.label_entries([c.labels.age for c in candidates],
+    age_entries = record_encoder.label_entries([c.age_key for c in candidates],
                                                config.age_deviation)
     writers = {split: shard_writer.SplitWriter(folder, split, num_candidates[split],
                                                num_shards[split])

@@ -26,6 +26,11 @@ class Candidate:
     split: str
     notes: tuple = ()  # names.NOTES of an odd but parseable name
 
+    @property
+    def age_key(self):
+        """The record_encoder.label_entries key of its age label."""
+        return record_encoder.age_key(self.labels.age, self.labels.age_min, self.labels.age_max)
+
 
 def check_image(path):
     """Reads and decodes one file: returns (reason, height, width, jpeg).
@@ -49,8 +54,9 @@ def encode_face(candidate, age_entries_by_age):
         return reason, 0, 0, None
     labels = candidate.labels
     return None, height, width, record_encoder.encode_example(
-        jpeg=jpeg, age_entries=age_entries_by_age[labels.age], gender=labels.gender,
-        race=labels.race, filename=candidate.file_name, height=height, width=width)
+        jpeg=jpeg, age_entries=age_entries_by_age[candidate.age_key], gender=labels.gender,
+        race=labels.race, filename=candidate.file_name, height=height, width=width,
+        weight=labels.weight)
 
 
 _worker_age_entries = None  # each worker's copy of the label_entries() table
@@ -91,7 +97,7 @@ def encode_all(candidates, age_entries_by_age, workers):
 
     Args:
       candidates: Candidates, any iterable.
-      age_entries_by_age: record_encoder.label_entries() of every candidate's age.
+      age_entries_by_age: record_encoder.label_entries() of every candidate's age_key.
       workers: processes; 1 encodes in this one.
 
     Yields:

@@ -4,6 +4,7 @@ Age histogram: a discretized Gaussian over bins 0..100 (ages above 100 use the l
 bin as mean), mass of bin k = Phi((k+0.5-age)/sigma) - Phi((k-0.5-age)/sigma),
 renormalized to sum 1. Analytic and deterministic.
 Age ranges: 17 classes, [0,5), [5,10), ..., [75,80), 80+.
+An age range (min..max, inclusive): uniform over its whole years, then the same smoothing.
 Regression: target age / 100.
 Gender: 0 male, 1 female.
 """
@@ -41,14 +42,46 @@ def _check_deviation(age_deviation):
         raise UsageError(f"age_deviation must be > 0 years, got {age_deviation}")
 
 
-def age_histogram(age, age_deviation=DEFAULT_AGE_DEVIATION):
-    """Returns the 101-bin float32 histogram of one age (numpy)."""
-    _check_deviation(age_deviation)
+def _histogram64(age, age_deviation):
     mean = min(float(age), MAX_AGE_BIN)
     edges = (np.arange(NUM_AGE_BINS + 1, dtype=np.float64) - 0.5 - mean) / age_deviation
     cdf = 0.5 * (1.0 + _erf(edges / math.sqrt(2.0)))
     mass = np.diff(cdf)
+    return mass / mass.sum()
+
+
+def age_histogram(age, age_deviation=DEFAULT_AGE_DEVIATION):
+    """Returns the 101-bin float32 histogram of one age (numpy)."""
+    _check_deviation(age_deviation)
+    return _histogram64(age, age_deviation).astype(np.float32)
+
+
+def range_histogram(age_min, age_max, age_deviation=DEFAULT_AGE_DEVIATION):
+    """The 101-bin float32 histogram of an inclusive age range (numpy): the mean of
+    age_histogram(y) for every whole year y in age_min..age_max (uniform over the range, then
+    the same smoothing as one age). age_min == age_max gives age_histogram(age_min)."""
+    _check_deviation(age_deviation)
+    if not 0 <= age_min <= age_max:
+        raise UsageError(f"age range {age_min}-{age_max} must have 0 <= min <= max")
+    if age_min == age_max:
+        return age_histogram(age_min, age_deviation)
+    mass = np.mean([_histogram64(year, age_deviation)
+                    for year in range(int(age_min), int(age_max) + 1)], axis=0)
     return (mass / mass.sum()).astype(np.float32)
+
+
+def range_histogram_tf(age_min, age_max, age_deviation=DEFAULT_AGE_DEVIATION):
+    """TensorFlow version of `range_histogram` for scalars or batches; bounds above 100 count
+    as 100, and an unknown age (age_max < 0) gives all zeros."""
+    _check_deviation(age_deviation)
+    years = tf.range(NUM_AGE_BINS, dtype=tf.int64)
+    lower = tf.minimum(tf.cast(age_min, tf.int64), MAX_AGE_BIN)[..., tf.newaxis]
+    upper = tf.minimum(tf.cast(age_max, tf.int64), MAX_AGE_BIN)[..., tf.newaxis]
+    inside = tf.cast((years >= lower) & (years <= upper), tf.float64)  # [..., year]
+    per_year = tf.cast(age_histogram_tf(years, age_deviation), tf.float64)  # [year, bin]
+    mass = tf.tensordot(inside, per_year, axes=[[-1], [0]])
+    total = tf.reduce_sum(mass, axis=-1, keepdims=True)
+    return tf.cast(tf.math.divide_no_nan(mass, total), tf.float32)
 
 
 def age_histogram_tf(age, age_deviation=DEFAULT_AGE_DEVIATION):

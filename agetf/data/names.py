@@ -44,11 +44,19 @@ _DATETIME_DIGITS = 17
 
 @dataclasses.dataclass(frozen=True)
 class FaceLabels:
-    """Labels of one face: age in years, gender (0 male, 1 female), race (0-4, -1 unknown)."""
+    """Labels of one face: age in years, gender (0 male, 1 female), race (0-4, -1 unknown).
+
+    A manifest (agetf.data.manifest) may also give -1 for an unknown age or gender, an
+    inclusive age range (age_min, age_max; age is then its middle, rounded down) and a
+    sample weight; a file name never does.
+    """
 
     age: int
     gender: int
     race: int = UNKNOWN_RACE
+    age_min: int | None = None  # None: the age is exact (or unknown)
+    age_max: int | None = None
+    weight: float = 1.0
 
 
 class UnparseableName(ValueError):

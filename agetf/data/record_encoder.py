@@ -45,52 +45,93 @@ def _int_entry(key, value):
     return _feature_entry(key, record_fields.INT64, _varint(int(value)))
 
 
+@functools.lru_cache(maxsize=256)  # sample weights repeat too
+def _float_entry(key, value):
+    return _feature_entry(key, record_fields.FLOAT, struct.pack("<f", value))
+
+
 def feature_entry(name, value):
     """The encoded entry of the field `name` holding `value`.
 
     Args:
       name: a field of record_fields.FIELDS.
-      value: bytes or a str (UTF-8) for a BYTES field, an int for INT64, a sequence of
-        floats (stored as float32) for FLOAT.
+      value: bytes or a str (UTF-8) for a BYTES field, an int for INT64, a float for a
+        one-value FLOAT field, a sequence of floats (stored as float32) for a per-age-bin one.
 
     Returns:
       bytes to concatenate, in record_fields.FIELDS order, into encode_example's features.
     """
-    kind = record_fields.BY_NAME[name].kind
-    if kind == record_fields.INT64:
+    field = record_fields.BY_NAME[name]
+    if field.kind == record_fields.INT64:
         return _int_entry(name, int(value))
-    if kind == record_fields.FLOAT:
-        return _feature_entry(name, kind, struct.pack(f"<{len(value)}f", *value))
-    return _feature_entry(name, kind, value.encode("utf-8") if isinstance(value, str) else value)
+    if field.kind == record_fields.FLOAT:
+        if not field.per_age_bin:
+            return _float_entry(name, float(value))
+        return _feature_entry(name, field.kind, struct.pack(f"<{len(value)}f", *value))
+    return _feature_entry(name, field.kind,
+                          value.encode("utf-8") if isinstance(value, str) else value)
 
 
-def label_entries(ages, age_deviation):
-    """{age: {field: entry}} of the fields computed from the age (record_fields.AGE_FIELDS),
-    built once per age.
+def age_key(age=None, age_min=None, age_max=None):
+    """The label_entries key of a face's age label: the age (an int) when exact, (min, max)
+    for a range, None when unknown. age_min and age_max, when given, win over age."""
+    if age_min is None or age_max is None:
+        return None if age is None or age < 0 else int(age)
+    if age_min < 0 or age_max < 0:
+        return None
+    return int(age_min) if age_min == age_max else (int(age_min), int(age_max))
+
+
+def age_values(key):
+    """(age, age_min, age_max) stored for an age_key: a range's age is its middle rounded
+    down; an unknown age is -1 in all three."""
+    if key is None:
+        return (record_fields.UNKNOWN,) * 3
+    low, high = key if isinstance(key, tuple) else (key, key)
+    return (low + high) // 2, low, high
+
+
+def label_entries(keys, age_deviation):
+    """{key: {field: entry}} of the fields computed from the age label
+    (record_fields.AGE_FIELDS), built once per distinct label.
+
+    Args:
+      keys: age_key()s: exact ages (ints), (min, max) ranges, None for an unknown age.
+      age_deviation: sigma in years of the histogram's smoothing.
 
     Runs in the main process; the workers get the table (encode_example's age_entries).
     """
     from agetf.data import labels  # labels imports TensorFlow, which the workers never import
 
-    return {age: {"age": feature_entry("age", age),
-                  "age_histogram": feature_entry("age_histogram",
-                                                 labels.age_histogram(age, age_deviation).tolist()),
-                  "age_range": feature_entry("age_range", labels.age_range(age))}
-            for age in sorted(set(ages))}
+    table = {}
+    for key in set(keys):
+        age, age_min, age_max = age_values(key)
+        if key is None:
+            histogram, age_range = [0.0] * labels.NUM_AGE_BINS, record_fields.UNKNOWN
+        else:
+            histogram = labels.range_histogram(age_min, age_max, age_deviation).tolist()
+            age_range = labels.age_range(age)
+        values = {"age": age, "age_min": age_min, "age_max": age_max,
+                  "age_histogram": histogram, "age_range": age_range}
+        table[key] = {name: feature_entry(name, values[name])
+                      for name in record_fields.AGE_FIELDS}
+    return table
 
 
-def encode_example(*, jpeg, age_entries, **values):
+def encode_example(*, jpeg, age_entries, weight=1.0, **values):
     """The serialized tf.train.Example of one face.
 
     Args:
       jpeg: the encoded RGB JPEG, stored as the `image` field.
-      age_entries: label_entries()[age], the age's own fields.
-      **values: every other field by name: gender, race, filename, height, width.
+      age_entries: label_entries()[age_key], the age label's own fields.
+      weight: the face's sample weight.
+      **values: every other field by name: gender (-1 unknown), race, filename, height, width.
 
     Returns:
       The record's bytes, its fields in record_fields.FIELDS order.
     """
     values["image"] = jpeg
+    values["weight"] = weight
     features = b"".join(age_entries[field.name] if field.name in record_fields.AGE_FIELDS
                         else feature_entry(field.name, values[field.name])
                         for field in record_fields.FIELDS)
