@@ -1,6 +1,8 @@
-"""Convert folders of UTKFace-named face crops into sharded TFRecords.
+"""Convert folders of UTKFace-named face crops, or any face dataset with a manifest or a
+dataset adapter (--labels, --labels_format), into sharded TFRecords.
 
     scripts/make_tfrecords --input_dir ~/data/UTKFace --output_dir tfrecords/utkface
+    scripts/make_tfrecords --input_dir ~/data/faces --labels faces.csv --output_dir tfrecords/faces
     scripts/make_tfrecords --input_dir ~/data/UTKFace --output_dir tfrecords/utkface_coral \
         --split_file=train=utk_train.csv,test=utk_test.csv
     python -m agetf.convert --input_dir DIR [--input_dir DIR2 ...] --output_dir OUT
@@ -20,7 +22,13 @@ from absl import app, flags
 from agetf import UsageError
 from agetf.common import flagfiles
 from agetf.data import conversion, conversion_report  # no TensorFlow: workers import this module
-from agetf.data.convert_config import MIB, ConvertConfig, format_split_ratios, parse_split_ratios
+from agetf.data.convert_config import (
+    LABEL_FORMATS,
+    MIB,
+    ConvertConfig,
+    format_split_ratios,
+    parse_split_ratios,
+)
 from agetf.data.dataset_files import REPORT_FILE
 
 FLAGS = flags.FLAGS
@@ -62,6 +70,17 @@ def define_flags():
     flags.DEFINE_boolean("write_split_file", defaults.write_split_file, "Write "
                          "OUTPUT_DIR/splits.csv (file name, split) of every kept file, so others "
                          "can reproduce the split with --split_file.")
+    flags.DEFINE_string("labels", defaults.labels, "Labels from a manifest instead of file "
+                        "names: a .csv (header row) or .jsonl file with columns file (path "
+                        "under --input_dir), age (34, 30-39, 70+, '(25, 32)' or empty), gender "
+                        "(female/f/1, male/m/0 or empty), and optional race, split, weight; or, "
+                        "with --labels_format, that dataset's label file or folder.")
+    flags.DEFINE_enum("labels_format", defaults.labels_format, list(LABEL_FORMATS),
+                      "Read a downloaded dataset's own label files (docs/converting.md).")
+    flags.DEFINE_boolean("apparent_age", defaults.apparent_age, "appa_real: train on the mean "
+                         "apparent age instead of the real age.")
+    flags.DEFINE_float("min_face_score", defaults.min_face_score, "imdb_wiki: skip faces whose "
+                       "detector score is lower.")
     flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 
@@ -81,6 +100,10 @@ def build_config():
         show_progress=FLAGS.progress,
         split_file=FLAGS.split_file or None,  # the converter parses it and expands each path's ~
         write_split_file=FLAGS.write_split_file,
+        labels=os.path.expanduser(FLAGS.labels) if FLAGS.labels else None,
+        labels_format=FLAGS.labels_format,
+        apparent_age=FLAGS.apparent_age,
+        min_face_score=FLAGS.min_face_score,
     )
 
 

@@ -23,6 +23,8 @@ from agetf.common import folder_swap, progress, run_lock
 from agetf.data import (
     conversion_report,
     conversion_workers,
+    label_adapters,
+    manifest,
     names,
     record_encoder,
     shard_writer,
@@ -54,6 +56,8 @@ def convert(config):
         folder; the output folder is left as it was.
     """
     check_folders(config)
+    # A manifest's header and paths are checked before anything is written or locked.
+    labelled = _labelled_candidates(config) if config.reads_labels_file else None
     output = os.path.realpath(config.output_dir)  # the folder swapped, not a link to it
     created_output = not os.path.isdir(output)
     lock = _lock_output(config, output)
@@ -61,7 +65,7 @@ def convert(config):
         folder_swap.finish_interrupted_swap(output, is_dataset_file)
         # Again, now that no other conversion can write there: one may have just finished.
         _refuse_a_full_output_without_overwrite(config)
-        return _convert_locked(config, output)
+        return _convert_locked(config, output, labelled)
     except ConversionError:
         if created_output:
             folder_swap.remove_created(output, LOCK_FILE)
@@ -133,7 +137,7 @@ def _swap_order(entry):
 class _Outcome:
     """What the streaming pass found, besides the records it wrote."""
 
-    skipped: list  # [(path, reason)]
+    skipped: list  # [(path, reason)], or (path, reason, labels file, line) of a manifest's row
     kept_names: dict = dataclasses.field(default_factory=lambda: {split: [] for split in SPLITS})
     noted: dict = dataclasses.field(default_factory=dict)  # {note: [file names]} of odd kept names
     image_sizes: dict = dataclasses.field(default_factory=lambda: {split: {} for split in SPLITS})
@@ -146,16 +150,29 @@ class _Outcome:
         sizes[f"{height}x{width}"] = sizes.get(f"{height}x{width}", 0) + 1
 
 
-def _convert_locked(config, output):
+def _labelled_candidates(config):
+    """(candidates, skipped, seconds) of a manifest or a dataset adapter's label files."""
     start = time.monotonic()
-    plan = None
-    if config.split_file:
-        plan = split_files.read_split_files(config.split_file, config.split_ratios)
-    split_map = plan.splits if plan else None
-    paths = list_files(config.input_dirs)
-    # A partial copy of the dataset silently gives another split: name what is missing.
-    missing = sorted(set(split_map) - {os.path.basename(p) for p in paths}) if split_map else []
-    candidates, skipped = collect_candidates(paths, config.split_ratios, split_map)
+    candidates, skipped = manifest.collect_candidates(label_adapters.read_rows(config),
+                                                      config.input_dirs[0], config.split_ratios)
+    return candidates, skipped, time.monotonic() - start
+
+
+def _convert_locked(config, output, labelled=None):
+    start = time.monotonic()
+    plan, missing = None, []
+    if labelled:
+        candidates, skipped, seconds = labelled
+        start -= seconds  # reading the labels is part of the conversion's time
+    else:
+        if config.split_file:
+            plan = split_files.read_split_files(config.split_file, config.split_ratios)
+        split_map = plan.splits if plan else None
+        paths = list_files(config.input_dirs)
+        # A partial copy of the dataset silently gives another split: name what is missing.
+        missing = (sorted(set(split_map) - {os.path.basename(p) for p in paths})
+                   if split_map else [])
+        candidates, skipped = collect_candidates(paths, config.split_ratios, split_map)
     candidates = order_for_writing(candidates)
     import tensorflow as tf  # noqa: F401  (imported before the bar starts, so its rate is honest)
 
@@ -163,7 +180,7 @@ def _convert_locked(config, output):
     writers, outcome = _write_shards(config, candidates, skipped, incomplete)
     if not outcome.kept_names["train"]:
         shutil.rmtree(incomplete)
-        reasons = ", ".join(sorted({reason for _, reason in skipped})) or "none found"
+        reasons = ", ".join(sorted({item[1] for item in skipped})) or "none found"
         raise ConversionError(f"no usable training image in {', '.join(config.input_dirs)} "
                               f"({len(skipped)} skipped: {reasons}); check --input_dir")
 
@@ -201,7 +218,7 @@ def _write_shards(config, candidates, skipped, folder):
         for candidate, (reason, height, width, record) in zip(candidates, results):
             writers[candidate.split].add(record)
             if reason:
-                skipped.append((candidate.path, reason))
+                skipped.append((candidate.path, reason, *candidate.where))
             else:
                 outcome.keep(candidate, height, width)
             bar.add(1)

@@ -36,6 +36,13 @@ def _split_settings(config, plan, missing):
     }
 
 
+def _skipped_entry(path, reason, labels_file=None, line=None):
+    """One `skipped` item: a manifest's row also gives its labels file and line."""
+    if labels_file is None:
+        return {"path": path, "reason": reason}
+    return {"path": path, "reason": reason, "labels_file": labels_file, "line": line}
+
+
 def write_report(config, shard_lengths, skipped, start, plan=None, image_sizes=None,
                  missing_from_split_file=(), noted=None, folder=None):
     """Writes conversion_report.json into `folder` atomically and returns its contents.
@@ -43,7 +50,8 @@ def write_report(config, shard_lengths, skipped, start, plan=None, image_sizes=N
     Args:
       config: the conversion's ConvertConfig.
       shard_lengths: {split: [records in each shard]}.
-      skipped: [(path, reason)] of every file left out.
+      skipped: [(path, reason)] of every file left out; a manifest's rows add (labels file,
+        line).
       start: time.monotonic() when the conversion started.
       plan: the split_files.SplitPlan of --split_file, or None for the hash split.
       image_sizes: {split: {"HxW": count}} of the kept images.
@@ -57,15 +65,15 @@ def write_report(config, shard_lengths, skipped, start, plan=None, image_sizes=N
     counts = {split: sum(shard_lengths[split]) for split in SPLITS}
     kept = sum(counts.values())
     by_reason = {}
-    for _, reason in skipped:
-        by_reason[reason] = by_reason.get(reason, 0) + 1
+    for item in skipped:
+        by_reason[item[1]] = by_reason.get(item[1], 0) + 1
     report = {
         "schema_version": record_fields.SCHEMA_VERSION,
         "counts": counts,
         "total_kept": kept,
         "total_skipped": len(skipped),
         "skipped_by_reason": dict(sorted(by_reason.items())),
-        "skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped)],
+        "skipped": [_skipped_entry(*item) for item in sorted(skipped)],
         # Kept files whose names are odd but parse unambiguously, e.g. without a race field.
         "kept_with_notes": {note: {"count": len(noted[note]), "files": sorted(noted[note])}
                             for note in names.NOTES if note in (noted or {})},
@@ -78,6 +86,12 @@ def write_report(config, shard_lengths, skipped, start, plan=None, image_sizes=N
             "num_age_ranges": labels.NUM_AGE_RANGES,
             "split_ratios": dict(zip(SPLITS, config.split_ratios)),
             **_split_settings(config, plan, missing_from_split_file),
+            "labels": config.labels,
+            "labels_format": (config.labels_format or "manifest" if config.reads_labels_file
+                              else "file names"),
+            "apparent_age": config.apparent_age,
+            "min_face_score": (config.min_face_score if config.labels_format == "imdb_wiki"
+                               else None),
             "shards": {split: len(shard_lengths[split]) for split in SPLITS},
             "shard_lengths": shard_lengths,
         },

@@ -25,6 +25,7 @@ class Candidate:
     labels: names.FaceLabels
     split: str
     notes: tuple = ()  # names.NOTES of an odd but parseable name
+    where: tuple = ()  # (labels file, line) of a manifest's row, for the report
 
     @property
     def age_key(self):

@@ -17,6 +17,9 @@ from agetf import UsageError
 
 MIB = 2**20  # --shard_mb is in MiB; the config holds bytes
 _DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# The dataset adapters (agetf.data.label_adapters, one module each); named here so that the
+# config checks a name without importing them.
+LABEL_FORMATS = ("imdb_wiki", "appa_real", "afad", "adience", "fairface")
 
 
 class ConversionError(UsageError):
@@ -43,6 +46,13 @@ class ConvertConfig:
         rows, or per-split CSVs with a `file` column, "train=TRAIN.csv,test=TEST.csv"
         (agetf.data.split_files.read_split_files).
       write_split_file: write OUTPUT/splits.csv of every kept file.
+      labels: a manifest (.csv or .jsonl) whose `file` paths are relative to the one input
+        folder (agetf.data.manifest), or an adapter's label file or folder; None: labels come
+        from the file names.
+      labels_format: a dataset's published layout (agetf.data.label_adapters.FORMATS), read
+        by its adapter; None: --labels is a manifest.
+      apparent_age: appa_real: the mean apparent age instead of the real one.
+      min_face_score: imdb_wiki: faces whose detector score is lower are skipped.
     """
 
     input_dirs: tuple
@@ -58,6 +68,10 @@ class ConvertConfig:
     show_progress: bool = True
     split_file: str | None = None
     write_split_file: bool = False
+    labels: str | None = None
+    labels_format: str | None = None
+    apparent_age: bool = False
+    min_face_score: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "input_dirs", tuple(os.fspath(d) for d in self.input_dirs))
@@ -83,6 +97,30 @@ class ConvertConfig:
                 "use letters, digits and underscores, starting with a letter")
         if self.workers is not None and self.workers < 1:
             raise ConversionError(f"--workers must be >= 1, got {self.workers}")
+        self._check_labels()
+
+    @property
+    def reads_labels_file(self):
+        """Whether labels come from --labels or --labels_format, not from file names."""
+        return bool(self.labels or self.labels_format)
+
+    def _check_labels(self):
+        if self.labels is not None:
+            object.__setattr__(self, "labels", os.fspath(self.labels))
+        if self.labels_format is not None and self.labels_format not in LABEL_FORMATS:
+            raise ConversionError(f"--labels_format={self.labels_format!r} is unknown; use one "
+                                  f"of {', '.join(LABEL_FORMATS)}, or leave it out for a "
+                                  "manifest")
+        if not self.reads_labels_file:
+            return
+        if len(self.input_dirs) != 1:
+            raise ConversionError("--labels reads paths relative to one --input_dir; got "
+                                  f"{len(self.input_dirs)}: give one, the manifest's root")
+        if self.split_file:
+            raise ConversionError("--split_file does not combine with --labels; put each "
+                                  "file's split in the manifest's 'split' column")
+        if self.apparent_age and self.labels_format != "appa_real":
+            raise ConversionError("--apparent_age is for --labels_format=appa_real only")
 
 
 def parse_split_ratios(text):

@@ -1,0 +1,312 @@
+"""Labels from a manifest: a CSV (with a header row) or JSON-lines file naming each image and
+its labels, the alternative to labels in file names (agetf.data.names).
+
+Columns: `file` (the image's path under the input folder; required), `age` (whole years `34`,
+an inclusive range `30-39`, `(25, 32)`, or `70+` = 70-100; may be empty), `gender`
+(`female`/`f`/`1`, `male`/`m`/`0`, or empty), `race` (0-4 or empty), `split`
+(`train`/`validation`/`test` or empty: the name hash decides) and `weight` (a positive sample
+weight, default 1). The dataset adapters (agetf.data.label_adapters) write the same Rows.
+A row that cannot be used is skipped with its line and reason; a file without a `file`
+column, or with neither `age` nor `gender`, and a path leaving the input folder, refuse the
+whole conversion before any image is read. No TensorFlow.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import re
+import stat
+
+from agetf.data import conversion_workers, names, split_files
+from agetf.data.convert_config import ConversionError
+from agetf.data.dataset_files import SPLITS
+from agetf.data.record_fields import UNKNOWN
+
+MAX_AGE = 100  # a manifest's ages and ranges lie in 0-100 (labels.MAX_AGE_BIN)
+COLUMNS = ("file", "age", "gender", "race", "split", "weight")
+LABEL_COLUMNS = ("age", "gender")  # a manifest needs at least one of them
+GENDERS = {"male": 0, "m": 0, "0": 0, "female": 1, "f": 1, "1": 1, "": UNKNOWN}
+
+REASON_NO_FILE = "file not found"
+REASON_DUPLICATE = "duplicate file"
+REASON_NO_PATH = "empty file column"
+REASON_AGE = "age not whole years or a range (34, 30-39, 70+, (25, 32))"
+REASON_AGE_OUTSIDE = f"age outside 0-{MAX_AGE}"
+REASON_AGE_BACKWARDS = "age range ends before it starts"
+REASON_GENDER = "unknown gender word (female, f, 1, male, m, 0 or empty)"
+REASON_RACE = "race not 0-4"
+REASON_SPLIT = "split not train, validation or test"
+REASON_WEIGHT = "weight not a positive number"
+REASONS = (REASON_NO_FILE, REASON_DUPLICATE, REASON_NO_PATH, REASON_AGE, REASON_AGE_OUTSIDE,
+           REASON_AGE_BACKWARDS, REASON_GENDER, REASON_RACE, REASON_SPLIT, REASON_WEIGHT)
+
+_EXACT = re.compile(r"^\d+$")
+_RANGE = re.compile(r"^\(?\s*(\d+)\s*[-,]\s*(\d+)\s*\)?$")  # 30-39, (25, 32)
+_OPEN = re.compile(r"^(\d+)\s*\+$")  # 70+
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One face's labels as a manifest (or an adapter) gives them, not yet checked.
+
+    Attributes:
+      line: where it is: the line in labels_file (a CSV's header is line 1), or an adapter's
+        entry number.
+      labels_file: the file the row came from (its base name goes into the report).
+      file: the image's path under the input folder, as written.
+      age, gender, race, split, weight: the columns' values (str, a number, or None).
+      skip: an adapter's reason to leave the face out (e.g. a low face score), or None.
+    """
+
+    line: int
+    labels_file: str
+    file: str
+    age: object = None
+    gender: object = None
+    race: object = None
+    split: object = None
+    weight: object = None
+    skip: str | None = None
+
+
+class BadRow(ValueError):
+    """A row whose labels cannot be used; the message is one of REASONS."""
+
+
+def _text(value):
+    if value is None or (isinstance(value, float) and value != value):  # None, NaN: empty
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def parse_age(value):
+    """(age, age_min, age_max) of an age cell: an exact age has no bounds (None, None); a
+    range's age is its middle rounded down; an empty cell gives (-1, None, None).
+
+    Raises:
+      BadRow: not an age, out of 0-MAX_AGE, or a backwards range.
+    """
+    text = _text(value)
+    if not text:
+        return UNKNOWN, None, None
+    if _EXACT.match(text):
+        age = int(text)
+        if age > MAX_AGE:
+            raise BadRow(REASON_AGE_OUTSIDE)
+        return age, None, None
+    match = _RANGE.match(text) or _OPEN.match(text)
+    if not match:
+        raise BadRow(REASON_AGE)
+    low = int(match.group(1))
+    high = int(match.group(2)) if match.re is _RANGE else MAX_AGE
+    if low > MAX_AGE or high > MAX_AGE:
+        raise BadRow(REASON_AGE_OUTSIDE)
+    if low > high:
+        raise BadRow(REASON_AGE_BACKWARDS)
+    if low == high:
+        return low, None, None
+    return (low + high) // 2, low, high
+
+
+def parse_gender(value):
+    """0 male, 1 female, -1 unknown (empty); BadRow for any other word."""
+    try:
+        return GENDERS[_text(value).lower()]
+    except KeyError:
+        raise BadRow(REASON_GENDER) from None
+
+
+def parse_race(value):
+    text = _text(value)
+    if not text:
+        return names.UNKNOWN_RACE
+    if not _EXACT.match(text) or int(text) >= names.NUM_RACES:
+        raise BadRow(REASON_RACE)
+    return int(text)
+
+
+def parse_split(value):
+    """A split name, or None (the name hash decides)."""
+    text = _text(value).lower()
+    if not text:
+        return None
+    if text not in SPLITS:
+        raise BadRow(REASON_SPLIT)
+    return text
+
+
+def parse_weight(value):
+    text = _text(value)
+    if not text:
+        return 1.0
+    try:
+        weight = float(text)
+    except ValueError:
+        raise BadRow(REASON_WEIGHT) from None
+    if not 0 < weight < float("inf"):
+        raise BadRow(REASON_WEIGHT)
+    return weight
+
+
+def row_labels(row):
+    """(FaceLabels, split or None) of a row; raises BadRow."""
+    age, age_min, age_max = parse_age(row.age)
+    labels = names.FaceLabels(age=age, gender=parse_gender(row.gender), race=parse_race(row.race),
+                              age_min=age_min, age_max=age_max, weight=parse_weight(row.weight))
+    return labels, parse_split(row.split)
+
+
+def check_columns(columns, path):
+    """ConversionError (one line) for a header without `file`, or with neither age nor
+    gender."""
+    columns = [column for column in columns if column]
+    if "file" not in columns:
+        raise ConversionError(f"labels file {path} has no 'file' column (it has: "
+                              f"{', '.join(columns) or 'nothing'}); name the image path column "
+                              "'file'")
+    if not any(column in columns for column in LABEL_COLUMNS):
+        raise ConversionError(f"labels file {path} has neither an 'age' nor a 'gender' column; "
+                              "add at least one")
+
+
+def _normalized(header):
+    return [(column or "").strip().lower() for column in header]
+
+
+def _csv_rows(path):
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = _normalized(next(reader, []))
+        check_columns(header, path)
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue
+            values = dict(zip(header, cells))
+            yield Row(line=reader.line_num, labels_file=path, file=values.get("file", ""),
+                      **{column: values.get(column) for column in COLUMNS[1:]})
+
+
+def _jsonl_rows(path):
+    with open(path, encoding="utf-8-sig") as f:
+        checked = False
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                values = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ConversionError(f"labels file {path} line {line_number} is not JSON "
+                                      f"({error.msg}); write one object per line") from None
+            if not isinstance(values, dict):
+                raise ConversionError(f"labels file {path} line {line_number} is not a JSON "
+                                      "object; write one {\"file\": ...} object per line")
+            if not checked:  # the first object stands for the header
+                check_columns(_normalized(values), path)
+                checked = True
+            values = {key.strip().lower(): value for key, value in values.items()}
+            yield Row(line=line_number, labels_file=path, file=_text(values.get("file")),
+                      **{column: values.get(column) for column in COLUMNS[1:]})
+
+
+def read_rows(path):
+    """The Rows of a .csv or .jsonl manifest, lazily; the header is checked on the first one.
+
+    Raises:
+      ConversionError: an unreadable file, another extension, or a bad header.
+    """
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in (".csv", ".jsonl"):
+        raise ConversionError(f"--labels={path} is neither .csv nor .jsonl; give a manifest "
+                              "file, or name its layout with --labels_format")
+    if not os.path.isfile(path):
+        raise ConversionError(f"labels file {path} does not exist; check --labels")
+    return _csv_rows(path) if extension == ".csv" else _jsonl_rows(path)
+
+
+class PathResolver:
+    """Turns a manifest's relative paths into paths under the input folder, refusing any that
+    leave it (.., absolute, or through a link). Folders' real paths are cached: at 500,000 rows
+    one realpath each would cost seconds."""
+
+    def __init__(self, root):
+        self.root = os.path.realpath(root)
+        self.given_root = root
+        self._folders = {}
+
+    def _refuse(self, row, why):
+        raise ConversionError(
+            f"{os.path.basename(row.labels_file)} line {row.line}: file {row.file!r} {why}; "
+            "give paths relative to --input_dir, inside it")
+
+    def _inside(self, real):
+        return real == self.root or real.startswith(self.root + os.sep)
+
+    def resolve(self, row):
+        """(path to read, normalized relative path) of a row; ConversionError for an escape."""
+        relative = row.file.replace("\\", "/")
+        if os.path.isabs(relative) or re.match(r"^[A-Za-z]:/", relative):
+            self._refuse(row, "is an absolute path")
+        relative = os.path.normpath(relative)
+        if relative == ".." or relative.startswith("../"):
+            self._refuse(row, "leaves the input folder")
+        folder, _ = os.path.split(relative)
+        real_folder = self._folders.get(folder)
+        if real_folder is None:
+            real_folder = os.path.realpath(os.path.join(self.root, folder))
+            if not self._inside(real_folder):
+                self._refuse(row, "leads out of the input folder through a link")
+            self._folders[folder] = real_folder
+        return os.path.join(self.given_root, relative), relative
+
+    def check_link(self, row, path):
+        """ConversionError when the file itself is a link leading out of the input folder."""
+        if not self._inside(os.path.realpath(path)):
+            self._refuse(row, "leads out of the input folder through a link")
+
+
+def collect_candidates(rows, input_dir, split_ratios):
+    """Checks every row's path and labels: (candidates, skipped).
+
+    Args:
+      rows: Rows, e.g. read_rows(path) or an adapter's.
+      input_dir: the folder the rows' paths are relative to.
+      split_ratios: the name-hash split's shares, for rows without a split.
+
+    Returns:
+      conversion_workers.Candidates (file_name: the normalized relative path, which the records
+      store and the hash split reads), and skipped: [(path, reason, labels file, line)].
+
+    Raises:
+      ConversionError: a path leaving input_dir, or a bad manifest header.
+    """
+    resolver = PathResolver(input_dir)
+    candidates, skipped, seen = [], [], set()
+    for row in rows:
+        where = (os.path.basename(row.labels_file), row.line)
+        if not row.file:
+            skipped.append(("", REASON_NO_PATH, *where))
+            continue
+        path, relative = resolver.resolve(row)
+        try:
+            if row.skip:
+                raise BadRow(row.skip)
+            labels, split = row_labels(row)
+            if relative in seen:
+                raise BadRow(REASON_DUPLICATE)
+            seen.add(relative)
+            mode = os.lstat(path).st_mode
+        except BadRow as error:
+            skipped.append((path, str(error), *where))
+            continue
+        except OSError:
+            skipped.append((path, REASON_NO_FILE, *where))
+            continue
+        if stat.S_ISLNK(mode):
+            resolver.check_link(row, path)
+        split = split or split_files.assign_split(relative, split_ratios)
+        candidates.append(conversion_workers.Candidate(path, relative, labels, split,
+                                                       where=where))
+    return candidates, skipped
