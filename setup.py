@@ -35,6 +35,8 @@ setuptools.setup(
         "mtcnn>=1.0,<2",
         # Progress bars on a terminal (agetf.common.progress); tensorflow-datasets needs it too.
         "tqdm",
+        # IMDB-WIKI's imdb.mat/wiki.mat (agetf.data.label_adapters.imdb_wiki, scipy.io.loadmat).
+        "scipy",
     ],
     entry_points={"console_scripts": [
         "agetf-train=agetf.train:console_main",
