@@ -19,6 +19,7 @@ settings of the input and of the model live beside the code that reads them
 
 import dataclasses
 import enum
+import os
 from typing import ClassVar
 
 from agetf import UsageError
@@ -199,9 +200,14 @@ class EvalConfig:
         """The report's file, named by split and protocol so that no evaluation overwrites
         another's: evaluation.json for test under `random`, else evaluation_SPLIT.json,
         evaluation_PROTOCOL.json or evaluation_SPLIT_PROTOCOL.json."""
+        return self.dataset_report_name(None)
+
+    def dataset_report_name(self, dataset):
+        """report_name with the dataset's folder name first (evaluation_DATASET.json,
+        evaluation_DATASET_SPLIT.json, ...): a run on several datasets reports each alone."""
         parts = [part for part, usual in ((self.split, "test"), (self.protocol, "random"))
                  if part != usual]
-        return "_".join(["evaluation", *parts]) + ".json"
+        return "_".join(["evaluation", *([dataset] if dataset else []), *parts]) + ".json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +262,17 @@ def check_profile_steps(steps):
     return int(start), int(end)
 
 
+def check_init_from(init_from, model_dir):
+    """The one check of --init_from's value (whether it holds a model, the trainer checks)."""
+    if not init_from or "://" in init_from:
+        raise UsageError(f"--init_from={init_from} must be the --model_dir of a finished run, a "
+                         "local or mounted folder")
+    if os.path.abspath(init_from) == os.path.abspath(model_dir):
+        raise UsageError(f"--init_from={init_from} is this run's own --model_dir; rerunning a "
+                         "run resumes it without --init_from: give the new run its own "
+                         "--model_dir")
+
+
 def check_strategy(name):
     """The one check of a --strategy name."""
     if name not in STRATEGIES:
@@ -288,11 +305,15 @@ class TrainConfig:
     early_stopping_patience: int = 0  # 0: off
     summary_images: int = 8
     verbose: bool = True
+    # A finished run's model_dir whose weights a new run starts from (agetf.training.warm_start).
+    init_from: str | None = None
 
     def __post_init__(self):
         if "://" in self.model_dir:  # its lock, renames and checkpoints are local-file calls
             raise UsageError(f"--model_dir={self.model_dir} must be a local or mounted folder, "
                              "not a URL; mount the storage (e.g. with gcsfuse) and give its path")
+        if self.init_from is not None:
+            check_init_from(self.init_from, self.model_dir)
         check.at_least("batch_size", self.batch_size, 1)
         check.at_least("epochs", self.epochs, 1)
         if not self.lr > 0:  # `not >`: NaN fails too

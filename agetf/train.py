@@ -26,12 +26,13 @@ def build_config():
 
 
 def check_data_dir(data_dir=None):
-    """A one-line UsageError unless the data dir (default --data_dir) holds all three splits'
-    shards."""
-    from agetf.data import dataset_files, input_pipeline  # TensorFlow: after the flag checks
+    """A one-line UsageError unless each dataset of the data dir (default --data_dir) holds all
+    three splits' shards."""
+    from agetf.data import dataset_files, input_config, input_pipeline  # TensorFlow: after checks
 
-    for split in dataset_files.SPLITS:
-        input_pipeline.list_shards(data_dir or FLAGS.data_dir, split)
+    for source in input_config.parse_data_dirs(data_dir or FLAGS.data_dir):
+        for split in dataset_files.SPLITS:
+            input_pipeline.list_shards(source.path, split)
 
 
 def configure_logging():

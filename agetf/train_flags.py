@@ -40,9 +40,14 @@ flags.DEFINE_boolean("lr_find", Finder.find_only, "Run the LR range test, write 
                      "plots/lr_find.png and lr_find.json, and stop.")
 
 # Data and output.
-flags.DEFINE_string("data_dir", None, "Converted dataset (scripts/make_tfrecords output).")
+flags.DEFINE_string("data_dir", None, "Converted dataset (scripts/make_tfrecords output), or "
+                    "several with sampling weights: PATH:WEIGHT,PATH:WEIGHT,... (training mixes "
+                    "them; evaluation reports each alone).")
 flags.DEFINE_string("model_dir", None,
                     "Everything a run writes: checkpoints, logs, models, plots.")
+flags.DEFINE_string("init_from", Train.init_from, "A finished run's --model_dir: a new run "
+                    "starts from its weights, layer by layer by name (heads it lacks start "
+                    "fresh); a resumed run ignores it.")
 flags.DEFINE_string("export_dir", Export.export_dir,
                     "SavedModel destination; default MODEL_DIR/saved_model.")
 flags.DEFINE_boolean("export", Export.saved_model, "Export a SavedModel after training.")
@@ -269,7 +274,7 @@ def build_config(values):
     schedule = schedule_config(values)
     heads = resolve_heads(values)
     return Train(
-        model_dir=values.model_dir,
+        model_dir=values.model_dir, init_from=values.init_from,
         input=InputConfig(
             data_dir=values.data_dir, img_dim=values.img_dim,
             shuffle_buffer=values.shuffle_buffer, cache=values.cache,

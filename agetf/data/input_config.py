@@ -5,6 +5,7 @@ fix. No TensorFlow: agetf.train checks its flags with them before TensorFlow sta
 """
 
 import dataclasses
+import os
 
 from agetf import UsageError
 from agetf.common import setting_checks as check
@@ -48,8 +49,58 @@ NO_AUGMENTATION = AugmentConfig(flip=False, crop_scale=(1.0, 1.0), crop_aspect=(
 
 
 @dataclasses.dataclass(frozen=True)
+class DataSource:
+    """One converted dataset of a run and its sampling weight among the run's datasets."""
+
+    path: str
+    weight: float = 1.0
+
+    @property
+    def name(self):
+        """The folder's own name: what a per-dataset report is named after."""
+        return os.path.basename(self.path.rstrip("/")) or self.path
+
+
+def parse_data_dirs(text):
+    """--data_dir as DataSources: `PATH` (weight 1) or `PATH:WEIGHT,PATH:WEIGHT,...`.
+
+    A ':' followed by no '/' starts a weight, so gs://bucket/path stays one path.
+
+    Raises:
+        UsageError: an empty item, a weight that is not a number > 0, a path given twice, or
+            two datasets whose folders share a name (their reports would share a file).
+    """
+    sources = []
+    for item in str(text).split(","):
+        path, colon, weight = item.strip().rpartition(":")
+        if not colon or "/" in weight:
+            path, weight = item.strip(), "1"
+        try:
+            value = float(weight)
+        except ValueError:
+            value = float("nan")
+        if not path or not value > 0 or value == float("inf"):
+            raise UsageError(f"--data_dir={text}: item {item.strip()!r} must be PATH or "
+                             "PATH:WEIGHT with a weight > 0, e.g. "
+                             "--data_dir=tfrecords/imdb_wiki:1,tfrecords/utkface:3")
+        sources.append(DataSource(path, value))
+    paths = [os.path.normpath(source.path) for source in sources]
+    names = [source.name for source in sources]
+    for seen, what in ((paths, "twice"), (names, "in two folders of the same name")):
+        repeated = sorted({value for value in seen if seen.count(value) > 1})
+        if repeated:
+            raise UsageError(f"--data_dir={text} names {repeated[0]} {what}; give each dataset "
+                             "once, each in a folder of its own name")
+    return tuple(sources)
+
+
+@dataclasses.dataclass(frozen=True)
 class InputConfig:
-    """Where the data is and how to read it; one per dataset, shared by train and eval."""
+    """Where the data is and how to read it, shared by train and eval.
+
+    `data_dir` is one converted dataset, or several with sampling weights
+    (`a:1,b:3`, see parse_data_dirs): training mixes them, evaluation reads each alone.
+    """
 
     data_dir: str
     img_dim: int = 128
@@ -65,3 +116,21 @@ class InputConfig:
     def __post_init__(self):
         check.at_least("shuffle_buffer", self.shuffle_buffer, 1, " (1: no shuffling)")
         check.positive("age_deviation", self.age_deviation)
+        sources = parse_data_dirs(self.data_dir)
+        if len(sources) == 1:  # one dataset's weight means nothing: data_dir is its path
+            object.__setattr__(self, "data_dir", sources[0].path)
+
+    @property
+    def sources(self):
+        """The datasets of --data_dir with their sampling weights (one, weight 1, usually)."""
+        return parse_data_dirs(self.data_dir)
+
+    @property
+    def mixed(self):
+        """Whether --data_dir names several datasets."""
+        return len(self.sources) > 1
+
+    def for_each_dataset(self):
+        """(DataSource, this config reading that dataset alone) for each dataset."""
+        return [(source, dataclasses.replace(self, data_dir=source.path))
+                for source in self.sources]

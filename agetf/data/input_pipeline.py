@@ -55,11 +55,13 @@ def find_corrupt_shards(files):
     return bad
 
 
-def corrupt_data_error(data_dir):
-    """A CorruptDataError naming every broken shard of `data_dir` (after a DataLossError)."""
-    files = [f for split in dataset_files.SPLITS for f in _shards_or_none(data_dir, split)]
+def corrupt_data_error(*data_dirs):
+    """A CorruptDataError naming every broken shard of the `data_dirs` (after a DataLossError)."""
+    files = [f for data_dir in data_dirs for split in dataset_files.SPLITS
+             for f in _shards_or_none(data_dir, split)]
     bad = find_corrupt_shards(files)
-    named = "; ".join(f"{path} ({reason})" for path, reason in bad) or f"a shard in {data_dir}"
+    named = ("; ".join(f"{path} ({reason})" for path, reason in bad)
+             or f"a shard in {' or '.join(data_dirs)}")
     return CorruptDataError(f"corrupt or truncated TFRecord data: {named}; reconvert the dataset "
                             "or pass --skip_corrupt_records to skip unreadable records")
 
@@ -84,7 +86,11 @@ def distribute_through_service(dataset, address, job_name, processing_mode="para
 
 
 def _service_job_name(config):
-    data_dir = config.data_dir if is_remote(config.data_dir) else os.path.abspath(config.data_dir)
+    def where(path):
+        return path if is_remote(path) else os.path.abspath(path)
+
+    data_dir = (",".join(f"{where(source.path)}:{source.weight:g}" for source in config.sources)
+                if config.mixed else where(config.data_dir))
     key = f"{data_dir}|{config.img_dim}|{config.seed}|{config.cache}"
     return "agetf-train-" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
@@ -143,20 +149,23 @@ def build_dataset(config, split, batch_size, *, training, input_context=None,
     """Batches of (images, labels dict) for one split; `batch_size` is per replica.
 
     Training repeats forever and yields uint8 [B, H, W, 3] images at `training_canvas`
-    size, for `augment.augment_batch` in the train step. Evaluation yields float32
-    [B, d, d, 3] in 0..255, every record of this input pipeline's part of the split once.
+    size, for `augment.augment_batch` in the train step; several datasets (config.sources)
+    are mixed face by face in proportion to their weights. Evaluation yields float32
+    [B, d, d, 3] in 0..255, every record of this input pipeline's part of the split (of
+    every dataset) once.
     """
     if batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    files = list_shards(config.data_dir, split)
+    files_by_source = [list_shards(source.path, split) for source in config.sources]
     service = training and config.data_service
     if service:
         # The service's workers share one job: sharding files here would give every
         # consumer a different dataset, which a shared job cannot serve.
         input_context = None
     if training:
-        dataset = _training_dataset(config, files, batch_size, input_context, split)
+        dataset = _training_dataset(config, files_by_source, batch_size, input_context, split)
     else:
+        files = [path for files in files_by_source for path in files]
         dataset = _evaluation_dataset(config, files, batch_size, input_context)
     finish = functools.partial(_finish_batch, config=config, include_metadata=include_metadata)
     dataset = dataset.map(_plain(finish), num_parallel_calls=tf.data.AUTOTUNE,
@@ -252,23 +261,38 @@ def _parse(serialized):
 
 
 def training_canvas(config, split="train"):
-    """The size training images are decoded to (see image_ops.plan_canvas), from the report."""
-    sizes = read_report(config.data_dir).get("image_sizes", {}).get(split, {})
-    source_sizes = []
-    for key in sizes:
-        height, _, width = key.partition("x")
-        source_sizes.append((int(height), int(width)))
+    """The size training images are decoded to (see image_ops.plan_canvas), from the reports:
+    one canvas for all of config's datasets, so that their faces batch together."""
+    source_sizes, unsized = [], []
+    for source in config.sources:
+        sizes = read_report(source.path).get("image_sizes", {}).get(split, {})
+        for key in sizes:
+            height, _, width = key.partition("x")
+            source_sizes.append((int(height), int(width)))
+        if not sizes:
+            unsized.append(source.path)
     canvas = image_ops.plan_canvas(source_sizes, config.img_dim,
                                    augment.min_crop_side(config.augment))
-    if not source_sizes:
+    for path in unsized:
         logging.warning("%s has no image sizes in %s (converted by an older agetf): every "
                         "training image is decoded and resized to %dx%d, slower than decoding "
                         "straight to size; reconvert with scripts/make_tfrecords to avoid this.",
-                        config.data_dir, dataset_files.REPORT_FILE, canvas.height, canvas.width)
+                        path, dataset_files.REPORT_FILE, canvas.height, canvas.width)
     return canvas
 
 
-def _training_dataset(config, files, batch_size, input_context, split):
+def _mix(datasets, config):
+    """One stream of faces from each dataset's stream, drawn in proportion to the weights."""
+    if len(datasets) == 1:
+        return datasets[0]
+    total = sum(source.weight for source in config.sources)
+    weights = [source.weight / total for source in config.sources]
+    # Every stream repeats forever, so none runs empty and the proportions hold throughout.
+    return tf.data.Dataset.sample_from_datasets(datasets, weights=weights, seed=config.seed,
+                                                stop_on_empty_dataset=True)
+
+
+def _training_dataset(config, files_by_source, batch_size, input_context, split):
     """Batches of uint8 images at the canvas size: the train step crops, resizes, augments."""
     canvas = training_canvas(config, split)
 
@@ -282,9 +306,12 @@ def _training_dataset(config, files, batch_size, input_context, split):
 
     if config.cache:
         # Decoded once, kept in memory as uint8; shuffled anew every epoch from there.
-        records = _read_records(config, files, input_context, training=True, repeat=False)
-        dataset = _ignore_errors(_map(records, decode, training=True), config)
-        return shuffle(dataset.cache().repeat()).batch(batch_size, drop_remainder=True)
+        streams = []
+        for files in files_by_source:
+            records = _read_records(config, files, input_context, training=True, repeat=False)
+            dataset = _ignore_errors(_map(records, decode, training=True), config)
+            streams.append(shuffle(dataset.cache().repeat()))
+        return _mix(streams, config).batch(batch_size, drop_remainder=True)
 
     def decode_batch(serialized):
         # Parsing a whole batch at once, and one map call per batch rather than per image,
@@ -296,8 +323,10 @@ def _training_dataset(config, files, batch_size, input_context, split):
                                                              tf.uint8))
         return images, features
 
-    records = _read_records(config, files, input_context, training=True, repeat=True)
-    records = shuffle(_ignore_errors(records, config)).batch(batch_size, drop_remainder=True)
+    streams = [shuffle(_ignore_errors(
+        _read_records(config, files, input_context, training=True, repeat=True), config))
+        for files in files_by_source]
+    records = _mix(streams, config).batch(batch_size, drop_remainder=True)
     # Unreadable records are dropped before batching; a record that reads but fails to
     # decode (the converter checked every image, so only a foreign writer makes one) drops
     # its batch.

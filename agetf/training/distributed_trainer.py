@@ -19,7 +19,7 @@ from absl import logging
 from agetf import UsageError
 from agetf.common import files
 from agetf.config import Stage, TrainConfig
-from agetf.data import augment, input_pipeline
+from agetf.data import augment, dataset_mix, input_pipeline
 from agetf.modeling import heads
 from agetf.modeling import model as model_lib
 from agetf.training import (
@@ -31,6 +31,7 @@ from agetf.training import (
     schedules,
     stages,
     termination,
+    warm_start,
 )
 from agetf.training.checkpoints import one_line
 
@@ -78,8 +79,9 @@ def check_batch_size(batch_size, replicas):
 
 
 def train_examples(config):
-    """The train split's size; a UsageError when it cannot fill one batch."""
-    num_train = input_pipeline.num_examples(config.input.data_dir, "train")
+    """The train split's size (several datasets: their sum, an epoch's faces); a UsageError
+    when it cannot fill one batch."""
+    num_train = sum(dataset_mix.split_sizes(config.input))
     if num_train < config.batch_size:
         raise UsageError(f"the train split has {num_train} images, fewer than "
                          f"--batch_size={config.batch_size}; lower --batch_size")
@@ -107,6 +109,9 @@ class Trainer:
         checkpoints.check_run_definition(config.model_dir, config.model)
         self.num_train = train_examples(config)
         self.steps_per_epoch = config.steps_per_epoch or self.num_train // config.batch_size
+        if config.input.mixed:
+            self.log(dataset_mix.describe(config.input, dataset_mix.split_sizes(config.input),
+                                          config.batch_size, self.steps_per_epoch))
         # Said when training starts (fit), so a trainer that never trains (the LR finder's)
         # does not repeat them.
         self.schedule_warnings = stages.check_schedules(config, self.steps_per_epoch)
@@ -146,6 +151,8 @@ class Trainer:
             self.fine_tune_start_epoch.assign(saved_start)
         self.enter_stage(self.stage_for_epoch(start_epoch))
         if not latest:
+            if self.config.init_from:  # a new run only: a resumed one has its own weights
+                warm_start.init_from_run(self.model, self.config.init_from, self.log)
             return
         fresh_stage = self._stage_two_begins_at(latest, start_epoch)
         checkpoint = self.checkpoint

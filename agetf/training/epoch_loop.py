@@ -29,8 +29,8 @@ def make_callbacks(trainer, history):
     if not trainer.resumed:
         tensorboard.write_hparams(hparams(trainer))
     if config.input.skip_corrupt_records:
-        audits = [record_audit.audit_split(config.input.data_dir, split)
-                  for split in ("train", "validation")]
+        audits = [record_audit.audit_split(source.path, split)
+                  for source in config.input.sources for split in ("train", "validation")]
         tensorboard.write_skipped_records(audits, int(trainer.global_step.numpy()), trainer.log)
     return callbacks_lib.Callbacks([
         progress, tensorboard,

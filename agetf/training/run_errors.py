@@ -40,4 +40,4 @@ def _damaged_file(error, config):
         return (f"a file in --model_dir={config.model_dir} is damaged "
                 f"({checkpoints.one_line(error)}); delete it, or the model_dir's checkpoints "
                 "folder to start the run over")
-    return input_pipeline.corrupt_data_error(config.input.data_dir)
+    return input_pipeline.corrupt_data_error(*(source.path for source in config.input.sources))

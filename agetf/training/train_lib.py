@@ -75,15 +75,11 @@ def skipped_test_records(input_config, split="test"):
     return audit
 
 
-def evaluate_and_export(config, export=None):
-    """Evaluates the trained model on config.evaluation's split, writes its report into
-    model_dir, and exports it as config.export asks (`export` overrides whether the
-    SavedModel is written). Returns the report."""
-    settings = config.evaluation
-    # best.keras, else final.keras: a damaged one is skipped with a warning line.
-    model = run_files.load_trained_model(config.model_dir)
-    audit = skipped_test_records(config.input, settings.split)
-    report, lines = evaluator.evaluate(model, config.input, settings.split,
+def evaluate_split(model, input_config, settings, path):
+    """Evaluates `model` on one dataset's split as `settings` (an EvalConfig) ask, prints the
+    report and writes it to `path`; returns it."""
+    audit = skipped_test_records(input_config, settings.split)
+    report, lines = evaluator.evaluate(model, input_config, settings.split,
                                        batch_size=settings.batch_size,
                                        print_predictions=settings.print_predictions,
                                        protocol=settings.protocol,
@@ -93,7 +89,27 @@ def evaluate_and_export(config, export=None):
     for line in lines:
         print(line)
     print(evaluator.format_report(report))
-    run_files.write_json(os.path.join(config.model_dir, settings.report_name), report)
+    run_files.write_json(path, report)
+    return report
+
+
+def evaluate_and_export(config, export=None):
+    """Evaluates the trained model on config.evaluation's split (each dataset's alone when
+    there are several), writes the report(s) into model_dir, and exports it as config.export
+    asks (`export` overrides whether the SavedModel is written). Returns the report."""
+    settings = config.evaluation
+    # best.keras, else final.keras: a damaged one is skipped with a warning line.
+    model = run_files.load_trained_model(config.model_dir)
+    if config.input.mixed:
+        report = {"datasets": {}}
+        for source, input_config in config.input.for_each_dataset():
+            print(f"Dataset {source.name} ({source.path}):")
+            report["datasets"][source.name] = evaluate_split(
+                model, input_config, settings,
+                os.path.join(config.model_dir, settings.dataset_report_name(source.name)))
+    else:
+        report = evaluate_split(model, config.input, settings,
+                                os.path.join(config.model_dir, settings.report_name))
     saved_model = config.export.saved_model if export is None else export
     if saved_model:
         export_dir = config.export.export_dir or os.path.join(config.model_dir, "saved_model")
