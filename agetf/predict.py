@@ -4,15 +4,19 @@ r"""Predicts age (and range, gender) for face images with an exported SavedModel
     python -m agetf.predict --tflite runs/demo/tflite/model_float32.tflite faces/
     python -m agetf.predict --saved_model runs/demo/saved_model --detect_faces \
         --annotate annotated/ holiday.jpg
+    python -m agetf.predict --saved_model runs/demo/saved_model --detect_faces party.mp4
+    python -m agetf.predict --saved_model runs/demo/saved_model --camera=0 --max_frames=100
 
 Without --detect_faces every image is taken to be a face crop, framed like the training
 crops (one that looks like a photo gets a warning). With it (or --annotate, which implies
 it) each image is an ordinary photo: each face is found, aligned like the training crops
-and predicted, one line per face (agetf.serving.photo_pipeline). Detection is never switched
-on by the image's shape: square photos are common, and a crop the detector misses would
-silently vanish.
+and predicted, one line per face (agetf.serving.photo_pipeline); a video (.mp4 .avi .mov
+.mkv .webm) is sampled at --video_fps and its faces followed across frames, one line per
+track (agetf.serving.video_pipeline). Detection is never switched on by the image's shape:
+square photos are common, and a crop the detector misses would silently vanish.
 
-Arguments after the flags are images or folders (walked for .jpg/.jpeg/.png). Each image
+Arguments after the flags are images or folders (walked for .jpg/.jpeg/.png, and with
+--detect_faces for videos too). Each image
 gets the older project's lines, with true labels read from UTKFace-style file names, then
 a summary; --output FILE.csv or FILE.jsonl also writes one row per face. Hostile input
 costs one error line for that path, and the rest is predicted (agetf.data.image_files).
@@ -77,6 +81,12 @@ def define_flags():
                          "find each aligned face's landmarks again on its crop and align once "
                          "more (closer to the training crops' framing; about 60 ms per face on "
                          "2 CPU cores).")
+    flags.DEFINE_float("video_fps", _default("video_fps"), "Videos and the camera: frames "
+                       "predicted per second of video (every frame where the video has fewer).")
+    flags.DEFINE_integer("max_frames", _default("max_frames"), "Videos and the camera: stop "
+                         "each after this many predicted frames (0: no limit).")
+    flags.DEFINE_integer("camera", _default("camera"), "Also read camera N (0: the first) until "
+                         "Ctrl-C or --max_frames; implies --detect_faces.")
 
 
 def config_from_flags() -> PredictConfig:
@@ -86,8 +96,9 @@ def config_from_flags() -> PredictConfig:
 
 
 def main(argv):
-    if len(argv) < 2:
-        raise app.UsageError("no images given; pass image files or folders after the flags")
+    if len(argv) < 2 and FLAGS.camera is None:
+        raise app.UsageError("no images given; pass image or video files or folders after the "
+                             "flags, or --camera=N")
     try:
         config = config_from_flags()
         # TensorFlow starts only once the flags are known to be good.

@@ -6,12 +6,16 @@ from typing import Sequence
 
 from agetf import UsageError
 from agetf.data.image_files import IMAGE_EXTENSIONS
+from agetf.serving.video_frames import VIDEO_EXTENSIONS
 
 
 def annotation_path(annotate_dir: str, path: str, used: set) -> str:
-    """OUT/<file name>, with -2, -3... added when two inputs share a name."""
+    """OUT/<file name>, with -2, -3... added when two inputs share a name; a video's is
+    an .avi (Motion JPEG) for an .avi, else an .mp4 (MPEG-4), which OpenCV writes anywhere."""
     stem, extension = os.path.splitext(os.path.basename(path))
-    extension = extension if extension.lower() in IMAGE_EXTENSIONS else ".jpg"
+    if extension.lower() in VIDEO_EXTENSIONS:
+        extension = ".avi" if extension.lower() == ".avi" else ".mp4"
+    extension = extension if extension.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS else ".jpg"
     candidate, count = stem + extension, 1
     while candidate in used:
         count += 1

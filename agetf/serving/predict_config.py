@@ -15,6 +15,7 @@ from typing import Optional
 
 from agetf import UsageError
 from agetf.data.image_files import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_PIXELS, ReadLimits
+from agetf.serving.video_frames import DEFAULT_VIDEO_FPS
 
 DEFAULT_BATCH_SIZE = 32
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}  # --output's extension -> its format
@@ -52,6 +53,11 @@ class PredictConfig:
       output: also write one row per face to this .csv or .jsonl file.
       refine_alignment: find each aligned face's landmarks again on its crop and align once
         more.
+      video_fps: frames of each video (and of the camera) predicted per second of it.
+      max_frames: stop each video, and the camera, after this many predicted frames (0: no
+        limit).
+      camera: also read this camera (its number, 0 the first) until Ctrl-C or max_frames;
+        implies detect_faces.
     """
 
     saved_model: Optional[str] = None
@@ -66,6 +72,9 @@ class PredictConfig:
     max_detection_pixels: Optional[int] = None
     output: Optional[str] = None
     refine_alignment: bool = True
+    video_fps: float = DEFAULT_VIDEO_FPS
+    max_frames: int = 0
+    camera: Optional[int] = None
 
     def __post_init__(self):
         if self.output:
@@ -79,6 +88,10 @@ class PredictConfig:
             raise UsageError(f"--batch_size={self.batch_size} must be >= 1; the default is "
                              f"{DEFAULT_BATCH_SIZE}")
         ReadLimits(self.max_pixels, self.max_file_mb)  # checks both
+        if not self.video_fps > 0 or self.max_frames < 0 or (self.camera or 0) < 0:
+            raise UsageError(f"--video_fps must be > 0 and --max_frames and --camera >= 0, got "
+                             f"{self.video_fps}, {self.max_frames} and {self.camera}; the "
+                             f"default --video_fps is {DEFAULT_VIDEO_FPS}")
 
     @property
     def model_path(self) -> str:
@@ -87,8 +100,9 @@ class PredictConfig:
 
     @property
     def photos(self) -> bool:
-        """Whether images are photos to find faces in (--detect_faces or --annotate)."""
-        return bool(self.detect_faces or self.annotate)
+        """Whether images are photos to find faces in (--detect_faces, --annotate or
+        --camera)."""
+        return bool(self.detect_faces or self.annotate or self.camera is not None)
 
     @property
     def limits(self) -> ReadLimits:

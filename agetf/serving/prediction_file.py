@@ -26,10 +26,11 @@ LANDMARK_COLUMNS = tuple(f"{name}_{axis}" for name in face_alignment.LANDMARK_NA
 # file: the input as given; face: the face's number in its file (1 for a crop; 0: none
 # predicted, for a photo without a face or an unreadable file); box and landmarks in the
 # photo's pixels, empty for crops; age_range its label ("25-30"); gender by
-# agetf.evaluation.prediction_text's rule; true_age and true_gender from UTKFace-style file names.
+# agetf.evaluation.prediction_text's rule; true_age and true_gender from UTKFace-style file names;
+# frame (from 0), time_s and track (from 1) only for a video's faces.
 COLUMNS = ("file", "face", "box_left", "box_top", "box_width", "box_height", "confidence",
            *LANDMARK_COLUMNS, "age", "age_range", "female_probability", "gender",
-           "true_age", "true_gender", "error")
+           "true_age", "true_gender", "error", "frame", "time_s", "track")
 _LANDMARK_DECIMALS = 2
 
 
@@ -132,3 +133,21 @@ def photo_rows(photo) -> list:
         box=photo_pipeline.photo_box(face.box, photo.scale), confidence=face.face.confidence,
         landmarks=face.face.landmarks * photo.scale, **labelled)
         for number, face in enumerate(photo.faces, start=1)]
+
+
+def frame_row(name: str, frame, number: int, face, track) -> dict:
+    """The row of face `number` of a video's sampled frame (a video_frames.Frame), as a
+    photo's face row (photo_rows) with the frame, its time and the face's track."""
+    (row,) = photo_rows(photo_pipeline.PhotoPrediction(path=name, faces=[face]))
+    row.update(face=number, frame=frame.index, time_s=frame.time_s, track=track.number)
+    return row
+
+
+def video_rows(video) -> list:
+    """A video's closing rows (a video_pipeline.VideoPrediction): one with face 0 and the
+    error where it could not be read, was truncated, or had no face in any frame; else none
+    (its faces' rows are frame_row's)."""
+    error = video.error or video.truncated
+    if error or not video.tracks:
+        return [face_row(video.name, 0, error=error)]
+    return []
