@@ -16,9 +16,9 @@ import tensorflow as tf
 
 from agetf.data import image_ops, labels, names
 from agetf.data.input_config import InputConfig
-from agetf.modeling import heads
+from agetf.modeling import age_intervals, heads
 from agetf.modeling import model as model_lib
-from agetf.serving import export
+from agetf.serving import export, signatures
 
 from conftest import EXPORT_IMG_DIM
 from tiny_runs import calibrate_batchnorm  # pytest puts tests/ on sys.path
@@ -114,7 +114,7 @@ def test_tensorflow_only_process_predicts_what_the_model_predicts(all_heads, exp
     for prefix, model_input in [("bytes_", decoded), ("images_", resized)]:
         expected = expected_serving_outputs(all_heads, model_input, traced=True)
         assert sorted(k[len(prefix):] for k in got if k.startswith(prefix)) == sorted(
-            [*expected, "age_range_label"])
+            [*expected, "age_range_label", *signatures.INTERVAL_OUTPUTS])
         # The name of the most probable range, read with the asset's names: a client needs
         # no copy of agetf.data.labels.
         names = got["asset_age_range_names"]
@@ -234,7 +234,8 @@ def check_prediction(prediction, all_heads, jpeg):
     """`prediction` (one row of a REST response) is what the model predicts for `jpeg`."""
     expected = expected_serving_outputs(
         all_heads, image_ops.decode_and_resize(jpeg, IMG_DIM)[tf.newaxis], traced=True)
-    assert sorted(prediction) == sorted([*expected, "age_range_label"])
+    assert sorted(prediction) == sorted([*expected, "age_range_label",
+                                         *signatures.INTERVAL_OUTPUTS])
     for name, value in expected.items():
         # rtol: an age near 73 years differed by 1.1e-4 (1.5e-6 relative, float32 rounding
         # of two traced paths) with an untrained model whose init depends on test order.
@@ -340,8 +341,9 @@ def test_the_saved_model_folder_or_a_tf_serving_model_base_resolves_to_an_export
 
 
 @pytest.mark.parametrize("heads,keys", [
-    (["age_histogram"], {"age", "age_histogram", "age_range_label"}),
-    (["age_range"], {"age", "age_range", "age_range_label"}),
+    (["age_histogram"], {"age", "age_histogram", "age_range_label", *signatures.INTERVAL_OUTPUTS}),
+    (["age_range"], {"age", "age_range", "age_range_label",
+                    *signatures.INTERVAL_OUTPUTS}),
     (["age"], {"age", "age_range_label"}),
     (["age", "gender"], {"age", "age_range_label", "female_probability"}),
     (["gender"], {"female_probability"}),
@@ -382,7 +384,8 @@ def test_range_and_gender_export_loads_and_gives_years(tmp_path):
     by_bytes = loaded.signatures["serving_default"](
         images_bytes=tf.constant(random_jpegs(4, seed=3)))
     shapes = {"age": (4,), "age_range": (4, labels.NUM_AGE_RANGES), "age_range_label": (4,),
-              "female_probability": (4,)}
+              "female_probability": (4,), "age_low": (4,), "age_high": (4,), "age_std": (4,),
+              "age_quantiles": (4, len(age_intervals.QUANTILE_LEVELS))}
     for got in (by_images, by_bytes):
         assert {name: tuple(value.shape) for name, value in got.items()} == shapes
         assert all(value.dtype == (tf.string if name == "age_range_label" else tf.float32)
@@ -545,3 +548,30 @@ def test_test_time_flip_evaluation_scores_the_averaged_outputs(all_heads, data_d
     ages = evaluator.predicted_ages(flipped)
     assert report["metrics"]["mae"] == pytest.approx(
         np.abs(ages - batch_labels["age"]).mean(), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_interval_outputs_are_the_models_distribution_after_the_temperature(all_heads, exported,
+                                                                          tmp_path):
+    """The SavedModel's age_low, age_high, age_std and age_quantiles are those of the Keras
+    model's histogram after the export's temperature; the age and the histogram stay raw."""
+    images = np.random.default_rng(6).integers(0, 256, (4, IMG_DIM, IMG_DIM, 3), dtype=np.uint8)
+    export_dir = str(tmp_path / "calibrated")
+    export.export_saved_model(all_heads, export_dir, img_dim=IMG_DIM, interval_temperature=0.3,
+                              interval=0.9)
+    served = tf.saved_model.load(export_dir).signatures["serving_images"](
+        images=tf.constant(images))
+    plain = tf.saved_model.load(exported).signatures["serving_images"](images=tf.constant(images))
+    outputs = tf.function(lambda x: all_heads(x, training=False))(tf.constant(images, tf.float32))
+    expected = age_intervals.interval_outputs(outputs["age_histogram"], 0.3, 0.9)
+    for name in signatures.INTERVAL_OUTPUTS:
+        np.testing.assert_allclose(served[name].numpy(), expected[name].numpy(), atol=1e-2,
+                                   err_msg=name)
+    low, high = served["age_low"].numpy(), served["age_high"].numpy()
+    assert (low < high).all() and (served["age_quantiles"].numpy()[:, 0] <= low).all()
+    # The temperature 0.3 narrows; the temperature-1 export's 80% interval is its own.
+    assert (served["age_std"].numpy() < plain["age_std"].numpy()).all()
+    default = age_intervals.interval_outputs(outputs["age_histogram"], 1.0, 0.8)
+    np.testing.assert_allclose(plain["age_low"].numpy(), default["age_low"].numpy(), atol=1e-2)
+    for name in ("age", "age_histogram"):
+        np.testing.assert_allclose(served[name].numpy(), plain[name].numpy(), atol=1e-5)

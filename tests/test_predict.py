@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from agetf import UsageError
 from agetf.data import image_files
 from agetf.serving import (
     crop_batches,
@@ -831,3 +832,53 @@ def test_every_config_field_is_a_flag_with_the_fields_default_and_errors_come_be
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "agetf.predict: error: pass exactly one of --saved_model=DIR and --tflite=FILE", "False"]
+
+
+# --- the age interval: printed, and in --output's columns ---------------------------------
+
+@pytest.mark.slow
+def test_the_printed_interval_and_the_columns_carry_the_saved_models_interval(saved_model,
+                                                                              images_dir,
+                                                                              tmp_path):
+    widths = {}
+    for interval in (0.8, 0.5):
+        out, output = io.StringIO(), str(tmp_path / f"rows_{interval}.csv")
+        predict_lib.run(PredictConfig(saved_model=saved_model, output=output, interval=interval),
+                        [images_dir], out=out)
+        blocks = printed_blocks(out.getvalue())
+        rows = [row for row in read_rows(output) if not row["error"]]
+        assert len(rows) == 5
+        for row in rows:
+            low, high, std = (float(row[key]) for key in ("age_low", "age_high", "age_std"))
+            assert 0 <= low < high <= 100 and std > 0
+            assert blocks[row["file"]][-1] == (
+                f"Age {interval * 100:g}% interval: {low:.1f}-{high:.1f}, std {std:.1f}")
+        widths[interval] = [float(row["age_high"]) - float(row["age_low"]) for row in rows]
+    # The same faces' narrower interval, from the SavedModel's quantiles.
+    assert all(narrow < wide for narrow, wide in zip(widths[0.5], widths[0.8]))
+    signature = predictors.load_predictor(saved_model)
+    jpeg = open(os.path.join(images_dir, "photo.jpg"), "rb").read()
+    served = signature(images_bytes=tf.constant([jpeg]))
+    assert float(served["age_low"][0]) == pytest.approx(
+        float(predictors.with_interval(signature, 0.8)(images_bytes=tf.constant([jpeg]))
+              ["age_low"][0]), abs=1e-4)
+
+
+def test_a_model_without_an_interval_leaves_its_columns_and_line_empty():
+    prediction = crop_batches.Prediction(path="a.jpg", age=31.0, female_probability=0.2)
+    (row,) = prediction_file.prediction_rows(prediction)
+    assert row["age"] == 31.0 and row["age_low"] is row["age_high"] is row["age_std"] is None
+    assert not any(line.startswith("Age ") for line in
+                   prediction_lines.format_prediction(prediction))
+    with_interval = crop_batches.Prediction(path="a.jpg", age=31.0, age_low=25.04,
+                                            age_high=38.0, age_std=4.66)
+    (row,) = prediction_file.prediction_rows(with_interval)
+    assert (row["age_low"], row["age_high"], row["age_std"]) == (25.04, 38.0, 4.66)
+    assert prediction_lines.format_prediction(with_interval, 0.95)[-1] == (
+        "Age 95% interval: 25.0-38.0, std 4.7")
+
+
+@pytest.mark.parametrize("interval", [0.0, -0.5, 0.995, 1.0])
+def test_an_interval_out_of_range_is_refused_in_one_line(interval):
+    with pytest.raises(UsageError, match=r"--interval=.* must be above 0 and at most 0.99"):
+        PredictConfig(saved_model="m", interval=interval)

@@ -260,9 +260,12 @@ def assert_row_is_the_printed_face(row, line):
     """An --output row of a detected face holds the numbers of its printed line, a box, a
     confidence, and five landmarks inside the box."""
     box = [int(row[key]) for key in ("box_left", "box_top", "box_width", "box_height")]
+    # The age carries its interval where the model gives one (a SavedModel's, not TFLite's).
+    interval = (f" (80% interval {float(row['age_low']):.1f}-{float(row['age_high']):.1f})"
+                if row["age_low"] else "")
     assert line == (f"Face {row['face']} at x={box[0]} y={box[1]} w={box[2]} h={box[3]}: "
-                    f"predicted age {float(row['age']):.1f}, range {row['age_range']}, gender "
-                    f"{row['gender']} (p_female={float(row['female_probability']):.2f})")
+                    f"predicted age {float(row['age']):.1f}{interval}, range {row['age_range']}, "
+                    f"gender {row['gender']} (p_female={float(row['female_probability']):.2f})")
     assert float(row["confidence"]) >= face_detection.DEFAULT_MIN_CONFIDENCE
     points = np.array([[float(row[f"{name}_{axis}"]) for axis in "xy"]
                        for name in face_alignment.LANDMARK_NAMES])

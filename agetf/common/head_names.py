@@ -9,6 +9,9 @@ from agetf import UsageError
 
 HEADS = ("age_histogram", "age_range", "age", "gender")
 AGE_HEADS = ("age_histogram", "age_range", "age")  # heads an age in years can be read from
+# The central age interval's probability (agetf.modeling.age_intervals): what calibration
+# fits and agetf.predict --interval gives by default.
+DEFAULT_INTERVAL = 0.8
 
 
 def select_heads(task_type, range_mode=False, predict_gender=False):

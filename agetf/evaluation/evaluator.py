@@ -11,7 +11,7 @@ from agetf import UsageError
 from agetf.common import progress
 from agetf.config import EVAL_PROTOCOLS
 from agetf.data import input_pipeline, labels, names, schema
-from agetf.evaluation import prediction_text
+from agetf.evaluation import interval_calibration, prediction_text
 from agetf.modeling import heads
 from agetf.modeling import model as model_lib
 from agetf.modeling import outputs as model_outputs
@@ -188,10 +188,13 @@ def format_report(report):
 
 
 def evaluate(model, input_config, split="test", batch_size=64, print_predictions=0,
-             protocol="random", flip_average=False, show_progress=None):
+             protocol="random", flip_average=False, show_progress=None,
+             interval_temperature=1.0):
     """Evaluates `model` on `split` under an evaluation protocol (with flip_average, on the mean
     of each image's and its mirror image's outputs); returns (report, lines to print).
-    show_progress: a progress bar on stderr; None: when stderr is a terminal."""
+    show_progress: a progress bar on stderr; None: when stderr is a terminal.
+    interval_temperature: the age interval's calibration, reported against none
+    (agetf.evaluation.interval_calibration)."""
     protocol_mask([], protocol)  # an unknown protocol fails before the model runs
     outputs, batch_labels = predict_split(model, input_config, split, batch_size, flip_average,
                                           show_progress)
@@ -208,6 +211,8 @@ def evaluate(model, input_config, split="test", batch_size=64, print_predictions
     if train_keep.any():
         train_ages, train_genders = train_ages[train_keep], train_genders[train_keep]
     report = summarize(outputs, batch_labels, train_ages, train_genders)
+    report.update(interval_calibration.report_sections(outputs, batch_labels,
+                                                       interval_temperature))
     report["split"] = split
     report["protocol"] = protocol
     report["protocol_description"] = PROTOCOLS[protocol]

@@ -9,6 +9,7 @@ than the accuracy beside it counts.
 
 import numpy as np
 
+from agetf.common.head_names import DEFAULT_INTERVAL
 from agetf.data import labels
 
 FEMALE_ABOVE = 0.5  # a female probability over this is a female face; 0.5 itself is male
@@ -31,11 +32,19 @@ def age_range_name(age_range) -> str:
     return labels.AGE_RANGE_NAMES[int(age_range)]
 
 
+def interval_name(interval) -> str:
+    """'80% interval' for 0.8: the central age interval's name in printed lines."""
+    return f"{interval * 100:g}% interval"
+
+
 def face_lines(age=None, age_range=None, female_probability=None, true_age=None,
-               true_gender=None, show_probability=True) -> list:
+               true_gender=None, show_probability=True, age_low=None, age_high=None,
+               age_std=None, interval=DEFAULT_INTERVAL) -> list:
     """The older project's lines for one face crop, after its `Predicting for image` line:
     age, range and gender, each where predicted, with the true label where known (the true
-    range is that of the true age); show_probability adds (p_female=0.87) to the gender."""
+    range is that of the true age); show_probability adds (p_female=0.87) to the gender.
+    Last, where predicted, the central age interval (`interval` of the distribution) and the
+    spread: 'Age 80% interval: 28.3-43.0, std 5.2'."""
     lines = []
     if age is not None:
         lines.append(f"Predicted age: {age:.1f}"
@@ -52,12 +61,20 @@ def face_lines(age=None, age_range=None, female_probability=None, true_age=None,
         if true_gender is not None:
             line += f", true gender: {labels.GENDER_NAMES[int(true_gender)]}"
         lines.append(line)
+    if age_low is not None and age_high is not None:
+        line = f"Age {interval_name(interval)}: {age_low:.1f}-{age_high:.1f}"
+        lines.append(line + ("" if age_std is None else f", std {age_std:.1f}"))
     return lines
 
 
-def photo_face_line(number, box, age=None, age_range=None, female_probability=None) -> str:
-    """A photo's line for its face `number` (from 1) at `box` (in the photo's pixels)."""
+def photo_face_line(number, box, age=None, age_range=None, female_probability=None,
+                    age_low=None, age_high=None, interval=DEFAULT_INTERVAL) -> str:
+    """A photo's line for its face `number` (from 1) at `box` (in the photo's pixels); the
+    age carries its central interval where predicted: 'predicted age 35.1 (80% interval
+    28.3-43.0)'."""
     parts = [] if age is None else [f"predicted age {age:.1f}"]
+    if parts and age_low is not None and age_high is not None:
+        parts[0] += f" ({interval_name(interval)} {age_low:.1f}-{age_high:.1f})"
     if age_range is not None:
         parts.append(f"range {age_range_name(age_range)}")
     if female_probability is not None:

@@ -23,6 +23,10 @@ class Face:
     age: Optional[float]  # years
     age_range: Optional[int]  # the age_range head's most probable class
     female_probability: Optional[float]
+    # The central age interval and the spread, in years (an export's; agetf.modeling.age_intervals).
+    age_low: Optional[float] = None
+    age_high: Optional[float] = None
+    age_std: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,11 +38,16 @@ class Predicted:
       ages: float, years (from the preferred age head: histogram, range, regression).
       age_ranges: int, the age_range head's most probable class per face.
       female_probabilities: float, as the model gives them.
+      age_lows, age_highs, age_stds: float, years: the central age interval and the spread,
+        where an export gives them (a histogram or range head's; agetf.serving.export).
     """
 
     ages: Optional[np.ndarray]
     age_ranges: Optional[np.ndarray]
     female_probabilities: Optional[np.ndarray]
+    age_lows: Optional[np.ndarray] = None
+    age_highs: Optional[np.ndarray] = None
+    age_stds: Optional[np.ndarray] = None
 
     def face(self, index: int) -> Face:
         """Face number `index` (from 0) of the batch."""
@@ -46,7 +55,9 @@ class Predicted:
             age=None if self.ages is None else float(self.ages[index]),
             age_range=None if self.age_ranges is None else int(self.age_ranges[index]),
             female_probability=(None if self.female_probabilities is None
-                                else float(self.female_probabilities[index])))
+                                else float(self.female_probabilities[index])),
+            age_low=_item(self.age_lows, index), age_high=_item(self.age_highs, index),
+            age_std=_item(self.age_stds, index))
 
     def faces(self, count: int) -> Iterator[Face]:
         """The first `count` faces."""
@@ -63,8 +74,19 @@ def from_heads(outputs) -> Predicted:
 def from_serving(outputs) -> Predicted:
     """Unpacks an export's named outputs (SavedModel signature or TFLite model, as tensors
     or numpy arrays)."""
-    return _predicted(outputs.get("age"), outputs.get("age_range"),
-                      outputs.get("female_probability"))
+    predicted = _predicted(outputs.get("age"), outputs.get("age_range"),
+                           outputs.get("female_probability"))
+    return dataclasses.replace(predicted, **{
+        field: np.asarray(outputs[name]) for field, name in _INTERVAL_OUTPUTS.items()
+        if name in outputs})
+
+
+# Predicted's fields of the export's interval outputs.
+_INTERVAL_OUTPUTS = {"age_lows": "age_low", "age_highs": "age_high", "age_stds": "age_std"}
+
+
+def _item(values, index):
+    return None if values is None else float(values[index])
 
 
 def _predicted(ages, range_probabilities, female_probabilities):

@@ -54,6 +54,9 @@ class Prediction:
     true_gender: Optional[int] = None
     error: Optional[str] = None
     image_size: Optional[tuple] = None
+    age_low: Optional[float] = None  # the central age interval and spread, where predicted
+    age_high: Optional[float] = None
+    age_std: Optional[float] = None
 
 
 def true_labels(path: str):
@@ -197,3 +200,5 @@ def _fill(prediction, outputs, index, predictor, encoded):
     prediction.age = face.age
     prediction.age_range = face.age_range
     prediction.female_probability = face.female_probability
+    prediction.age_low, prediction.age_high = face.age_low, face.age_high
+    prediction.age_std = face.age_std

@@ -6,6 +6,13 @@ evaluates, so the export predicts exactly what the model predicted in training; 
 BMP, GIF) bytes take TensorFlow's general decoder. The range names ("0-5", ..., "80+")
 travel with the model as the `age_range_label` output and the asset `age_ranges.txt`.
 
+With an age histogram or range head, every signature also returns how sure the age is
+(agetf.modeling.age_intervals): `age_low` and `age_high` (the central interval at the
+calibrated share, 0.8), `age_std` and `age_quantiles` (the 0.5%, 1%, ..., 99.5% quantiles,
+from which agetf.predict --interval reads any other central interval), all after the
+run's calibration temperature (agetf.evaluation.interval_calibration), a constant of the
+graph; the age itself and the raw histogram or ranges stay as the model gives them.
+
 TensorFlow Serving loads MODEL_BASE/<version>/: a run's saved_model/ folder is one version
 (docs/deployment.md); `resolve_saved_model_dir` finds the highest version of a model base.
 """
@@ -17,8 +24,9 @@ import tempfile
 
 import tensorflow as tf
 
+from agetf.common.head_names import DEFAULT_INTERVAL
 from agetf.data import image_ops, labels
-from agetf.modeling import heads
+from agetf.modeling import age_intervals, heads
 from agetf.modeling import model as model_lib
 from agetf.serving.signatures import (
     AGE_RANGE_LABEL,
@@ -106,11 +114,14 @@ class _ServingModule(tf.Module):
     """Holds the model (and so its variables) and the two serving functions; the export
     adds the range names as an asset (`age_range_names`) where an age is predicted."""
 
-    def __init__(self, model, img_dim, flip_average=False):
+    def __init__(self, model, img_dim, flip_average=False, interval_temperature=1.0,
+                 interval=DEFAULT_INTERVAL):
         super().__init__(name="agetf_serving")
         self.model = model
         self.img_dim = img_dim
         self.flip_average = flip_average
+        self.interval_temperature = float(interval_temperature)
+        self.interval = float(interval)
         self.serve_bytes = tf.function(
             self._serve_bytes,
             input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
@@ -132,12 +143,20 @@ class _ServingModule(tf.Module):
         named = serving_outputs(outputs)
         if "age" in named:
             named[AGE_RANGE_LABEL] = age_range_labels(outputs, named["age"])
+        head = age_intervals.distribution_head(outputs)
+        if head is not None:
+            named.update(age_intervals.interval_outputs(
+                tf.cast(outputs[head], tf.float32), self.interval_temperature, self.interval))
         return named
 
 
-def export_saved_model(model, export_dir: str, *, img_dim: int, flip_average: bool = False) -> None:
+def export_saved_model(model, export_dir: str, *, img_dim: int, flip_average: bool = False,
+                       interval_temperature: float = 1.0,
+                       interval: float = DEFAULT_INTERVAL) -> None:
     """Writes the serving SavedModel to export_dir, replacing an old one only once complete;
-    with flip_average its signatures average each image's and its mirror image's outputs."""
+    with flip_average its signatures average each image's and its mirror image's outputs.
+    interval_temperature calibrates the age interval outputs (1: as the model gives them),
+    whose age_low and age_high hold `interval` of each face's distribution."""
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
@@ -146,7 +165,7 @@ def export_saved_model(model, export_dir: str, *, img_dim: int, flip_average: bo
     # The asset's source lies outside staging: saving copies it into staging/assets/.
     names_dir = tempfile.mkdtemp(prefix="agetf-age-ranges-")
     try:
-        module = _ServingModule(model, img_dim, flip_average)
+        module = _ServingModule(model, img_dim, flip_average, interval_temperature, interval)
         signatures = {
             BYTES_SIGNATURE: module.serve_bytes.get_concrete_function(),
             IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),

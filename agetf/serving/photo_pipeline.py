@@ -25,6 +25,9 @@ class FacePrediction:
     age: Optional[float]  # None from a gender-only model
     age_range: Optional[int] = None
     female_probability: Optional[float] = None
+    age_low: Optional[float] = None  # the central age interval and spread, where predicted
+    age_high: Optional[float] = None
+    age_std: Optional[float] = None
 
     @property
     def box(self):
@@ -76,7 +79,9 @@ def predict_photo(image_predictor, path: str, image, detector,
     for face, matrix, outputs in zip(faces, matrices, predicted.faces(len(faces))):
         photo.faces.append(FacePrediction(face=face, matrix=matrix, age=outputs.age,
                                           age_range=outputs.age_range,
-                                          female_probability=outputs.female_probability))
+                                          female_probability=outputs.female_probability,
+                                          age_low=outputs.age_low, age_high=outputs.age_high,
+                                          age_std=outputs.age_std))
     return photo
 
 

@@ -14,11 +14,14 @@ import os
 from typing import Optional
 
 from agetf import UsageError
+from agetf.common.head_names import DEFAULT_INTERVAL
 from agetf.data.image_files import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_PIXELS, ReadLimits
 from agetf.serving.video_frames import DEFAULT_VIDEO_FPS
 
 DEFAULT_BATCH_SIZE = 32
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}  # --output's extension -> its format
+# The widest --interval: the SavedModel's age_quantiles reach from 0.5% to 99.5%.
+MAX_INTERVAL = 0.99
 
 
 def output_format(path: str) -> str:
@@ -53,6 +56,8 @@ class PredictConfig:
       output: also write one row per face to this .csv or .jsonl file.
       refine_alignment: find each aligned face's landmarks again on its crop and align once
         more.
+      interval: the share of each face's age distribution its printed age interval holds
+        (age_low to age_high; from a SavedModel with a histogram or range head).
       video_fps: frames of each video (and of the camera) predicted per second of it.
       max_frames: stop each video, and the camera, after this many predicted frames (0: no
         limit).
@@ -72,6 +77,7 @@ class PredictConfig:
     max_detection_pixels: Optional[int] = None
     output: Optional[str] = None
     refine_alignment: bool = True
+    interval: float = DEFAULT_INTERVAL
     video_fps: float = DEFAULT_VIDEO_FPS
     max_frames: int = 0
     camera: Optional[int] = None
@@ -88,6 +94,9 @@ class PredictConfig:
             raise UsageError(f"--batch_size={self.batch_size} must be >= 1; the default is "
                              f"{DEFAULT_BATCH_SIZE}")
         ReadLimits(self.max_pixels, self.max_file_mb)  # checks both
+        if not 0 < self.interval <= MAX_INTERVAL:
+            raise UsageError(f"--interval={self.interval} must be above 0 and at most "
+                             f"{MAX_INTERVAL}; the default is {DEFAULT_INTERVAL}")
         if not self.video_fps > 0 or self.max_frames < 0 or (self.camera or 0) < 0:
             raise UsageError(f"--video_fps must be > 0 and --max_frames and --camera >= 0, got "
                              f"{self.video_fps}, {self.max_frames} and {self.camera}; the "

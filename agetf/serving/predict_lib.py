@@ -15,6 +15,7 @@ import numpy as np
 
 from agetf import UsageError
 from agetf.common import progress
+from agetf.common.head_names import DEFAULT_INTERVAL
 from agetf.data.image_files import IMAGE_EXTENSIONS, ImageReadError, ReadLimits, read_photo
 from agetf.serving import (
     annotate_folder,
@@ -89,27 +90,31 @@ def run(config: PredictConfig, paths: Sequence[str], out=sys.stdout,
     """Predicts and prints every image under paths as a face crop, and with config.output
     writes their rows there; returns the summary. A bad output is refused before any work."""
     images = images_to_predict(paths, config.output)
-    return predict_and_print(predictors.load_predictor(config.model_path), images,
-                             config.batch_size, out, limits=config.limits, output=config.output,
-                             show_progress=show_progress)
+    predictor = predictors.with_interval(predictors.load_predictor(config.model_path),
+                                         config.interval)
+    return predict_and_print(predictor, images, config.batch_size, out, limits=config.limits,
+                             output=config.output, show_progress=show_progress,
+                             interval=config.interval)
 
 
 def predict_and_print(predictor, images: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
                       out=sys.stdout, read_threads: int = crop_batches.READ_THREADS,
                       limits: Optional[ReadLimits] = None, output: Optional[str] = None,
-                      show_progress: Optional[bool] = None, warnings=None) -> dict:
+                      show_progress: Optional[bool] = None, warnings=None,
+                      interval: float = DEFAULT_INTERVAL) -> dict:
     """Predicts images (file paths) in order, printing each one's lines as soon as its batch
     is done, then the summary; with output, writes one row per image there at the end.
     Returns the summary. A progress bar goes to stderr when show_progress, or (None) when
     stderr is a terminal. The first image that looks like a photo rather than a face crop
-    gets one warning line on `warnings` (default stderr)."""
+    gets one warning line on `warnings` (default stderr). `interval`: the share each printed
+    age interval holds (as the predictor gives it: predictors.with_interval)."""
     predictions, warned = [], False
     with progress.progress_bar(len(images), "predicting", "image", show_progress) as bar:
         for prediction in crop_batches.predict_files(predictor, images, batch_size,
                                                      read_threads, limits):
             predictions.append(prediction)
-            prediction_lines.print_lines(prediction_lines.format_prediction(prediction), out,
-                                         bar)
+            prediction_lines.print_lines(prediction_lines.format_prediction(prediction, interval),
+                                         out, bar)
             why = crop_batches.not_like_a_crop(prediction)
             if why and not warned:  # after the image's lines, so it reads as about that image
                 warned = True
@@ -144,7 +149,8 @@ def run_photos(config: PredictConfig, paths: Sequence[str], out=sys.stdout,
         annotate_folder.check_annotate_dir(config.annotate, paths, images, drawn)
     detector = face_detection.load_detector(config.min_confidence, config.min_face,
                                             config.max_detection_pixels)
-    predictor = predictors.load_image_predictor(config.model_path)
+    predictor = predictors.with_interval(predictors.load_image_predictor(config.model_path),
+                                         config.interval)
     if config.annotate:
         os.makedirs(config.annotate, exist_ok=True)
     done = _predict_photos(config, images, predictor, detector, drawn, out, show_progress)
@@ -192,7 +198,8 @@ def _predict_photos(config, images, predictor, detector, drawn, out, show_progre
                 photo.scale = scale
             except ImageReadError as error:
                 image, photo = None, photo_pipeline.PhotoPrediction(path=path, error=str(error))
-            prediction_lines.print_lines(prediction_lines.format_photo(photo), out, bar)
+            prediction_lines.print_lines(prediction_lines.format_photo(photo, config.interval),
+                                         out, bar)
             if drawn and image is not None:
                 face_detection.annotate(image, [f.face for f in photo.faces],
                                         [prediction_lines.face_caption(f) for f in photo.faces]

@@ -27,9 +27,12 @@ LANDMARK_COLUMNS = tuple(f"{name}_{axis}" for name in face_alignment.LANDMARK_NA
 # predicted, for a photo without a face or an unreadable file); box and landmarks in the
 # photo's pixels, empty for crops; age_range its label ("25-30"); gender by
 # agetf.evaluation.prediction_text's rule; true_age and true_gender from UTKFace-style file names;
+# age_low and age_high the central age interval at agetf.predict's --interval, age_std the
+# spread (empty for a regression-only model or a TFLite one);
 # frame (from 0), time_s and track (from 1) only for a video's faces.
 COLUMNS = ("file", "face", "box_left", "box_top", "box_width", "box_height", "confidence",
-           *LANDMARK_COLUMNS, "age", "age_range", "female_probability", "gender",
+           *LANDMARK_COLUMNS, "age", "age_low", "age_high", "age_std", "age_range",
+           "female_probability", "gender",
            "true_age", "true_gender", "error", "frame", "time_s", "track")
 _LANDMARK_DECIMALS = 2
 
@@ -60,7 +63,7 @@ def _identity(path):
 
 def face_row(file: str, face: int, *, age=None, age_range=None, female_probability=None,
              true_age=None, true_gender=None, box=None, confidence=None, landmarks=None,
-             error: Optional[str] = None) -> dict:
+             error: Optional[str] = None, age_low=None, age_high=None, age_std=None) -> dict:
     """One row (a dict over COLUMNS; None where empty) of face number `face` of `file`."""
     row = dict.fromkeys(COLUMNS)
     row.update(file=file, face=face, error=error,
@@ -77,6 +80,9 @@ def face_row(file: str, face: int, *, age=None, age_range=None, female_probabili
         row.update(zip(LANDMARK_COLUMNS, values))
     if age is not None:
         row["age"] = float(age)
+    for column, value in (("age_low", age_low), ("age_high", age_high), ("age_std", age_std)):
+        if value is not None:
+            row[column] = float(value)
     if age_range is None and age is not None:
         # No range head: the range the age falls in, as the SavedModel's age_range_label.
         age_range = int(labels.age_range(max(float(age), 0.0)))
@@ -117,7 +123,14 @@ def prediction_rows(prediction) -> list:
     if prediction.error:
         return [face_row(prediction.path, 0, error=prediction.error, **labelled)]
     return [face_row(prediction.path, 1, age=prediction.age, age_range=prediction.age_range,
-                     female_probability=prediction.female_probability, **labelled)]
+                     female_probability=prediction.female_probability, **labelled,
+                     **_interval(prediction))]
+
+
+def _interval(prediction) -> dict:
+    """face_row's interval arguments of a crop's or a photo face's prediction."""
+    return dict(age_low=prediction.age_low, age_high=prediction.age_high,
+                age_std=prediction.age_std)
 
 
 def photo_rows(photo) -> list:
@@ -131,7 +144,7 @@ def photo_rows(photo) -> list:
         photo.path, number, age=face.age, age_range=face.age_range,
         female_probability=face.female_probability,
         box=photo_pipeline.photo_box(face.box, photo.scale), confidence=face.face.confidence,
-        landmarks=face.face.landmarks * photo.scale, **labelled)
+        landmarks=face.face.landmarks * photo.scale, **labelled, **_interval(face))
         for number, face in enumerate(photo.faces, start=1)]
 
 

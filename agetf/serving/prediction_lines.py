@@ -5,6 +5,7 @@
 from typing import Optional, Sequence
 
 from agetf.common import progress
+from agetf.common.head_names import DEFAULT_INTERVAL
 from agetf.data import labels
 from agetf.evaluation import prediction_text
 from agetf.modeling import heads
@@ -12,18 +13,20 @@ from agetf.serving.crop_batches import Prediction
 from agetf.serving.photo_pipeline import FacePrediction, PhotoPrediction, photo_box
 
 
-def format_prediction(prediction: Prediction) -> list:
-    """The lines printed for one face crop."""
+def format_prediction(prediction: Prediction, interval: float = DEFAULT_INTERVAL) -> list:
+    """The lines printed for one face crop (`interval`: the share its age interval holds)."""
     lines = [f"Predicting for image {prediction.path}"]
     if prediction.error:
         return lines + [f"Error: {prediction.error}"]
     return lines + prediction_text.face_lines(
         prediction.age, prediction.age_range, prediction.female_probability,
-        prediction.true_age, prediction.true_gender)
+        prediction.true_age, prediction.true_gender, age_low=prediction.age_low,
+        age_high=prediction.age_high, age_std=prediction.age_std, interval=interval)
 
 
-def format_photo(photo: PhotoPrediction) -> list:
-    """The lines printed for one photo: one per face, or why there is none."""
+def format_photo(photo: PhotoPrediction, interval: float = DEFAULT_INTERVAL) -> list:
+    """The lines printed for one photo: one per face, or why there is none (`interval`: the
+    share each face's age interval holds)."""
     lines = [f"Predicting for image {photo.path}"]
     if photo.error:
         return lines + [f"Error: {photo.error}"]
@@ -31,7 +34,8 @@ def format_photo(photo: PhotoPrediction) -> list:
         return lines + ["No face found"]
     return lines + [prediction_text.photo_face_line(number, photo_box(face.box, photo.scale),
                                                 face.age, face.age_range,
-                                                face.female_probability)
+                                                face.female_probability, face.age_low,
+                                                face.age_high, interval)
                     for number, face in enumerate(photo.faces, start=1)]
 
 

@@ -8,6 +8,8 @@ signatures, inputs and outputs) and how to export one.
 import tensorflow as tf
 
 from agetf import UsageError
+from agetf.common.head_names import DEFAULT_INTERVAL
+from agetf.modeling import age_intervals
 from agetf.serving import signatures
 
 EXPORT_COMMAND = "python -m agetf.train --load --model_dir=RUN --export_dir=DIR"
@@ -37,6 +39,23 @@ def load_image_predictor(model_path: str):
     if model_path.endswith(".tflite"):
         return load_tflite(model_path)
     return load_signature(model_path, signatures.IMAGES_SIGNATURE)
+
+
+def with_interval(predictor, interval: float = DEFAULT_INTERVAL):
+    """The predictor (load_predictor's or load_image_predictor's) with its age_low and
+    age_high read from its age_quantiles output at the central `interval`
+    (age_intervals.interval_from_quantiles); a model without age_quantiles (regression
+    only, TFLite) gives its outputs unchanged."""
+    def predict(**inputs):
+        outputs = dict(predictor(**inputs))
+        if "age_quantiles" in outputs:
+            low, high = age_intervals.interval_from_quantiles(
+                outputs["age_quantiles"], interval)
+            outputs["age_low"] = tf.constant(low, tf.float32)
+            outputs["age_high"] = tf.constant(high, tf.float32)
+        return outputs
+
+    return predict
 
 
 def load_signature(saved_model_dir: str, name: str):

@@ -15,3 +15,6 @@ INPUTS = {BYTES_SIGNATURE: (BYTES_INPUT, "string", [None]),
 AGE_RANGE_LABEL = "age_range_label"  # the predicted range's name, "25-30"
 # The outputs at least one of which a model must give to be predicted with.
 PREDICTED_OUTPUTS = ("age", "female_probability")
+# How sure the age is, where the model has a histogram or range head (agetf.serving.export):
+# the central interval's ends, the spread, and the quantiles at 0.5%, 1%, ..., 99.5%.
+INTERVAL_OUTPUTS = ("age_low", "age_high", "age_std", "age_quantiles")

@@ -183,6 +183,35 @@ def plot_lr_find(lrs, losses, smoothed, suggestion, path):
     _save_figure(figure, path)
 
 
+def plot_reliability(rows, ece, path, title="Female probability: reliability"):
+    """Writes a PNG reliability diagram: each bin's share of women against its mean
+    female probability (rows of agetf.evaluation.interval_calibration's table), the
+    diagonal a calibrated model follows, and each bin's face count."""
+    figure = _new_figure(5.5, 5)
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    if rows:
+        centres = [(row["low"] + row["high"]) / 2 for row in rows]
+        widths = [row["high"] - row["low"] for row in rows]
+        axes.bar(centres, [row["female_share"] for row in rows], width=widths, alpha=0.35,
+                 edgecolor="tab:blue", color="tab:blue", label="share of women in the bin")
+        axes.plot([row["mean_probability"] for row in rows],
+                  [row["female_share"] for row in rows], "o-", color="tab:red",
+                  label="at the bin's mean probability")
+        for centre, row in zip(centres, rows):
+            axes.annotate(str(row["count"]), xy=(centre, row["female_share"]), xytext=(0, 4),
+                          textcoords="offset points", ha="center", fontsize=7)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.05)
+    axes.set_xlabel("predicted probability of female")
+    axes.set_ylabel("share of women")
+    axes.set_title(f"{title} (ECE {ece:.3f})", fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
 def _limit_loss_axis(axes, smoothed):
     """Fits the y axis to the smoothed curve, so raw spikes do not flatten it."""
     finite = smoothed[np.isfinite(smoothed)]
