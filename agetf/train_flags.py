@@ -52,8 +52,8 @@ flags.DEFINE_string("export_dir", Export.export_dir,
                     "SavedModel destination; default MODEL_DIR/saved_model.")
 flags.DEFINE_boolean("export", Export.saved_model, "Export a SavedModel after training.")
 flags.DEFINE_boolean("export_tflite", Export.tflite, "Also write TFLite models (float32, "
-                     "float16, dynamic int8; uint8 image in) to MODEL_DIR/tflite after the "
-                     "SavedModel export.")
+                     "float16, dynamic int8, full int8 calibrated on validation faces; uint8 "
+                     "image in) to MODEL_DIR/tflite after the SavedModel export.")
 flags.DEFINE_enum("eval_split", Eval.split, list(config.EVAL_SPLITS),
                   "Split that --load and the end of training evaluate; validation writes "
                   "evaluation_validation.json, so settings can be chosen without looking at test.")

@@ -307,7 +307,8 @@ def test_train_then_load_on_the_command_line(data_dir, tmp_path):
     assert (exported / "saved_model.pb").exists()
     assert not (model_dir / "saved_model.tmp").exists()
     assert sorted(os.listdir(model_dir / "tflite")) == [
-        "model_dynamic_int8.tflite", "model_float16.tflite", "model_float32.tflite"]
+        "model_dynamic_int8.tflite", "model_float16.tflite", "model_float32.tflite",
+        "model_int8_full.tflite"]
 
     # --eval_split=validation scores the validation split into its own report (settings such
     # as the test-time flip are chosen there), leaving the test report alone.

@@ -5,8 +5,9 @@ models take images already at img_dim and the caller resizes; `TFLiteModel` does
 with `image_ops.resize`, the function the SavedModel uses, then rounds to uint8.
 
 Variants: `float32` (the same arithmetic as the SavedModel), `float16` (weights stored
-as float16, half the size) and `dynamic_int8` (weights stored as int8, activations
-float, about a quarter of the size).
+as float16, half the size), `dynamic_int8` (weights stored as int8, activations
+float, about a quarter of the size) and `int8_full` (integer arithmetic throughout, uint8
+outputs, activations calibrated on validation faces: `tflite_int8`).
 
 The models run on LiteRT's interpreter (`pip install ai-edge-litert`, the `litert` extra)
 where it is installed, else on TensorFlow's deprecated tf.lite.Interpreter:
@@ -23,9 +24,9 @@ from agetf import UsageError
 from agetf.common import files
 from agetf.data import image_ops
 from agetf.modeling import model as model_lib
-from agetf.serving import export
+from agetf.serving import export, tflite_int8
 
-VARIANTS = ("float32", "float16", "dynamic_int8")
+VARIANTS = ("float32", "float16", "dynamic_int8", "int8_full")  # int8_full: tflite_int8.VARIANT
 INPUT_NAME = "images"
 
 
@@ -54,11 +55,16 @@ def serving_module(model, img_dim: int, flip_average: bool = False) -> tf.Module
     return module
 
 
-def convert(model, img_dim: int, variant: str = "float32", flip_average: bool = False) -> bytes:
+def convert(model, img_dim: int, variant: str = "float32", flip_average: bool = False,
+            calibration_faces=None) -> bytes:
     """The model as a TFLite flatbuffer of one variant (see VARIANTS); with flip_average it
-    averages the outputs for the image and its mirror image, as the SavedModel does."""
+    averages the outputs for the image and its mirror image, as the SavedModel does.
+    `int8_full` needs calibration_faces (tflite_int8.calibration_faces); the others ignore it."""
     if variant not in VARIANTS:
         raise UsageError(f"unknown TFLite variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    if variant == tflite_int8.VARIANT:
+        return tflite_int8.convert(model, img_dim, calibration_faces, input_name=INPUT_NAME,
+                                   flip_average=flip_average)
     module = serving_module(model_lib.float32_copy(model), img_dim, flip_average)
     # Passing the module as the trackable object gives the model a signature with named outputs.
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
@@ -72,12 +78,13 @@ def convert(model, img_dim: int, variant: str = "float32", flip_average: bool = 
 
 
 def export_tflite(model, output_dir: str, *, img_dim: int, variants=VARIANTS,
-                  flip_average: bool = False) -> dict:
-    """Writes model_{variant}.tflite for each variant into output_dir; returns {variant: path}."""
+                  flip_average: bool = False, calibration_faces=None) -> dict:
+    """Writes model_{variant}.tflite for each variant into output_dir; returns {variant: path}.
+    `int8_full` (one of the default variants) needs calibration_faces, see convert."""
     os.makedirs(output_dir, exist_ok=True)
     paths = {}
     for variant in variants:
-        flatbuffer = convert(model, img_dim, variant, flip_average)
+        flatbuffer = convert(model, img_dim, variant, flip_average, calibration_faces)
         path = os.path.join(output_dir, tflite_file_name(variant))
         files.write_bytes(path, flatbuffer)  # atomically: a reader never sees half a model
         paths[variant] = path
@@ -118,7 +125,8 @@ def interpreter_name() -> str:
 
 
 class TFLiteModel:
-    """Runs an exported TFLite model; callable like the SavedModel's signatures."""
+    """Runs an exported TFLite model; callable like the SavedModel's signatures. Integer
+    outputs (the int8_full variant's) come back dequantized to float32."""
 
     def __init__(self, path: str, num_threads: int | None = None):
         if not os.path.isfile(path):
@@ -136,13 +144,27 @@ class TFLiteModel:
         if INPUT_NAME not in details or details[INPUT_NAME]["dtype"] != np.uint8:
             raise TFLiteModelError(f"{path} does not take uint8 {INPUT_NAME}; re-export it with "
                                    "agetf.train --load --export_tflite")
+        if details[INPUT_NAME]["quantization"] not in ((0.0, 0), (1.0, 0)):
+            raise TFLiteModelError(f"{path} does not take raw pixels (its input is quantized "
+                                   f"as {details[INPUT_NAME]['quantization']}); re-export it "
+                                   "with agetf.train --load --export_tflite")
         self.img_dim = int(details[INPUT_NAME]["shape"][1])
+        # (scale, zero point) of each integer output; (0.0, 0) marks a float one.
+        self.output_quantization = {name: detail["quantization"] for name, detail
+                                    in self.runner.get_output_details().items()}
 
     def predict_resized(self, images: np.ndarray) -> dict:
         """Outputs for uint8 images already at [n, img_dim, img_dim, 3], one interpreter call
         each."""
         results = [self.runner(**{INPUT_NAME: image[np.newaxis]}) for image in images]
-        return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+        return {name: self._dequantize(name, np.concatenate([r[name] for r in results]))
+                for name in results[0]}
+
+    def _dequantize(self, name, values):
+        scale, zero_point = self.output_quantization[name]
+        if not scale:
+            return values
+        return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
     def to_input(self, image) -> np.ndarray:
         """One image of any size (uint8 or float 0..255) as the model's uint8 input."""

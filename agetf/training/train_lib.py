@@ -21,7 +21,7 @@ from agetf.common import run_lock
 from agetf.data import record_audit
 from agetf.evaluation import evaluator
 from agetf.serving import export as export_lib
-from agetf.serving import tflite_export
+from agetf.serving import tflite_export, tflite_int8
 from agetf.training import checkpoints, distribution, lr_finder, run_calibration, run_files
 from agetf.training import distributed_trainer as trainer_lib
 
@@ -127,7 +127,9 @@ def evaluate_and_export(config, export=None):
     if config.export.tflite:
         paths = tflite_export.export_tflite(model, os.path.join(config.model_dir, "tflite"),
                                             img_dim=config.model.img_dim,
-                                            flip_average=settings.flip_average)
+                                            flip_average=settings.flip_average,
+                                            calibration_faces=tflite_int8.calibration_faces(
+                                                config.input))
         print(f"Exported TFLite models to {os.path.dirname(paths['float32'])}")
         report = dict(report, tflite=paths)
     return report
