@@ -24,27 +24,36 @@ def _jpeg(index):
     return tf.io.encode_jpeg(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).numpy()
 
 
-def write_dataset(directory, prefix, ages, per_split=(24, 8, 8)):
-    """A converted-looking dataset: one shard per split, files named PREFIX_N.jpg."""
+def write_dataset(directory, prefix, ages, per_split=(24, 8, 8), partial=False):
+    """A converted-looking dataset: one shard per split, files named PREFIX_N.jpg; `partial`:
+    every other age a decade around it, every third gender unknown (schema 2)."""
     os.makedirs(directory, exist_ok=True)
     index = 0
     for split, count in zip(dataset_files.SPLITS, per_split):
         path = os.path.join(directory, dataset_files.shard_name(prefix, split, 0, 1))
         with tf.io.TFRecordWriter(path) as writer:
             for _ in range(count):
+                age = ages[index % len(ages)]
+                labels = dict(age=age, gender=index % 2)
+                if partial and index % 2:
+                    labels.update(age=None, age_min=age - 5, age_max=age + 4)
+                if partial and index % 3 == 0:
+                    labels.update(gender=None)
                 writer.write(schema.make_example(
-                    jpeg=_jpeg(index), age=ages[index % len(ages)], gender=index % 2, race=0,
-                    filename=f"{prefix}_{index:04d}.jpg", height=24, width=24))
+                    jpeg=_jpeg(index), race=0, filename=f"{prefix}_{index:04d}.jpg", height=24,
+                    width=24, **labels))
                 index += 1
     return str(directory)
 
 
 @pytest.fixture(scope="module")
 def two_datasets(tmp_path_factory):
-    """Dataset `young` (ages 1-20, 24 train faces) and `old` (ages 60-80, 16 train faces)."""
+    """Dataset `young` (ages 1-20, 24 train faces) and `old` (ages 60-80, 16 train faces, half
+    of them age ranges, a third without gender)."""
     root = tmp_path_factory.mktemp("mix")
     young = write_dataset(root / "young", "young", list(range(1, 21)))
-    old = write_dataset(root / "old", "old", list(range(60, 81)), per_split=(16, 8, 8))
+    old = write_dataset(root / "old", "old", list(range(60, 81)), per_split=(16, 8, 8),
+                        partial=True)
     return young, old
 
 
@@ -195,6 +204,13 @@ def test_a_mixed_run_reports_each_dataset_alone(mixed_run, capsys):
     assert saved["young"]["constant_baseline"]["constant_age"] < 21
     assert saved["old"]["constant_baseline"]["constant_age"] >= 60
     assert saved["young"]["metrics"]["mae"] != saved["old"]["metrics"]["mae"]
+    # `old` trained and is scored with its ranges and unknown genders (issue 22, section 2).
+    assert "age_ranges" not in saved["young"]
+    assert saved["old"]["labels"] == {"exact_age": 4, "age_range": 4, "unknown_age": 0,
+                                      "unknown_gender": 3}
+    assert saved["old"]["age_ranges"]["count"] == 4
+    assert 0 <= saved["old"]["age_ranges"]["inside"] <= 1
+    assert np.isfinite(report["history"]["loss"][0])
     assert report["history"]["epoch"] == [1]
 
 

@@ -73,7 +73,10 @@ def test_training_batches_have_documented_shapes_and_types(data_dir):
     assert images.dtype == tf.uint8 and images.numpy().max() > 1
     expected = {"age": (tf.float32, [4]), "age_histogram": (tf.float32, [4, 101]),
                 "age_range": (tf.int32, [4]), "gender": (tf.float32, [4]),
-                "race": (tf.int32, [4]), "filename": (tf.string, [4])}
+                "race": (tf.int32, [4]), "filename": (tf.string, [4]),
+                # Schema 2 (issue 22): an age range's bounds, and the face's sample weight.
+                "age_min": (tf.float32, [4]), "age_max": (tf.float32, [4]),
+                "weight": (tf.float32, [4])}
     assert {k: (v.dtype, v.shape.as_list()) for k, v in targets.items()} == expected
     plain = input_pipeline.build_dataset(_config(data_dir), "train", 4, training=True)
     assert "filename" not in plain.element_spec[1]

@@ -349,18 +349,24 @@ def _evaluation_dataset(config, files, batch_size, input_context):
 
 
 def _finish_batch(images, features, *, config, include_metadata):
-    """Turns parsed features into the label dict the model and losses expect."""
+    """Turns parsed features into the label dict the model and losses expect: age (a range's
+    middle), age_min and age_max (equal for an exact age) in years, -1 where unknown, as
+    are age_range and gender; weight, the face's sample weight."""
     age = tf.cast(features["age"], tf.float32)
     if config.age_deviation is None:
         histogram = features["age_histogram"]
-    else:
-        histogram = labels.age_histogram_tf(features["age"], config.age_deviation)
+    else:  # all zeros for an unknown age, as the records hold it
+        histogram = labels.range_histogram_tf(features["age_min"], features["age_max"],
+                                              config.age_deviation)
     targets = {
         "age": age,
+        "age_min": tf.cast(features["age_min"], tf.float32),
+        "age_max": tf.cast(features["age_max"], tf.float32),
         "age_histogram": histogram,
         "age_range": tf.cast(features["age_range"], tf.int32),
         "gender": tf.cast(features["gender"], tf.float32),
         "race": tf.cast(features["race"], tf.int32),
+        "weight": tf.cast(features["weight"], tf.float32),
     }
     if include_metadata:
         targets["filename"] = features["filename"]

@@ -11,7 +11,7 @@ from agetf import UsageError
 from agetf.common import progress
 from agetf.config import EVAL_PROTOCOLS
 from agetf.data import input_pipeline, labels, names, schema
-from agetf.evaluation import interval_calibration, prediction_text
+from agetf.evaluation import interval_calibration, prediction_text, range_metrics
 from agetf.modeling import heads
 from agetf.modeling import model as model_lib
 from agetf.modeling import outputs as model_outputs
@@ -75,19 +75,22 @@ def _age_metrics(predicted, true):
     return {"mae": float(error.mean()), "cs5": float((error <= heads.CS_THRESHOLD_YEARS).mean())}
 
 
-def _breakdown(groups, predicted_age, true_age, gender_hit, baseline_age, baseline_gender_hit):
-    """Per-group rows: the model's numbers and, beside them, the constant predictor's."""
+def _breakdown(groups, predicted_age, true_age, gender_hit, baseline_age, baseline_gender_hit,
+               exact, gender_known):
+    """Per-group rows: the model's numbers and, beside them, the constant predictor's; ages
+    of the group's exact-age faces, gender of its known-gender faces."""
     rows = []
     for name, mask in groups:
         if not mask.any():
             continue
         row = {"group": name, "count": int(mask.sum())}
-        if predicted_age is not None:
-            row.update(_age_metrics(predicted_age[mask], true_age[mask]))
-            row["constant_mae"] = float(np.abs(baseline_age - true_age[mask]).mean())
-        if gender_hit is not None:
-            row["gender_accuracy"] = float(gender_hit[mask].mean())
-            row["constant_gender_accuracy"] = float(baseline_gender_hit[mask].mean())
+        aged, sexed = mask & exact, mask & gender_known
+        if predicted_age is not None and aged.any():
+            row.update(_age_metrics(predicted_age[aged], true_age[aged]))
+            row["constant_mae"] = float(np.abs(baseline_age - true_age[aged]).mean())
+        if gender_hit is not None and sexed.any():
+            row["gender_accuracy"] = float(gender_hit[sexed].mean())
+            row["constant_gender_accuracy"] = float(baseline_gender_hit[sexed].mean())
         rows.append(row)
     return rows
 
@@ -99,46 +102,63 @@ def predicted_ages(outputs):
 
 
 def summarize(outputs, batch_labels, train_ages, train_genders):
-    """The evaluation report (a JSON-ready dict) of predictions against labels."""
+    """The evaluation report (a JSON-ready dict) of predictions against labels. MAE, CS@5 and
+    range accuracy count exact ages, gender accuracy known genders; faces whose age is a
+    range are scored in `age_ranges` (agetf.evaluation.range_metrics)."""
     true_age = batch_labels["age"].astype(np.float64)
+    kinds = range_metrics.label_kinds(batch_labels)
+    exact, gender_known = kinds["exact"], kinds["gender_known"]
     predicted = model_outputs.from_heads(outputs)
     predicted_age = None if predicted.ages is None else predicted.ages.astype(np.float64)
     gender_hit = None
     metrics = {}
-    if predicted_age is not None:
-        metrics.update(_age_metrics(predicted_age, true_age))
-    if predicted.age_ranges is not None:
+    if predicted_age is not None and exact.any():
+        metrics.update(_age_metrics(predicted_age[exact], true_age[exact]))
+    if predicted.age_ranges is not None and exact.any():
         metrics["age_range_accuracy"] = float(
-            (predicted.age_ranges == batch_labels["age_range"]).mean())
+            (predicted.age_ranges == batch_labels["age_range"])[exact].mean())
     if predicted.female_probabilities is not None:
         predicted_gender = prediction_text.predicted_gender(predicted.female_probabilities)
         gender_hit = predicted_gender == (batch_labels["gender"] > 0.5)
-        metrics["gender_accuracy"] = float(gender_hit.mean())
+        if gender_known.any():
+            metrics["gender_accuracy"] = float(gender_hit[gender_known].mean())
 
-    median_age = float(np.median(train_ages))
-    majority_gender = int(np.mean(train_genders) > 0.5)
+    # The constant predictor learns from the training faces whose labels are known.
+    median_age = float(np.median(train_ages[train_ages >= 0]))
+    majority_gender = int(np.mean(train_genders[train_genders >= 0]) > 0.5)
     baseline = {"constant_age": median_age, "constant_gender": labels.GENDER_NAMES[majority_gender]}
-    baseline.update(_age_metrics(np.full_like(true_age, median_age), true_age))
-    if "age_range" in outputs:
+    if exact.any():
+        baseline.update(_age_metrics(np.full_like(true_age[exact], median_age), true_age[exact]))
+    if "age_range" in outputs and exact.any():
         constant_range = labels.age_range(np.array([median_age]))[0]
-        baseline["age_range_accuracy"] = float((batch_labels["age_range"] == constant_range).mean())
+        baseline["age_range_accuracy"] = float(
+            (batch_labels["age_range"][exact] == constant_range).mean())
     baseline_gender_hit = (batch_labels["gender"] > 0.5) == majority_gender
-    baseline["gender_accuracy"] = float(baseline_gender_hit.mean())
+    if gender_known.any():
+        baseline["gender_accuracy"] = float(baseline_gender_hit[gender_known].mean())
 
-    decades = [(f"{d}-{d + 9}", (true_age >= d) & (true_age < d + 10)) for d in range(0, 80, 10)]
-    decades.append(("80+", true_age >= 80))
-    genders = [(name, (batch_labels["gender"] > 0.5) == bool(i))
+    # Decades group exact ages, genders known genders: a range or -1 is neither.
+    decades = [(f"{d}-{d + 9}", exact & (true_age >= d) & (true_age < d + 10))
+               for d in range(0, 80, 10)]
+    decades.append(("80+", exact & (true_age >= 80)))
+    genders = [(name, gender_known & ((batch_labels["gender"] > 0.5) == bool(i)))
                for i, name in enumerate(labels.GENDER_NAMES)]
     races = [(RACE_NAMES.get(r, str(r)), batch_labels["race"] == r) for r in sorted(RACE_NAMES)]
-    by_group = (predicted_age, true_age, gender_hit, median_age, baseline_gender_hit)
-    return {
+    by_group = (predicted_age, true_age, gender_hit, median_age, baseline_gender_hit, exact,
+                gender_known)
+    report = {
         "num_images": int(true_age.size),
         "metrics": metrics,
         "constant_baseline": baseline,
         "by_age_decade": _breakdown(decades, *by_group),
         "by_gender": _breakdown(genders, *by_group),
         "by_race": _breakdown(races, *by_group),
+        "labels": range_metrics.label_counts(kinds),
     }
+    ranges = range_metrics.range_report(predicted_age, batch_labels, median_age, kinds)
+    if ranges is not None:
+        report["age_ranges"] = ranges
+    return report
 
 
 def prediction_lines(outputs, batch_labels, count):
@@ -170,6 +190,8 @@ def format_report(report):
                          f"{baseline.get(name, float('nan')):>10.3f}")
     lines.append(f"(constant predictor: age {baseline['constant_age']:.0f}, "
                  f"gender {baseline['constant_gender']})")
+    if report.get("age_ranges"):
+        lines += range_metrics.format_range_report(report["age_ranges"])
     for title, key in (("age decade", "by_age_decade"), ("gender", "by_gender"),
                        ("race", "by_race")):
         rows = report[key]

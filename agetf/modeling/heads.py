@@ -12,6 +12,7 @@ import tensorflow as tf
 from agetf.common.head_names import AGE_HEADS, metric_names
 from agetf.data import labels
 from agetf.data.names import MAX_AGE
+from agetf.modeling import label_masks
 
 CS_THRESHOLD_YEARS = 5.0
 _EPSILON = 1e-7
@@ -25,13 +26,16 @@ def emd_loss(histogram_true, histogram_pred, r=2.0):
 
 
 def per_example_losses(batch_labels, outputs, regression_loss="mse"):
-    """Returns {head: float32 [B] loss} for every head present in `outputs`."""
+    """Returns {head: float32 [B] loss} for every head present in `outputs`: each face's loss
+    times its sample weight, and 0 where the head has no label for the face
+    (agetf.modeling.label_masks: an unknown age or gender, a range for regression)."""
     losses = {}
     if "age_histogram" in outputs:
         losses["age_histogram"] = emd_loss(batch_labels["age_histogram"], outputs["age_histogram"])
     if "age_range" in outputs:
-        losses["age_range"] = keras.losses.sparse_categorical_crossentropy(
-            batch_labels["age_range"], outputs["age_range"])
+        # Cross-entropy with the range's overlap of the classes: the usual one for an exact age.
+        losses["age_range"] = keras.losses.categorical_crossentropy(
+            label_masks.age_range_target(batch_labels), outputs["age_range"])
     if "age" in outputs:
         target = tf.cast(batch_labels["age"], tf.float32) / labels.REGRESSION_SCALE
         error = outputs["age"] - target
@@ -43,9 +47,11 @@ def per_example_losses(batch_labels, outputs, regression_loss="mse"):
             losses["age"] = error**2
     if "gender" in outputs:
         p = tf.clip_by_value(outputs["gender"], _EPSILON, 1.0 - _EPSILON)
-        y = batch_labels["gender"]
+        y = tf.maximum(tf.cast(batch_labels["gender"], p.dtype), 0.0)  # unknown (-1): masked
         losses["gender"] = -(y * tf.math.log(p) + (1.0 - y) * tf.math.log(1.0 - p))
-    return {head: tf.cast(loss, tf.float32) for head, loss in losses.items()}
+    masks, weight = label_masks.head_masks(batch_labels), label_masks.sample_weight(batch_labels)
+    return {head: tf.cast(loss, tf.float32) * masks[head] * weight
+            for head, loss in losses.items()}
 
 
 def total_loss(per_head, loss_weights=None):
@@ -91,26 +97,34 @@ class MetricSet:
         self._means = {name: keras.metrics.Mean(name=prefix + name) for name in metric_names(heads)}
 
     def update(self, batch_labels, outputs, per_head, loss_weights=None):
-        """Adds one (per-replica) batch to every metric."""
+        """Adds one (per-replica) batch to every metric. A head's loss is averaged over the
+        faces it learns from; MAE, CS@5 and range accuracy count exact ages only, gender
+        accuracy known genders only (agetf.modeling.label_masks)."""
         self._means["loss"].update_state(total_loss(per_head, loss_weights))
+        masks = label_masks.head_masks(batch_labels)
         for head, loss in per_head.items():
-            self._means[f"{head}_loss"].update_state(loss)
+            self._means[f"{head}_loss"].update_state(loss, sample_weight=masks[head])
         true_age = tf.cast(batch_labels["age"], tf.float32)
+        exact = masks["age"]
         years = age_years_by_head(outputs)
         if years:
             error = tf.abs(_preferred_age(years) - true_age)
-            self._means["mae"].update_state(error)
-            self._means["cs5"].update_state(tf.cast(error <= CS_THRESHOLD_YEARS, tf.float32))
+            self._means["mae"].update_state(error, sample_weight=exact)
+            self._means["cs5"].update_state(tf.cast(error <= CS_THRESHOLD_YEARS, tf.float32),
+                                            sample_weight=exact)
             if len(years) > 1:
                 for head, head_years in years.items():
-                    self._means[f"{head}_mae"].update_state(tf.abs(head_years - true_age))
+                    self._means[f"{head}_mae"].update_state(tf.abs(head_years - true_age),
+                                                            sample_weight=exact)
         if "age_range" in outputs:
             predicted = tf.argmax(outputs["age_range"], axis=-1, output_type=tf.int32)
             hit = tf.equal(predicted, tf.cast(batch_labels["age_range"], tf.int32))
-            self._means["age_range_accuracy"].update_state(tf.cast(hit, tf.float32))
+            self._means["age_range_accuracy"].update_state(tf.cast(hit, tf.float32),
+                                                           sample_weight=exact)
         if "gender" in outputs:
             hit = tf.equal(outputs["gender"] > 0.5, batch_labels["gender"] > 0.5)
-            self._means["gender_accuracy"].update_state(tf.cast(hit, tf.float32))
+            self._means["gender_accuracy"].update_state(tf.cast(hit, tf.float32),
+                                                        sample_weight=masks["gender"])
 
     def results(self):
         """{name: python float} of every metric."""
