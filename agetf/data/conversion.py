@@ -294,6 +294,7 @@ def plan_shards(candidates, config):
     counts, sizes = dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
     for candidate in candidates:
         counts[candidate.split] += 1
-        sizes[candidate.split] += _file_size(candidate.path)
+        size = candidate.size
+        sizes[candidate.split] += _file_size(candidate.path) if size is None else size
     return counts, {split: shard_writer.count_shards(counts[split], sizes[split], config)
                     for split in SPLITS}

@@ -26,6 +26,7 @@ class Candidate:
     split: str
     notes: tuple = ()  # names.NOTES of an odd but parseable name
     where: tuple = ()  # (labels file, line) of a manifest's row, for the report
+    size: int | None = None  # the file's bytes where already known (the manifest's check)
 
     @property
     def age_key(self):

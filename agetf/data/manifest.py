@@ -181,12 +181,13 @@ def _csv_rows(path):
         reader = csv.reader(f)
         header = _normalized(next(reader, []))
         check_columns(header, path)
+        # Each column's cell index, or None; looked up once, not per row (500,000 rows).
+        where = [header.index(column) if column in header else None for column in COLUMNS]
         for cells in reader:
-            if not any(cell.strip() for cell in cells):
+            if not any(cells):
                 continue
-            values = dict(zip(header, cells))
-            yield Row(line=reader.line_num, labels_file=path, file=values.get("file", ""),
-                      **{column: values.get(column) for column in COLUMNS[1:]})
+            values = [cells[i] if i is not None and i < len(cells) else None for i in where]
+            yield Row(reader.line_num, path, values[0] or "", *values[1:])
 
 
 def _jsonl_rows(path):
@@ -297,16 +298,18 @@ def collect_candidates(rows, input_dir, split_ratios):
             if relative in seen:
                 raise BadRow(REASON_DUPLICATE)
             seen.add(relative)
-            mode = os.lstat(path).st_mode
+            status = os.lstat(path)
         except BadRow as error:
             skipped.append((path, str(error), *where))
             continue
         except OSError:
             skipped.append((path, REASON_NO_FILE, *where))
             continue
-        if stat.S_ISLNK(mode):
+        size = status.st_size
+        if stat.S_ISLNK(status.st_mode):
             resolver.check_link(row, path)
+            size = None  # the link's own size: the shard plan stats its target
         split = split or split_files.assign_split(relative, split_ratios)
         candidates.append(conversion_workers.Candidate(path, relative, labels, split,
-                                                       where=where))
+                                                       where=where, size=size))
     return candidates, skipped
