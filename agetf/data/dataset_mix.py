@@ -6,12 +6,23 @@ datasets' train splits hold together, so one dataset of weight 1 is exactly toda
 --steps_per_epoch overrides it as always.
 """
 
+from agetf import UsageError
 from agetf.data import input_pipeline
 
 
 def split_sizes(input_config, split="train"):
     """The number of records of `split` in each of input_config's datasets, in order."""
     return [input_pipeline.num_examples(source.path, split) for source in input_config.sources]
+
+
+def train_faces(input_config, batch_size):
+    """The faces of one epoch: the train splits' sum; a UsageError when they cannot fill one
+    batch of `batch_size`."""
+    num_train = sum(split_sizes(input_config))
+    if num_train < batch_size:
+        raise UsageError(f"the train split has {num_train} images, fewer than "
+                         f"--batch_size={batch_size}; lower --batch_size")
+    return num_train
 
 
 def describe(input_config, sizes, batch_size, steps_per_epoch):

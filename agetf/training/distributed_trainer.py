@@ -16,7 +16,6 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from agetf import UsageError
 from agetf.common import files
 from agetf.config import Stage, TrainConfig
 from agetf.data import augment, dataset_mix, input_pipeline
@@ -71,23 +70,6 @@ def config_to_json(config):
     return json.loads(json.dumps(settings, default=str))
 
 
-def check_batch_size(batch_size, replicas):
-    """A UsageError unless the global batch divides evenly across the replicas."""
-    if batch_size % replicas:
-        raise UsageError(f"--batch_size={batch_size} does not divide across "
-                         f"{replicas} replicas; use a multiple of {replicas}")
-
-
-def train_examples(config):
-    """The train split's size (several datasets: their sum, an epoch's faces); a UsageError
-    when it cannot fill one batch."""
-    num_train = sum(dataset_mix.split_sizes(config.input))
-    if num_train < config.batch_size:
-        raise UsageError(f"the train split has {num_train} images, fewer than "
-                         f"--batch_size={config.batch_size}; lower --batch_size")
-    return num_train
-
-
 def _counter(name, initial=0):
     """A checkpointed int64 counter that every replica reads and the first one writes."""
     return tf.Variable(initial, name=name, trainable=False, dtype=tf.int64,
@@ -102,12 +84,12 @@ class Trainer:
         runtime = config.runtime
         self.strategy = strategy or distribution.strategy_for(runtime)
         self.chief = distribution.is_chief(self.strategy)
-        check_batch_size(config.batch_size, self.strategy.num_replicas_in_sync)
+        distribution.check_batch_size(config.batch_size, self.strategy.num_replicas_in_sync)
         self.policy = distribution.resolve_mixed_precision(runtime.mixed_precision, self.strategy)
         distribution.set_precision_policy(self.policy)
         # Here, where checkpoints are restored: every way of building a Trainer is checked.
         checkpoints.check_run_definition(config.model_dir, config.model)
-        self.num_train = train_examples(config)
+        self.num_train = dataset_mix.train_faces(config.input, config.batch_size)
         self.steps_per_epoch = config.steps_per_epoch or self.num_train // config.batch_size
         if config.input.mixed:
             self.log(dataset_mix.describe(config.input, dataset_mix.split_sizes(config.input),

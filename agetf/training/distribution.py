@@ -269,3 +269,10 @@ def worker_dir(model_dir, strategy, subdir):
     tag = hashlib.sha1(os.path.abspath(model_dir).encode()).hexdigest()[:10]
     return os.path.join(tempfile.gettempdir(),
                         f"agetf-{tag}-{resolver.task_type}_{resolver.task_id}", subdir)
+
+
+def check_batch_size(batch_size, replicas):
+    """A UsageError unless the global batch divides evenly across the replicas."""
+    if batch_size % replicas:
+        raise UsageError(f"--batch_size={batch_size} does not divide across "
+                         f"{replicas} replicas; use a multiple of {replicas}")
