@@ -75,9 +75,10 @@ def test_temperature_above_one_widens_below_one_narrows_one_keeps():
 
 def test_tf_data_and_eager_give_the_same_outputs():
     probabilities = histograms((10, 3), (50, 6), (80, 9))
-    eager = age_intervals.interval_outputs(probabilities, 1.3, 0.8)
+    knots = ((20.0, 0.8), (60.0, 1.5))
+    eager = age_intervals.interval_outputs(probabilities, knots, 0.8)
     traced = next(iter(tf.data.Dataset.from_tensor_slices(probabilities).batch(3).map(
-        lambda p: age_intervals.interval_outputs(p, 1.3, 0.8))))
+        lambda p: age_intervals.interval_outputs(p, knots, 0.8))))
     assert sorted(eager) == sorted(signatures.INTERVAL_OUTPUTS)
     for name in eager:
         np.testing.assert_allclose(traced[name], eager[name], atol=1e-5, err_msg=name)
@@ -87,7 +88,7 @@ def test_tf_data_and_eager_give_the_same_outputs():
 @pytest.mark.parametrize("share", [0.5, 0.8, 0.95, 0.9, 0.37])
 def test_the_quantile_grid_gives_the_central_interval(share):
     probabilities = histograms((3, 1), (33, 5), (70, 12))
-    outputs = age_intervals.interval_outputs(probabilities, 1.0, share)
+    outputs = age_intervals.interval_outputs(probabilities, interval=share)
     low, high = age_intervals.interval_from_quantiles(outputs["age_quantiles"].numpy(), share)
     direct_low, direct_high = age_intervals.central_interval(probabilities, share)
     # On the grid (whole percents) exactly; between its levels within a tenth of a year.
@@ -95,3 +96,23 @@ def test_the_quantile_grid_gives_the_central_interval(share):
     tolerance = 1e-4 if on_grid else 0.1
     np.testing.assert_allclose(low, direct_low, atol=tolerance)
     np.testing.assert_allclose(high, direct_high, atol=tolerance)
+
+
+def test_temperatures_interpolate_their_logarithm_between_knots_and_hold_beyond():
+    knots = ((10.0, 0.5), (30.0, 2.0), (70.0, 4.0))
+    ages = np.array([0.0, 10.0, 20.0, 30.0, 50.0, 70.0, 95.0], np.float32)
+    got = age_intervals.temperatures_at(ages, knots).numpy()
+    np.testing.assert_allclose(got, [0.5, 0.5, 1.0, 2.0, np.sqrt(8.0), 4.0, 4.0], rtol=1e-5)
+    np.testing.assert_allclose(age_intervals.temperatures_at(ages).numpy(), 1.0)
+    traced = tf.function(lambda a: age_intervals.temperatures_at(a, knots))(ages)
+    np.testing.assert_allclose(traced, got, rtol=1e-6)
+
+
+def test_each_face_gets_the_temperature_of_its_predicted_age():
+    probabilities = histograms((10, 4), (70, 4))
+    rescaled = age_intervals.calibrated(probabilities, ((10.0, 1.0), (70.0, 4.0)))
+    spreads = age_intervals.spread(rescaled).numpy()
+    # The young face keeps its width; the old one's doubles (a Gaussian's grows as sqrt(T)).
+    np.testing.assert_allclose(spreads, [4.0, 8.0], rtol=0.05)
+    one = age_intervals.with_temperature(probabilities, np.array([1.0, 4.0]))
+    np.testing.assert_allclose(one, rescaled, atol=1e-4)  # the young face's mean is 10.0x

@@ -554,24 +554,25 @@ def test_test_time_flip_evaluation_scores_the_averaged_outputs(all_heads, data_d
 def test_interval_outputs_are_the_models_distribution_after_the_temperature(all_heads, exported,
                                                                           tmp_path):
     """The SavedModel's age_low, age_high, age_std and age_quantiles are those of the Keras
-    model's histogram after the export's temperature; the age and the histogram stay raw."""
+    model's histogram after the export's temperatures; the age and the histogram stay raw."""
     images = np.random.default_rng(6).integers(0, 256, (4, IMG_DIM, IMG_DIM, 3), dtype=np.uint8)
     export_dir = str(tmp_path / "calibrated")
-    export.export_saved_model(all_heads, export_dir, img_dim=IMG_DIM, interval_temperature=0.3,
+    knots = ((20.0, 0.3), (60.0, 0.5))  # every temperature below 1: narrower
+    export.export_saved_model(all_heads, export_dir, img_dim=IMG_DIM, interval_knots=knots,
                               interval=0.9)
     served = tf.saved_model.load(export_dir).signatures["serving_images"](
         images=tf.constant(images))
     plain = tf.saved_model.load(exported).signatures["serving_images"](images=tf.constant(images))
     outputs = tf.function(lambda x: all_heads(x, training=False))(tf.constant(images, tf.float32))
-    expected = age_intervals.interval_outputs(outputs["age_histogram"], 0.3, 0.9)
+    expected = age_intervals.interval_outputs(outputs["age_histogram"], knots, 0.9)
     for name in signatures.INTERVAL_OUTPUTS:
         np.testing.assert_allclose(served[name].numpy(), expected[name].numpy(), atol=1e-2,
                                    err_msg=name)
     low, high = served["age_low"].numpy(), served["age_high"].numpy()
     assert (low < high).all() and (served["age_quantiles"].numpy()[:, 0] <= low).all()
-    # The temperature 0.3 narrows; the temperature-1 export's 80% interval is its own.
+    # Temperatures below 1 narrow; the temperature-1 export's 80% interval is its own.
     assert (served["age_std"].numpy() < plain["age_std"].numpy()).all()
-    default = age_intervals.interval_outputs(outputs["age_histogram"], 1.0, 0.8)
+    default = age_intervals.interval_outputs(outputs["age_histogram"])
     np.testing.assert_allclose(plain["age_low"].numpy(), default["age_low"].numpy(), atol=1e-2)
     for name in ("age", "age_histogram"):
         np.testing.assert_allclose(served[name].numpy(), plain[name].numpy(), atol=1e-5)

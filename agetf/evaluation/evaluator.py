@@ -12,7 +12,7 @@ from agetf.common import progress
 from agetf.config import EVAL_PROTOCOLS
 from agetf.data import input_pipeline, labels, names, schema
 from agetf.evaluation import interval_calibration, prediction_text, range_metrics
-from agetf.modeling import heads
+from agetf.modeling import age_intervals, heads
 from agetf.modeling import model as model_lib
 from agetf.modeling import outputs as model_outputs
 
@@ -211,12 +211,12 @@ def format_report(report):
 
 def evaluate(model, input_config, split="test", batch_size=64, print_predictions=0,
              protocol="random", flip_average=False, show_progress=None,
-             interval_temperature=1.0):
+             interval_knots=None):
     """Evaluates `model` on `split` under an evaluation protocol (with flip_average, on the mean
     of each image's and its mirror image's outputs); returns (report, lines to print).
     show_progress: a progress bar on stderr; None: when stderr is a terminal.
-    interval_temperature: the age interval's calibration, reported against none
-    (agetf.evaluation.interval_calibration)."""
+    interval_knots: the age interval's calibration ((predicted age, temperature) pairs),
+    reported against none (agetf.evaluation.interval_calibration); None: none."""
     protocol_mask([], protocol)  # an unknown protocol fails before the model runs
     outputs, batch_labels = predict_split(model, input_config, split, batch_size, flip_average,
                                           show_progress)
@@ -233,8 +233,8 @@ def evaluate(model, input_config, split="test", batch_size=64, print_predictions
     if train_keep.any():
         train_ages, train_genders = train_ages[train_keep], train_genders[train_keep]
     report = summarize(outputs, batch_labels, train_ages, train_genders)
-    report.update(interval_calibration.report_sections(outputs, batch_labels,
-                                                       interval_temperature))
+    report.update(interval_calibration.report_sections(
+        outputs, batch_labels, interval_knots or age_intervals.NO_CALIBRATION))
     report["split"] = split
     report["protocol"] = protocol
     report["protocol_description"] = PROTOCOLS[protocol]

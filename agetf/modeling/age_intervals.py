@@ -9,9 +9,11 @@ The spread (`std`) is the standard deviation of the bins' or ranges' centres (th
 midpoints of agetf.data.labels).
 
 A temperature T rescales the log-probabilities (p_k proportional to p_k ** (1 / T)): T > 1
-widens an over-confident distribution, T < 1 narrows it, T = 1 leaves it as it is; the
-calibration that chooses T is agetf.evaluation.interval_calibration. All functions are
-TensorFlow ops over a batch [n, K], eager or traced.
+widens an over-confident distribution, T < 1 narrows it, T = 1 leaves it as it is. The
+calibration (agetf.evaluation.interval_calibration) gives T as a function of the predicted
+age: knots (predicted age, T), log T linear between them and constant beyond, as a model's
+spread may grow too little with age. All functions are TensorFlow ops over a batch [n, K],
+eager or traced.
 """
 
 import numpy as np
@@ -31,7 +33,7 @@ _RANGE_EDGES = np.array([labels.AGE_RANGE_WIDTH * k for k in range(labels.NUM_AG
 _EDGES = {labels.NUM_AGE_BINS: _HISTOGRAM_EDGES, labels.NUM_AGE_RANGES: _RANGE_EDGES}
 _CENTRES = {labels.NUM_AGE_BINS: np.arange(labels.NUM_AGE_BINS, dtype=np.float64),
             labels.NUM_AGE_RANGES: labels.AGE_RANGE_MIDPOINTS.astype(np.float64)}
-_TINY = 1e-12  # a zero probability's stand-in under the logarithm
+NO_CALIBRATION = ((0.0, 1.0),)  # one knot: temperature 1 at every age
 
 
 def distribution_head(outputs):
@@ -41,10 +43,42 @@ def distribution_head(outputs):
 
 
 def with_temperature(probabilities, temperature=1.0):
-    """The probabilities [n, K] rescaled by a temperature (see the module docstring)."""
+    """The probabilities [n, K] rescaled by a temperature (see the module docstring): one
+    for all faces, or one per face [n]."""
     probabilities = tf.convert_to_tensor(probabilities, tf.float32)
-    logits = tf.math.log(tf.maximum(probabilities, _TINY)) / temperature
+    temperature = tf.cast(temperature, tf.float32)
+    if temperature.shape.rank == 1:
+        temperature = temperature[:, tf.newaxis]
+    # log 0 is -inf, so a zero stays zero (a floor would grow into real mass at T > 1).
+    logits = tf.math.log(probabilities) / temperature
     return tf.nn.softmax(logits, axis=-1)
+
+
+def expected_age(probabilities):
+    """Each distribution's mean age [n] over its bins' centres (the model's `age`)."""
+    probabilities = tf.convert_to_tensor(probabilities, tf.float32)
+    centres = tf.constant(_centres(probabilities.shape[-1]), tf.float32)
+    return tf.reduce_sum(probabilities * centres, axis=-1)
+
+
+def temperatures_at(ages, knots=NO_CALIBRATION):
+    """The temperature [n] at each predicted age [n]: log T interpolated linearly between
+    the knots ((age, T) pairs, ages rising), constant before the first and after the last."""
+    ages = tf.convert_to_tensor(ages, tf.float32)
+    knot_ages = tf.constant([age for age, _ in knots], tf.float32)
+    logs = tf.constant([np.log(temperature) for _, temperature in knots], tf.float32)
+    if len(knots) == 1:
+        return tf.exp(tf.fill(tf.shape(ages), logs[0]))
+    upper = tf.clip_by_value(tf.searchsorted(knot_ages[tf.newaxis], ages[tf.newaxis],
+                                             side="right")[0], 1, len(knots) - 1)
+    age_low, age_high = tf.gather(knot_ages, upper - 1), tf.gather(knot_ages, upper)
+    weight = tf.clip_by_value((ages - age_low) / (age_high - age_low), 0.0, 1.0)
+    return tf.exp(tf.gather(logs, upper - 1) * (1 - weight) + tf.gather(logs, upper) * weight)
+
+
+def calibrated(probabilities, knots=NO_CALIBRATION):
+    """The probabilities [n, K] rescaled by the temperature at each face's predicted age."""
+    return with_temperature(probabilities, temperatures_at(expected_age(probabilities), knots))
 
 
 def quantiles(probabilities, levels):
@@ -80,20 +114,19 @@ def spread(probabilities):
     """The standard deviation in years [n] of each distribution over its bins' centres."""
     probabilities = tf.convert_to_tensor(probabilities, tf.float32)
     centres = tf.constant(_centres(probabilities.shape[-1]), tf.float32)
-    mean = tf.reduce_sum(probabilities * centres, axis=-1, keepdims=True)
+    mean = expected_age(probabilities)[:, tf.newaxis]
     variance = tf.reduce_sum(probabilities * (centres - mean) ** 2, axis=-1)
     return tf.sqrt(tf.maximum(variance, 0.0))
 
 
-def interval_outputs(probabilities, temperature=1.0, interval=DEFAULT_INTERVAL) -> dict:
+def interval_outputs(probabilities, knots=NO_CALIBRATION, interval=DEFAULT_INTERVAL) -> dict:
     """The export's interval outputs of one age head's probabilities: `age_low`, `age_high`
     (the central interval at `interval`), `age_std` and `age_quantiles` (at
-    QUANTILE_LEVELS), all after the temperature."""
-    calibrated = with_temperature(probabilities, temperature)
-    grid = quantiles(calibrated, QUANTILE_LEVELS)
-    low, high = central_interval(calibrated, interval)
-    return {"age_low": low, "age_high": high, "age_std": spread(calibrated),
-            "age_quantiles": grid}
+    QUANTILE_LEVELS), all after the calibration's temperatures (`calibrated`)."""
+    rescaled = calibrated(probabilities, knots)
+    low, high = central_interval(rescaled, interval)
+    return {"age_low": low, "age_high": high, "age_std": spread(rescaled),
+            "age_quantiles": quantiles(rescaled, QUANTILE_LEVELS)}
 
 
 def interval_from_quantiles(grid, interval):

@@ -10,8 +10,8 @@ With an age histogram or range head, every signature also returns how sure the a
 (agetf.modeling.age_intervals): `age_low` and `age_high` (the central interval at the
 calibrated share, 0.8), `age_std` and `age_quantiles` (the 0.5%, 1%, ..., 99.5% quantiles,
 from which agetf.predict --interval reads any other central interval), all after the
-run's calibration temperature (agetf.evaluation.interval_calibration), a constant of the
-graph; the age itself and the raw histogram or ranges stay as the model gives them.
+run's calibration (temperatures by predicted age; agetf.evaluation.interval_calibration),
+constants of the graph; the age itself and the raw histogram or ranges stay as the model gives them.
 
 TensorFlow Serving loads MODEL_BASE/<version>/: a run's saved_model/ folder is one version
 (docs/deployment.md); `resolve_saved_model_dir` finds the highest version of a model base.
@@ -114,13 +114,13 @@ class _ServingModule(tf.Module):
     """Holds the model (and so its variables) and the two serving functions; the export
     adds the range names as an asset (`age_range_names`) where an age is predicted."""
 
-    def __init__(self, model, img_dim, flip_average=False, interval_temperature=1.0,
-                 interval=DEFAULT_INTERVAL):
+    def __init__(self, model, img_dim, flip_average=False,
+                 interval_knots=age_intervals.NO_CALIBRATION, interval=DEFAULT_INTERVAL):
         super().__init__(name="agetf_serving")
         self.model = model
         self.img_dim = img_dim
         self.flip_average = flip_average
-        self.interval_temperature = float(interval_temperature)
+        self.interval_knots = tuple((float(age), float(t)) for age, t in interval_knots)
         self.interval = float(interval)
         self.serve_bytes = tf.function(
             self._serve_bytes,
@@ -146,17 +146,18 @@ class _ServingModule(tf.Module):
         head = age_intervals.distribution_head(outputs)
         if head is not None:
             named.update(age_intervals.interval_outputs(
-                tf.cast(outputs[head], tf.float32), self.interval_temperature, self.interval))
+                tf.cast(outputs[head], tf.float32), self.interval_knots, self.interval))
         return named
 
 
 def export_saved_model(model, export_dir: str, *, img_dim: int, flip_average: bool = False,
-                       interval_temperature: float = 1.0,
+                       interval_knots=age_intervals.NO_CALIBRATION,
                        interval: float = DEFAULT_INTERVAL) -> None:
     """Writes the serving SavedModel to export_dir, replacing an old one only once complete;
     with flip_average its signatures average each image's and its mirror image's outputs.
-    interval_temperature calibrates the age interval outputs (1: as the model gives them),
-    whose age_low and age_high hold `interval` of each face's distribution."""
+    interval_knots, (predicted age, temperature) pairs, calibrate the age interval outputs
+    (NO_CALIBRATION: as the model gives them), whose age_low and age_high hold `interval`
+    of each face's distribution."""
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
@@ -165,7 +166,7 @@ def export_saved_model(model, export_dir: str, *, img_dim: int, flip_average: bo
     # The asset's source lies outside staging: saving copies it into staging/assets/.
     names_dir = tempfile.mkdtemp(prefix="agetf-age-ranges-")
     try:
-        module = _ServingModule(model, img_dim, flip_average, interval_temperature, interval)
+        module = _ServingModule(model, img_dim, flip_average, interval_knots, interval)
         signatures = {
             BYTES_SIGNATURE: module.serve_bytes.get_concrete_function(),
             IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),

@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from agetf.evaluation import evaluator, interval_calibration
+from agetf.modeling import age_intervals
 from agetf.training import plots, run_files
 
 RELIABILITY_PLOT = "gender_reliability.png"  # in plots/, beside training.png
@@ -40,16 +41,19 @@ def calibrate(model, config) -> Optional[interval_calibration.IntervalCalibratio
         return None
     run_files.write_json(interval_calibration.calibration_path(config.model_dir),
                          calibration.to_json())
+    temperatures = ", ".join(f"{temperature:.2f} at {age:.0f}"
+                             for age, temperature in calibration.knots)
     print(f"Age interval calibrated on {calibration.faces} validation faces: temperature "
-          f"{calibration.temperature:.3f}; the {calibration.interval:.0%} interval holds "
+          f"{temperatures} (by predicted age); the {calibration.interval:.0%} interval holds "
           f"{calibration.coverage_before:.1%} of them before, {calibration.coverage_after:.1%} "
           "after")
     return calibration
 
 
-def temperature_of(calibration) -> float:
-    """The calibration's temperature; 1 (the model as it is) where there is none."""
-    return 1.0 if calibration is None else calibration.temperature
+def knots_of(calibration) -> tuple:
+    """The calibration's (predicted age, temperature) knots; temperature 1 (the model as it
+    is) where there is none."""
+    return age_intervals.NO_CALIBRATION if calibration is None else calibration.knots
 
 
 def report_calibration(report, report_path) -> Optional[str]:

@@ -75,17 +75,17 @@ def skipped_test_records(input_config, split="test"):
     return audit
 
 
-def evaluate_split(model, input_config, settings, path, interval_temperature=1.0):
+def evaluate_split(model, input_config, settings, path, interval_knots=None):
     """Evaluates `model` on one dataset's split as `settings` (an EvalConfig) ask, prints the
     report and writes it to `path` (and the gender reliability plot into plots/); returns it.
-    interval_temperature: the age interval's calibration (agetf.training.run_calibration)."""
+    interval_knots: the age interval's calibration (agetf.training.run_calibration)."""
     audit = skipped_test_records(input_config, settings.split)
     report, lines = evaluator.evaluate(model, input_config, settings.split,
                                        batch_size=settings.batch_size,
                                        print_predictions=settings.print_predictions,
                                        protocol=settings.protocol,
                                        flip_average=settings.flip_average,
-                                       interval_temperature=interval_temperature)
+                                       interval_knots=interval_knots)
     if audit is not None:
         report["skipped_records"] = audit.skipped
     for line in lines:
@@ -104,7 +104,7 @@ def evaluate_and_export(config, export=None):
     # best.keras, else final.keras: a damaged one is skipped with a warning line.
     model = run_files.load_trained_model(config.model_dir)
     # Fitted on the validation split before the test split is evaluated against it.
-    temperature = run_calibration.temperature_of(run_calibration.calibrate(model, config))
+    knots = run_calibration.knots_of(run_calibration.calibrate(model, config))
     if config.input.mixed:
         report = {"datasets": {}}
         for source, input_config in config.input.for_each_dataset():
@@ -112,16 +112,16 @@ def evaluate_and_export(config, export=None):
             report["datasets"][source.name] = evaluate_split(
                 model, input_config, settings,
                 os.path.join(config.model_dir, settings.dataset_report_name(source.name)),
-                temperature)
+                knots)
     else:
         report = evaluate_split(model, config.input, settings,
-                                os.path.join(config.model_dir, settings.report_name), temperature)
+                                os.path.join(config.model_dir, settings.report_name), knots)
     saved_model = config.export.saved_model if export is None else export
     if saved_model:
         export_dir = config.export.export_dir or os.path.join(config.model_dir, "saved_model")
         export_lib.export_saved_model(model, export_dir, img_dim=config.model.img_dim,
                                       flip_average=settings.flip_average,
-                                      interval_temperature=temperature)
+                                      interval_knots=knots)
         print(f"Exported SavedModel to {export_dir}")
         report = dict(report, saved_model=export_dir)
     if config.export.tflite:
