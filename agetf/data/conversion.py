@@ -21,6 +21,7 @@ import time
 
 from agetf.common import folder_swap, progress, run_lock
 from agetf.data import (
+    candidate_table,
     conversion_report,
     conversion_workers,
     label_adapters,
@@ -138,16 +139,27 @@ class _Outcome:
     """What the streaming pass found, besides the records it wrote."""
 
     skipped: list  # [(path, reason)], or (path, reason, labels file, line) of a manifest's row
+    keep_names: bool = False  # whether kept_names lists the kept files (for splits.csv)
+    kept: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     kept_names: dict = dataclasses.field(default_factory=lambda: {split: [] for split in SPLITS})
     noted: dict = dataclasses.field(default_factory=dict)  # {note: [file names]} of odd kept names
-    image_sizes: dict = dataclasses.field(default_factory=lambda: {split: {} for split in SPLITS})
+    sizes: dict = dataclasses.field(default_factory=dict)  # {(split, height, width): images}
 
     def keep(self, candidate, height, width):
-        self.kept_names[candidate.split].append(candidate.file_name)
+        self.kept[candidate.split] += 1
+        if self.keep_names:
+            self.kept_names[candidate.split].append(candidate.file_name)
         for note in candidate.notes:
             self.noted.setdefault(note, []).append(candidate.file_name)
-        sizes = self.image_sizes[candidate.split]
-        sizes[f"{height}x{width}"] = sizes.get(f"{height}x{width}", 0) + 1
+        key = (candidate.split, height, width)
+        self.sizes[key] = self.sizes.get(key, 0) + 1
+
+    def image_sizes(self):
+        """{split: {"HxW": images}}, each split's sizes in order."""
+        found = {split: {} for split in SPLITS}
+        for (split, height, width), count in self.sizes.items():
+            found[split][f"{height}x{width}"] = count
+        return {split: dict(sorted(sizes.items())) for split, sizes in found.items()}
 
 
 def _labelled_candidates(config):
@@ -164,6 +176,8 @@ def _convert_locked(config, output, labelled=None):
     if labelled:
         candidates, skipped, seconds = labelled
         start -= seconds  # reading the labels is part of the conversion's time
+        with candidates:  # its temporary file goes with it
+            return _convert_candidates(config, output, candidates, skipped, start)
     else:
         if config.split_file:
             plan = split_files.read_split_files(config.split_file, config.split_ratios)
@@ -173,12 +187,18 @@ def _convert_locked(config, output, labelled=None):
         missing = (sorted(set(split_map) - {os.path.basename(p) for p in paths})
                    if split_map else [])
         candidates, skipped = collect_candidates(paths, config.split_ratios, split_map)
-    candidates = order_for_writing(candidates)
+    candidates = candidate_table.CandidateList(order_for_writing(candidates))
+    return _convert_candidates(config, output, candidates, skipped, start, plan, missing)
+
+
+def _convert_candidates(config, output, candidates, skipped, start, plan=None, missing=()):
+    """Writes the candidates (in writing order) and the metadata, then swaps the new dataset
+    in; returns the report."""
     import tensorflow as tf  # noqa: F401  (imported before the bar starts, so its rate is honest)
 
     incomplete = folder_swap.start_staging(output)
     writers, outcome = _write_shards(config, candidates, skipped, incomplete)
-    if not outcome.kept_names["train"]:
+    if not outcome.kept["train"]:
         shutil.rmtree(incomplete)
         reasons = ", ".join(sorted({item[1] for item in skipped})) or "none found"
         raise ConversionError(f"no usable training image in {', '.join(config.input_dirs)} "
@@ -193,29 +213,32 @@ def _convert_locked(config, output, labelled=None):
     if config.write_split_file:
         split_files.write_split_file(os.path.join(incomplete, split_files.SPLIT_FILE),
                                      outcome.kept_names)
-    image_sizes = {split: dict(sorted(sizes.items()))
-                   for split, sizes in outcome.image_sizes.items()}
     report = conversion_report.write_report(config, shard_lengths, skipped, start, plan,
-                                            image_sizes, missing, outcome.noted, folder=incomplete)
+                                            outcome.image_sizes(), missing, outcome.noted,
+                                            folder=incomplete)
     folder_swap.swap_in(incomplete, output, is_dataset_file, order=_swap_order)
     return report
 
 
 def _write_shards(config, candidates, skipped, folder):
     """The streaming pass: workers encode the candidates while their records are written into
-    shards in `folder`. Returns ({split: SplitWriter}, _Outcome); `skipped` grows."""
-    num_candidates, num_shards = plan_shards(candidates, config)
-    age_entries = record_encoder.label_entries([c.age_key for c in candidates],
-                                               config.age_deviation)
-    writers = {split: shard_writer.SplitWriter(folder, split, num_candidates[split],
+    shards in `folder`. Returns ({split: SplitWriter}, _Outcome); `skipped` grows.
+
+    candidates: a candidate_table.CandidateTable or CandidateList, in writing order.
+    """
+    num_shards = {split: shard_writer.count_shards(candidates.counts[split],
+                                                   candidates.sizes[split], config)
+                  for split in SPLITS}
+    age_entries = record_encoder.label_entries(candidates.age_keys(), config.age_deviation)
+    writers = {split: shard_writer.SplitWriter(folder, split, candidates.counts[split],
                                                num_shards[split])
                for split in SPLITS}
-    outcome = _Outcome(skipped)
+    outcome = _Outcome(skipped, keep_names=config.write_split_file)
     bar = progress.CountingBar("converting", len(candidates), config.show_progress)
     workers = config.workers or _available_cores()
-    results = conversion_workers.encode_all(candidates, age_entries, workers)
+    results = conversion_workers.encode_each(candidates, age_entries, workers)
     with contextlib.closing(results):
-        for candidate, (reason, height, width, record) in zip(candidates, results):
+        for candidate, (reason, height, width, record) in results:
             writers[candidate.split].add(record)
             if reason:
                 skipped.append((candidate.path, reason, *candidate.where))
@@ -279,22 +302,3 @@ def _available_cores():
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-def _file_size(path):
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
-def plan_shards(candidates, config):
-    """({split: files}, {split: shard count}), sized from the source files before any is
-    decoded (writing starts at once; re-encoded or skipped files change the real sizes a little)."""
-    counts, sizes = dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
-    for candidate in candidates:
-        counts[candidate.split] += 1
-        size = candidate.size
-        sizes[candidate.split] += _file_size(candidate.path) if size is None else size
-    return counts, {split: shard_writer.count_shards(counts[split], sizes[split], config)
-                    for split in SPLITS}

@@ -16,7 +16,7 @@ BATCH_SIZE = 32  # candidates per worker task: few enough round trips, results f
 BATCHES_IN_FLIGHT_PER_WORKER = 4
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)  # slots: a few hundred thousand are made per conversion
 class Candidate:
     """A file whose name parsed, on its way to a split: what a worker is handed."""
 
@@ -106,17 +106,26 @@ def encode_all(candidates, age_entries_by_age, workers):
       (reason, height, width, record) per candidate: reason None and the serialized record
       for a usable image, else an image_files.REASON_* and None.
     """
+    for _, result in encode_each(candidates, age_entries_by_age, workers):
+        yield result
+
+
+def encode_each(candidates, age_entries_by_age, workers):
+    """encode_all's results with their candidates: yields (candidate, result), so that the
+    candidates may be a generator, made one at a time."""
     if workers <= 1:
         for candidate in candidates:
-            yield encode_face(candidate, age_entries_by_age)
+            yield candidate, encode_face(candidate, age_entries_by_age)
         return
     # spawn, not fork: the caller may have TensorFlow's threads and locks live.
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_start_worker, initargs=(age_entries_by_age,)) as pool:
         pending = collections.deque()
         for batch in _batches(candidates, BATCH_SIZE):
-            pending.append(pool.apply_async(_encode_batch, (batch,)))
+            pending.append((batch, pool.apply_async(_encode_batch, (batch,))))
             if len(pending) >= workers * BATCHES_IN_FLIGHT_PER_WORKER:
-                yield from pending.popleft().get()
+                batch, results = pending.popleft()
+                yield from zip(batch, results.get())
         while pending:
-            yield from pending.popleft().get()
+            batch, results = pending.popleft()
+            yield from zip(batch, results.get())

@@ -18,7 +18,7 @@ import os
 import re
 import stat
 
-from agetf.data import conversion_workers, names, split_files
+from agetf.data import candidate_table, names, split_files
 from agetf.data.convert_config import ConversionError
 from agetf.data.dataset_files import SPLITS
 from agetf.data.record_fields import UNKNOWN
@@ -28,8 +28,8 @@ COLUMNS = ("file", "age", "gender", "race", "split", "weight")
 LABEL_COLUMNS = ("age", "gender")  # a manifest needs at least one of them
 GENDERS = {"male": 0, "m": 0, "0": 0, "female": 1, "f": 1, "1": 1, "": UNKNOWN}
 
-REASON_NO_FILE = "file not found"
-REASON_DUPLICATE = "duplicate file"
+REASON_NO_FILE = candidate_table.REASON_NO_FILE
+REASON_DUPLICATE = candidate_table.REASON_DUPLICATE
 REASON_NO_PATH = "empty file column"
 REASON_AGE = "age not whole years or a range (34, 30-39, 70+, (25, 32))"
 REASON_AGE_OUTSIDE = f"age outside 0-{MAX_AGE}"
@@ -268,6 +268,36 @@ class PathResolver:
             self._refuse(row, "leads out of the input folder through a link")
 
 
+class _LabelCache:
+    """row_labels of the rows' label cells, each distinct tuple of cells parsed once (a few
+    hundred tuples across 500,000 rows), so equal labels are also one FaceLabels object."""
+
+    LIMIT = 65536  # distinct tuples kept; beyond (e.g. a weight per row) rows are parsed anew
+
+    def __init__(self):
+        self._found = {}
+
+    def labels(self, row):
+        """(FaceLabels, split or None) of a row; raises BadRow (its skip reason first)."""
+        key = (row.skip, row.age, row.gender, row.race, row.split, row.weight)
+        try:
+            found = self._found.get(key)
+        except TypeError:  # a JSON list or object in a cell: not hashable, parsed below
+            key, found = None, None
+        if found is None:
+            try:
+                if row.skip:
+                    raise BadRow(row.skip)
+                found = row_labels(row)
+            except BadRow as error:
+                found = error
+            if key is not None and len(self._found) < self.LIMIT:
+                self._found[key] = found
+        if isinstance(found, BadRow):
+            raise found
+        return found
+
+
 def collect_candidates(rows, input_dir, split_ratios):
     """Checks every row's path and labels: (candidates, skipped).
 
@@ -277,39 +307,45 @@ def collect_candidates(rows, input_dir, split_ratios):
       split_ratios: the name-hash split's shares, for rows without a split.
 
     Returns:
-      conversion_workers.Candidates (file_name: the normalized relative path, which the records
-      store and the hash split reads), and skipped: [(path, reason, labels file, line)].
+      A finished candidate_table.CandidateTable of conversion_workers.Candidates (file_name:
+      the normalized relative path, which the records store and the hash split reads; close
+      it when done), and skipped: [(path, reason, labels file, line)].
 
     Raises:
       ConversionError: a path leaving input_dir, or a bad manifest header.
     """
     resolver = PathResolver(input_dir)
-    candidates, skipped, seen = [], [], set()
-    for row in rows:
-        where = (os.path.basename(row.labels_file), row.line)
-        if not row.file:
-            skipped.append(("", REASON_NO_PATH, *where))
-            continue
-        path, relative = resolver.resolve(row)
-        try:
-            if row.skip:
-                raise BadRow(row.skip)
-            labels, split = row_labels(row)
-            if relative in seen:
-                raise BadRow(REASON_DUPLICATE)
-            seen.add(relative)
-            status = os.lstat(path)
-        except BadRow as error:
-            skipped.append((path, str(error), *where))
-            continue
-        except OSError:
-            skipped.append((path, REASON_NO_FILE, *where))
-            continue
-        size = status.st_size
-        if stat.S_ISLNK(status.st_mode):
-            resolver.check_link(row, path)
-            size = None  # the link's own size: the shard plan stats its target
-        split = split or split_files.assign_split(relative, split_ratios)
-        candidates.append(conversion_workers.Candidate(path, relative, labels, split,
-                                                       where=where, size=size))
-    return candidates, skipped
+    cache, skipped, where_files = _LabelCache(), [], {}
+    table = candidate_table.CandidateTable(input_dir)
+    try:
+        for row in rows:
+            labels_file = where_files.get(row.labels_file)
+            if labels_file is None:
+                labels_file = where_files[row.labels_file] = os.path.basename(row.labels_file)
+            if not row.file:
+                skipped.append(("", REASON_NO_PATH, labels_file, row.line))
+                continue
+            path, relative = resolver.resolve(row)
+            try:
+                labels, split = cache.labels(row)
+            except BadRow as error:
+                skipped.append((path, str(error), labels_file, row.line))
+                continue
+            try:
+                status = os.lstat(path)
+            except OSError:
+                # Whether it is a repeated row instead, the table decides (the first row wins).
+                table.add(relative, labels, split or SPLITS[0], labels_file, row.line,
+                          candidate_table.MISSING)
+                continue
+            size = status.st_size
+            if stat.S_ISLNK(status.st_mode):
+                resolver.check_link(row, path)
+                size = None  # the link's own size: the table measures its target
+            table.add(relative, labels, split or split_files.assign_split(relative, split_ratios),
+                      labels_file, row.line, size)
+        skipped += table.finish()
+    except BaseException:
+        table.close()
+        raise
+    return table, skipped
