@@ -31,8 +31,8 @@ ECE_BINS = 10  # equal-width bins of the female probability
 # The temperature's search range, the grid over its logarithm, and bisection steps between
 # two of the grid's points. Narrowing stops at 0.5: on the real recipe's validation split
 # (two-fold, three shuffles) the group of predicted babies, whose ages the model often gets
-# to the year, fitted 0.06 and left the next decade's faces at 51-59%; a floor of 0.5 kept
-# every decade higher while the 80% interval held 81.8% overall (docs/results.md).
+# to the year, fitted 0.06, and the worst decade's 80% interval held 51-59%; with the floor
+# it held 60-65% while the 80% interval held 81.8% overall (docs/results.md).
 _MIN_TEMPERATURE, _MAX_TEMPERATURE, _GRID_POINTS, _STEPS = 0.5, 50.0, 36, 20
 # Validation faces per predicted-age group with its own temperature: the 80% share of 200
 # faces is known to about 3 points.
