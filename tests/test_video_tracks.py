@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agetf.serving import face_tracks, video_frames
+from agetf.serving import face_tracks, video_frames, video_lines
 from agetf.serving.face_detection import Box
 
 import video_scenes
@@ -70,6 +70,18 @@ def test_a_track_without_an_age_has_none_and_intervals_are_averaged():
     track.add(0.4, Box(0, 0, 1, 1), age=32, age_low=27, age_high=38)
     assert (track.age, track.mean("age_low"), track.mean("age_high")) == (31, 26, 37)
     assert track.female_probability == 0.9 and track.frames == 3
+
+
+def test_a_track_line_names_its_interval_share_and_leaves_out_what_is_not_predicted():
+    track = face_tracks.Track(1, 0.0, 0.0, Box(0, 0, 1, 1))
+    track.add(0.0, Box(0, 0, 1, 1), age=30, age_low=25, age_high=36, female_probability=0.8)
+    track.add(0.4, Box(0, 0, 1, 1), age=32, age_low=27, age_high=38, female_probability=0.6)
+    assert video_lines.track_line(track, 0.9) == (
+        "Track 1: 0.0-0.4 s, 2 frames: predicted age 31.0 (90% interval 26.0-37.0), "
+        "gender female (p_female=0.70)")
+    bare = face_tracks.Track(2, 1.0, 1.0, Box(0, 0, 1, 1))
+    bare.add(1.0, Box(0, 0, 1, 1), age=40)
+    assert video_lines.track_line(bare).endswith("1.0-1.0 s, 1 frame: predicted age 40.0")
 
 
 @pytest.fixture(scope="module")

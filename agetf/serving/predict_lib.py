@@ -228,5 +228,5 @@ def _predict_video(config, source, predictor, detector, drawn, out, bar):
     video = video_pipeline.predict_video(predictor, source, detector, settings,
                                          keep_row if config.output else None, drawn)
     video.rows = rows + prediction_file.video_rows(video)
-    prediction_lines.print_lines(video_lines.format_video(video), out, bar)
+    prediction_lines.print_lines(video_lines.format_video(video, config.interval), out, bar)
     return video
