@@ -119,6 +119,18 @@ def test_prediction_lines_with_a_range_head():
         "Predicted gender: male, true gender: female",
     ]
     assert evaluator.prediction_lines(outputs, batch_labels, count=1) == lines[:4]
+    ranged = {**batch_labels, "age_min": np.array([30, -1]), "age_max": np.array([39, -1]),
+              "gender": np.array([-1, 0])}
+    assert evaluator.prediction_lines(outputs, ranged, count=5) == [
+        "Predicting for image 33_1_0_a.jpg.chip.jpg",
+        "Predicted age: 34.0, true age: 30-39",  # a range: no true range class either
+        "Predicted range: 30-35",
+        "Predicted gender: female",  # unknown gender: nothing, not 'male'
+        "Predicting for image 79_1_0_b.jpg.chip.jpg",
+        "Predicted age: 85.0",
+        "Predicted range: 80+",
+        "Predicted gender: male, true gender: male",
+    ]
     report = evaluator.summarize(outputs, {**batch_labels, "race": np.array([0, 0])},
                                   train_ages=np.array([30]), train_genders=np.array([1]))
     assert report["metrics"]["age_range_accuracy"] == 0.5

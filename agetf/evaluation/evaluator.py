@@ -170,10 +170,13 @@ def prediction_lines(outputs, batch_labels, count):
     for i, face in enumerate(faces):
         name = batch_labels["filename"][i]
         lines.append(f"Predicting for image {name.decode() if isinstance(name, bytes) else name}")
+        age_min = int(batch_labels.get("age_min", batch_labels["age"])[i])
+        age_max = int(batch_labels.get("age_max", batch_labels["age"])[i])
+        gender = int(batch_labels["gender"][i])
         lines += prediction_text.face_lines(
             age=face.age, age_range=face.age_range, female_probability=face.female_probability,
-            true_age=batch_labels["age"][i], true_gender=int(batch_labels["gender"][i] > 0.5),
-            show_probability=False)
+            true_age=(age_min, age_max) if age_min >= 0 else None,
+            true_gender=gender if gender >= 0 else None, show_probability=False)
     return lines
 
 

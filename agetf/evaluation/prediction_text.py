@@ -42,17 +42,20 @@ def face_lines(age=None, age_range=None, female_probability=None, true_age=None,
                age_std=None, interval=DEFAULT_INTERVAL) -> list:
     """The older project's lines for one face crop, after its `Predicting for image` line:
     age, range and gender, each where predicted, with the true label where known (the true
-    range is that of the true age); show_probability adds (p_female=0.87) to the gender.
+    range is that of the true age; true_age may be an (age_min, age_max) pair, printed as
+    '30-39' where the label is a range); show_probability adds (p_female=0.87) to the gender.
     Last, where predicted, the central age interval (`interval` of the distribution) and the
     spread: 'Age 80% interval: 28.3-43.0, std 5.2'."""
     lines = []
+    true_min, true_max = true_age if isinstance(true_age, tuple) else (true_age, true_age)
     if age is not None:
+        true = "" if true_min is None else f", true age: {int(true_min)}"
         lines.append(f"Predicted age: {age:.1f}"
-                     + ("" if true_age is None else f", true age: {int(true_age)}"))
+                     + (true if true_min == true_max else f"{true}-{int(true_max)}"))
     if age_range is not None:
         line = f"Predicted range: {age_range_name(age_range)}"
-        if true_age is not None:
-            line += f", true range: {age_range_name(labels.age_range(int(true_age)))}"
+        if true_min is not None and true_min == true_max:
+            line += f", true range: {age_range_name(labels.age_range(int(true_min)))}"
         lines.append(line)
     if female_probability is not None:
         line = f"Predicted gender: {gender_name(female_probability)}"
