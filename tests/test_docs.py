@@ -536,6 +536,15 @@ AGREEING_NUMBERS = [
         ("docs/results.md", r"\| age MAE \(years\) \| \*\*([\d.]+)\*\* \| 5\.45 \|"),
         ("flags/utkface_cpu_imagenet.flags", r"test MAE ([\d.]+) years"),
     ]),
+    ("utkface_cpu_imagenet test MAE, CORAL split", [
+        ("README.md", r"21-60: \*\*transfer recipe\*\*[^|\n]*\| 2,979 \| \*\*([\d.]+)\*\*"),
+        ("docs/results.md", r"`utkface_cpu_imagenet` \(M[^|\n]*\| 2,979 \| \*\*([\d.]+)\*\*"),
+        ("docs/results.md", r"The transfer recipe on this split: ([\d.]+) years"),
+    ]),
+    ("utkface_cpu_imagenet calibrated 80% interval, share of test faces inside", [
+        ("README.md", r"([\d.]+)% of UTKFace's test faces fall inside it"),
+        ("docs/results.md", r"the 80% interval holds \*\*([\d.]+)%\*\* of the test faces"),
+    ]),
     ("scripts/demo wall time, minutes", [
         ("README.md", re.compile(r"it took\s+(?P<m>\d+) minutes on 2 CPU cores"), _minutes),
         ("docs/performance.md", re.compile(r"faces to predictions \| (?P<m>\d+) min (?P<s>\d+) s"),
