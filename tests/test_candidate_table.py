@@ -24,8 +24,9 @@ def _rows(root):
     for i in range(40):
         (root / "a" / f"f{i:02d}.jpg").write_bytes(b"x" * (100 + i))
     os.symlink("f00.jpg", root / "a" / "link.jpg")
-    cells = [("a/f{:02d}.jpg", "34", "f"), ("a/f{:02d}.jpg", "30-39", ""), ("a/f{:02d}.jpg", "", "m"),
-             ("a/b/../f{:02d}.jpg", "70+", "1"), ("a/f{:02d}.jpg", "x", "m")]
+    cells = [("a/f{:02d}.jpg", "34", "f"), ("a/f{:02d}.jpg", "30-39", ""),
+             ("a/f{:02d}.jpg", "", "m"), ("a/b/../f{:02d}.jpg", "70+", "1"),
+             ("a/f{:02d}.jpg", "x", "m")]
     rows = []
     for i in range(60):
         path, age, gender = cells[i % len(cells)]

@@ -1,7 +1,9 @@
 """Converts folders of named face crops into sharded TFRecords that TFDS can load.
 
 First every file is listed and its name parsed (its split comes from a hash of the name or a
-split file, agetf.data.split_files; each split's shard count from the files' sizes). Then, in one
+split file, agetf.data.split_files; each split's shard count from the files' sizes); a
+manifest's rows are checked instead (agetf.data.manifest) and held compactly, not as one object
+per face (agetf.data.candidate_table). Then, in one
 streaming pass, worker processes check each image and serialize its record
 (agetf.data.conversion_workers), while the main process writes the records into shards under
 a temporary folder as they arrive (agetf.data.shard_writer). The complete dataset (shards,

@@ -9,6 +9,9 @@ agetf.data.record_encoder, without TensorFlow.
 import collections
 import dataclasses
 import multiprocessing
+import queue
+import threading
+import traceback
 
 from agetf.data import image_files, names, record_encoder
 
@@ -51,26 +54,53 @@ def check_image(path):
 
 def encode_face(candidate, age_entries_by_age):
     """(reason, height, width, serialized record or None) of one candidate file."""
-    reason, height, width, jpeg = check_image(candidate.path)
+    return _encode_task(_task(candidate), age_entries_by_age)
+
+
+def _task(candidate):
+    """What a worker needs of a candidate, as a tuple: it pickles ten times faster."""
+    labels = candidate.labels
+    return (candidate.path, candidate.file_name, candidate.age_key, labels.gender, labels.race,
+            labels.weight)
+
+
+def _encode_task(task, age_entries_by_age):
+    path, file_name, age_key, gender, race, weight = task
+    reason, height, width, jpeg = check_image(path)
     if reason:
         return reason, 0, 0, None
-    labels = candidate.labels
     return None, height, width, record_encoder.encode_example(
-        jpeg=jpeg, age_entries=age_entries_by_age[candidate.age_key], gender=labels.gender,
-        race=labels.race, filename=candidate.file_name, height=height, width=width,
-        weight=labels.weight)
+        jpeg=jpeg, age_entries=age_entries_by_age[age_key], gender=gender, race=race,
+        filename=file_name, height=height, width=width, weight=weight)
 
 
-_worker_age_entries = None  # each worker's copy of the label_entries() table
+def _serve(connection, age_entries_by_age):
+    """A worker process's loop: encodes each batch of tasks it receives until None.
+
+    A thread sends the results, so that the next batch is encoded while the main process has
+    yet to read the last one (a result outgrows the pipe's buffer, and is read in turn).
+    """
+    results = queue.SimpleQueue()
+    sender = threading.Thread(target=_send_all, args=(connection, results), daemon=True)
+    sender.start()
+    try:
+        while (batch := connection.recv()) is not None:
+            try:
+                results.put([_encode_task(task, age_entries_by_age) for task in batch])
+            except Exception:  # a bug, not a bad image (those are reasons): the main process raises
+                results.put(traceback.format_exc())
+    except (EOFError, KeyboardInterrupt):
+        pass  # the main process is gone or stopping
+    results.put(None)
+    sender.join()
 
 
-def _start_worker(age_entries_by_age):
-    global _worker_age_entries
-    _worker_age_entries = age_entries_by_age
-
-
-def _encode_batch(candidates):
-    return [encode_face(candidate, _worker_age_entries) for candidate in candidates]
+def _send_all(connection, results):
+    while (item := results.get()) is not None:
+        try:
+            connection.send(item)
+        except OSError:
+            return  # the main process is gone
 
 
 def max_in_flight(workers):
@@ -112,20 +142,66 @@ def encode_all(candidates, age_entries_by_age, workers):
 
 def encode_each(candidates, age_entries_by_age, workers):
     """encode_all's results with their candidates: yields (candidate, result), so that the
-    candidates may be a generator, made one at a time."""
+    candidates may be a generator, made one at a time.
+
+    Batch i goes to worker i mod workers over its own pipe, and each worker answers in turn,
+    so results come back in order with no thread in this process (a multiprocessing.Pool's
+    task and result threads cost more CPU here than writing the records).
+    """
     if workers <= 1:
         for candidate in candidates:
             yield candidate, encode_face(candidate, age_entries_by_age)
         return
     # spawn, not fork: the caller may have TensorFlow's threads and locks live.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_start_worker, initargs=(age_entries_by_age,)) as pool:
-        pending = collections.deque()
-        for batch in _batches(candidates, BATCH_SIZE):
-            pending.append((batch, pool.apply_async(_encode_batch, (batch,))))
+    pipes, processes, finished = [], [], False
+    try:
+        for _ in range(workers):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_serve, args=(theirs, age_entries_by_age),
+                                      daemon=True)
+            process.start()
+            theirs.close()
+            pipes.append(ours)
+            processes.append(process)
+        pending = collections.deque()  # (batch, its worker's pipe), oldest first
+        for index, batch in enumerate(_batches(candidates, BATCH_SIZE)):
+            pipe = pipes[index % workers]
+            pipe.send([_task(candidate) for candidate in batch])
+            pending.append((batch, pipe))
             if len(pending) >= workers * BATCHES_IN_FLIGHT_PER_WORKER:
-                batch, results = pending.popleft()
-                yield from zip(batch, results.get())
+                yield from _answer(*pending.popleft())
         while pending:
-            batch, results = pending.popleft()
-            yield from zip(batch, results.get())
+            yield from _answer(*pending.popleft())
+        finished = True
+    finally:
+        _stop(pipes, processes, finished)
+
+
+def _answer(batch, pipe):
+    """(candidate, result) pairs of one batch; raises a worker's error or its death."""
+    try:
+        results = pipe.recv()
+    except EOFError:
+        raise RuntimeError("a converter worker process died (out of memory, or killed); "
+                           "rerun, with fewer --workers if memory is short") from None
+    if isinstance(results, str):
+        raise RuntimeError(f"a converter worker failed:\n{results}")
+    return zip(batch, results)
+
+
+def _stop(pipes, processes, finished):
+    """Lets idle workers end; stopped early (an error, the generator closed), workers may be
+    busy sending results no one reads, so they are terminated."""
+    for pipe in pipes if finished else ():
+        try:
+            pipe.send(None)
+        except OSError:
+            pass  # that worker is gone already
+    for process in processes:
+        process.join(timeout=5 if finished else 0)
+        if process.is_alive():
+            process.terminate()
+            process.join()
+    for pipe in pipes:
+        pipe.close()
