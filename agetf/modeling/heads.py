@@ -50,7 +50,7 @@ def per_example_losses(batch_labels, outputs, regression_loss="mse"):
         y = tf.maximum(tf.cast(batch_labels["gender"], p.dtype), 0.0)  # unknown (-1): masked
         losses["gender"] = -(y * tf.math.log(p) + (1.0 - y) * tf.math.log(1.0 - p))
     masks, weight = label_masks.head_masks(batch_labels), label_masks.sample_weight(batch_labels)
-    return {head: tf.cast(loss, tf.float32) * masks[head] * weight
+    return {head: tf.cast(loss, tf.float32) * masks.get(head, 1.0) * weight
             for head, loss in losses.items()}
 
 

@@ -47,18 +47,24 @@ def gender_known(batch_labels):
 
 
 def sample_weight(batch_labels):
-    """Each face's sample weight, float32 [B] (1 where the batch carries none)."""
+    """Each face's sample weight, float32 [B]; 1.0 (a scalar) where the batch carries none."""
     if "weight" in batch_labels:
         return tf.cast(batch_labels["weight"], tf.float32)
-    return tf.ones_like(tf.cast(batch_labels["age"], tf.float32))
+    return tf.constant(1.0)
 
 
 def head_masks(batch_labels):
-    """{head: float32 [B], 1 where that head learns from and is scored on the face}."""
-    age = tf.cast(age_known(batch_labels), tf.float32)
-    return {"age_histogram": age, "age_range": age,
-            "age": tf.cast(age_exact(batch_labels), tf.float32),
-            "gender": tf.cast(gender_known(batch_labels), tf.float32)}
+    """{head: float32 [B], 1 where that head learns from and is scored on the face}, for the
+    heads whose labels the batch carries (the age's for the three age heads; a Keras loss
+    given one head's label alone gets no mask, and so no face is masked)."""
+    masks = {}
+    if "age" in batch_labels:
+        age = tf.cast(age_known(batch_labels), tf.float32)
+        masks.update(age_histogram=age, age_range=age,
+                     age=tf.cast(age_exact(batch_labels), tf.float32))
+    if "gender" in batch_labels:
+        masks["gender"] = tf.cast(gender_known(batch_labels), tf.float32)
+    return masks
 
 
 def age_range_target(batch_labels):
