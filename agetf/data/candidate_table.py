@@ -20,6 +20,7 @@ from agetf.data.dataset_files import SPLITS
 REASON_NO_FILE = "file not found"
 REASON_DUPLICATE = "duplicate file"
 
+_CHUNK = 4096  # rows' indices turned into Python ints at once
 MISSING = -2  # add()'s size of a row whose file does not exist
 # line, size (or MISSING), labels index, labels file index, split index; the path follows.
 _ENTRY = struct.Struct("<qqIIB")
@@ -104,7 +105,9 @@ class CandidateTable:
         hashes = np.frombuffer(self._hashes, dtype=np.float64)
         order = np.argsort(hashes, kind="stable")
         # One path's rows share a hash, so they are neighbours here, in manifest order.
-        tied = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
+        ordered = hashes[order]
+        tied = np.flatnonzero(ordered[1:] == ordered[:-1])
+        del ordered
         dropped, skipped = set(), []
         seen = {}  # {path: True} among the rows of one run of equal hashes
         for position, index in enumerate(order[tied + 1].tolist()):
@@ -138,10 +141,12 @@ class CandidateTable:
         return len(self._order)
 
     def __iter__(self):
-        for index in self._order.tolist():
-            relative, labels, split, where, size = self._entry(index)
-            yield conversion_workers.Candidate(os.path.join(self.root, relative), relative,
-                                               labels, split, where=where, size=size)
+        # A chunk at a time: a whole list of Python ints would cost 40 bytes a face.
+        for start in range(0, len(self._order), _CHUNK):
+            for index in self._order[start:start + _CHUNK].tolist():
+                relative, labels, split, where, size = self._entry(index)
+                yield conversion_workers.Candidate(os.path.join(self.root, relative), relative,
+                                                   labels, split, where=where, size=size)
 
     def close(self):
         self._spill.close()
