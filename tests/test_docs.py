@@ -540,6 +540,7 @@ AGREEING_NUMBERS = [
         ("README.md", r"21-60: \*\*transfer recipe\*\*[^|\n]*\| 2,979 \| \*\*([\d.]+)\*\*"),
         ("docs/results.md", r"`utkface_cpu_imagenet` \(M[^|\n]*\| 2,979 \| \*\*([\d.]+)\*\*"),
         ("docs/results.md", r"The transfer recipe on this split: ([\d.]+) years"),
+        ("flags/utkface_cpu_imagenet.flags", r"test MAE ([\d.]+) years on its 2,979 faces"),
     ]),
     ("utkface_cpu_imagenet calibrated 80% interval, share of test faces inside", [
         ("README.md", r"([\d.]+)% of UTKFace's test faces fall inside it"),
