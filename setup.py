@@ -28,6 +28,9 @@ setuptools.setup(
         "tensorboard>=2.21,<2.22",
         "matplotlib",
         "pillow>=10.1",  # ImageFont.load_default(size=...) for the annotated photos
+        # TFRecord's CRC-32C in the converter's workers, which run without TensorFlow
+        # (agetf.data.shard_writer.frame_record); Google's, with a C implementation.
+        "google-crc32c>=1.5",
         # Warping and resizing photos' faces (agetf.serving.face_alignment); tested with 4.x.
         "opencv-python-headless>=4.8,<5",
         # Face detection with five landmarks (agetf.serving.face_detection); its weights ship in

@@ -2,10 +2,11 @@
 death raised in the main process, no worker left behind when the writer stops early."""
 
 import multiprocessing
+import os
 
 import pytest
 
-from agetf.data import conversion, conversion_workers, record_encoder
+from agetf.data import conversion, conversion_workers, convert_config, manifest, record_encoder
 
 
 def _candidates(faces_dir, copies=1):
@@ -39,4 +40,29 @@ def test_stopping_early_leaves_no_worker_behind(faces_dir):
     next(results)
     assert multiprocessing.active_children()
     results.close()  # the writer failed: workers still busy are stopped
+    assert not multiprocessing.active_children()
+
+
+def test_workers_start_during_the_serial_pass_and_stop_when_it_fails(faces_dir, tmp_path,
+                                                                      monkeypatch):
+    """They start once the manifest's header passed, so their start-up runs beside the pass
+    over its rows; a row refused there (a path leaving the input folder) stops them."""
+    names = sorted(os.listdir(faces_dir))[:3]
+    labels = tmp_path / "m.csv"
+    labels.write_text("file,age\n" + "".join(f"{name},30\n" for name in names)
+                      + "../outside.jpg,40\n")
+    alive_during_pass = []
+    real_collect = manifest.collect_candidates
+
+    def collect_noting_workers(*args, **kwargs):
+        alive_during_pass.append(len(multiprocessing.active_children()))
+        return real_collect(*args, **kwargs)
+
+    monkeypatch.setattr(manifest, "collect_candidates", collect_noting_workers)
+    config = convert_config.ConvertConfig(input_dirs=[faces_dir], labels=str(labels),
+                                          output_dir=str(tmp_path / "out"), workers=2,
+                                          show_progress=False)
+    with pytest.raises(convert_config.ConversionError, match="line 5: .* leaves the input"):
+        conversion.convert(config)
+    assert alive_during_pass == [2]
     assert not multiprocessing.active_children()

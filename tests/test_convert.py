@@ -352,6 +352,27 @@ def test_the_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert _report(str(tmp_path)) == report and report["counts"]["train"] == 5
 
 
+def test_framed_records_are_what_tfrecordwriter_writes_and_read_back(tmp_path):
+    # Lengths around the varint and CRC edges, an empty record, and a face-sized one.
+    records = [b"", b"a", bytes(range(256)) * 3, os.urandom(10_000), b"\xff" * 127]
+    written = tmp_path / "tf.tfrecord"
+    with tf.io.TFRecordWriter(str(written)) as writer:
+        for record in records:
+            writer.write(record)
+    framed = b"".join(shard_writer.frame_record(record) for record in records)
+    assert framed == written.read_bytes()
+    ours = tmp_path / "ours.tfrecord"
+    ours.write_bytes(framed)
+    assert [r.numpy() for r in tf.data.TFRecordDataset(str(ours))] == records
+    # A flipped bit in a record fails TensorFlow's check of its CRC, so the CRC is one.
+    flipped = bytearray(framed)
+    third = (16 + 0) + (16 + 1)  # 16 bytes of framing a record, after the first two records
+    flipped[third + 12 + 100] ^= 1  # past its length and CRC, inside its bytes
+    ours.write_bytes(bytes(flipped))
+    with pytest.raises(tf.errors.DataLossError):
+        list(tf.data.TFRecordDataset(str(ours)))
+
+
 def test_count_shards():
     config = convert_config.ConvertConfig(input_dirs=[], output_dir="", min_shards=4,
                                           shard_bytes=100)

@@ -3,9 +3,9 @@
 First every file is listed and its name parsed (its split comes from a hash of the name or a
 split file, agetf.data.split_files; each split's shard count from the files' sizes); a
 manifest's rows are checked instead (agetf.data.manifest) and held compactly, not as one object
-per face (agetf.data.candidate_table). Then, in one
-streaming pass, worker processes check each image and serialize its record
-(agetf.data.conversion_workers), while the main process writes the records into shards under
+per face (agetf.data.candidate_table). The worker processes start meanwhile. Then, in one
+streaming pass, they check each image and serialize and frame its record
+(agetf.data.conversion_workers), while the main process appends the records to shards under
 a temporary folder as they arrive (agetf.data.shard_writer). The complete dataset (shards,
 TFDS metadata, JSON report) is built in that folder, then swapped with the output folder in
 one step (agetf.common.folder_swap), so the output folder holds the old complete dataset or
@@ -17,6 +17,7 @@ TensorFlow is imported only in the main process, once the inputs are checked.
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import shutil
 import time
@@ -59,22 +60,23 @@ def convert(config):
         folder; the output folder is left as it was.
     """
     check_folders(config)
-    # A manifest's header and paths are checked before anything is written or locked.
-    labelled = _labelled_candidates(config) if config.reads_labels_file else None
-    output = os.path.realpath(config.output_dir)  # the folder swapped, not a link to it
-    created_output = not os.path.isdir(output)
-    lock = _lock_output(config, output)
-    try:
-        folder_swap.finish_interrupted_swap(output, is_dataset_file)
-        # Again, now that no other conversion can write there: one may have just finished.
-        _refuse_a_full_output_without_overwrite(config)
-        return _convert_locked(config, output, labelled)
-    except ConversionError:
-        if created_output:
-            folder_swap.remove_created(output, LOCK_FILE)
-        raise
-    finally:
-        lock.release()
+    with contextlib.ExitStack() as stack:
+        # A manifest's header and paths are checked before anything is written or locked.
+        labelled = _labelled_candidates(config, stack) if config.reads_labels_file else None
+        output = os.path.realpath(config.output_dir)  # the folder swapped, not a link to it
+        created_output = not os.path.isdir(output)
+        lock = _lock_output(config, output)
+        try:
+            folder_swap.finish_interrupted_swap(output, is_dataset_file)
+            # Again, now that no other conversion can write there: one may have just finished.
+            _refuse_a_full_output_without_overwrite(config)
+            return _convert_locked(config, output, stack, labelled)
+        except ConversionError:
+            if created_output:
+                folder_swap.remove_created(output, LOCK_FILE)
+            raise
+        finally:
+            lock.release()
 
 
 def check_folders(config):
@@ -164,23 +166,35 @@ class _Outcome:
         return {split: dict(sorted(sizes.items())) for split, sizes in found.items()}
 
 
-def _labelled_candidates(config):
-    """(candidates, skipped, seconds) of a manifest or a dataset adapter's label files."""
+def _start_encoders(config, stack):
+    """The worker processes (conversion_workers.Encoders), stopped when `stack` closes: started
+    before the serial pass over the labels, so that their start-up runs beside it."""
+    return stack.enter_context(conversion_workers.Encoders(config.workers or _available_cores()))
+
+
+def _labelled_candidates(config, stack):
+    """(candidates, skipped, seconds, encoders) of a manifest or a dataset adapter's label
+    files; the workers start once the header has passed its check."""
     start = time.monotonic()
-    candidates, skipped = manifest.collect_candidates(label_adapters.read_rows(config),
-                                                      config.input_dirs[0], config.split_ratios)
-    return candidates, skipped, time.monotonic() - start
+    rows = label_adapters.read_rows(config)
+    first = next(rows, None)  # a bad header is refused here, before any worker starts
+    encoders = _start_encoders(config, stack)
+    candidates, skipped = manifest.collect_candidates(
+        itertools.chain([first] if first else [], rows), config.input_dirs[0],
+        config.split_ratios)
+    stack.enter_context(candidates)  # its temporary file goes with the conversion
+    return candidates, skipped, time.monotonic() - start, encoders
 
 
-def _convert_locked(config, output, labelled=None):
+def _convert_locked(config, output, stack, labelled=None):
     start = time.monotonic()
     plan, missing = None, []
     if labelled:
-        candidates, skipped, seconds = labelled
+        candidates, skipped, seconds, encoders = labelled
         start -= seconds  # reading the labels is part of the conversion's time
-        with candidates:  # its temporary file goes with it
-            return _convert_candidates(config, output, candidates, skipped, start)
+        return _convert_candidates(config, output, encoders, candidates, skipped, start)
     else:
+        encoders = _start_encoders(config, stack)
         if config.split_file:
             plan = split_files.read_split_files(config.split_file, config.split_ratios)
         split_map = plan.splits if plan else None
@@ -190,16 +204,18 @@ def _convert_locked(config, output, labelled=None):
                    if split_map else [])
         candidates, skipped = collect_candidates(paths, config.split_ratios, split_map)
     candidates = candidate_table.CandidateList(order_for_writing(candidates))
-    return _convert_candidates(config, output, candidates, skipped, start, plan, missing)
+    return _convert_candidates(config, output, encoders, candidates, skipped, start, plan,
+                               missing)
 
 
-def _convert_candidates(config, output, candidates, skipped, start, plan=None, missing=()):
+def _convert_candidates(config, output, encoders, candidates, skipped, start, plan=None,
+                        missing=()):
     """Writes the candidates (in writing order) and the metadata, then swaps the new dataset
     in; returns the report."""
     import tensorflow as tf  # noqa: F401  (imported before the bar starts, so its rate is honest)
 
     incomplete = folder_swap.start_staging(output)
-    writers, outcome = _write_shards(config, candidates, skipped, incomplete)
+    writers, outcome = _write_shards(config, encoders, candidates, skipped, incomplete)
     if not outcome.kept["train"]:
         shutil.rmtree(incomplete)
         reasons = ", ".join(sorted({item[1] for item in skipped})) or "none found"
@@ -222,9 +238,10 @@ def _convert_candidates(config, output, candidates, skipped, start, plan=None, m
     return report
 
 
-def _write_shards(config, candidates, skipped, folder):
-    """The streaming pass: workers encode the candidates while their records are written into
-    shards in `folder`. Returns ({split: SplitWriter}, _Outcome); `skipped` grows.
+def _write_shards(config, encoders, candidates, skipped, folder):
+    """The streaming pass: workers (a conversion_workers.Encoders) encode and frame the
+    candidates' records while they are appended to shards in `folder`. Returns
+    ({split: SplitWriter}, _Outcome); `skipped` grows.
 
     candidates: a candidate_table.CandidateTable or CandidateList, in writing order.
     """
@@ -237,11 +254,10 @@ def _write_shards(config, candidates, skipped, folder):
                for split in SPLITS}
     outcome = _Outcome(skipped, keep_names=config.write_split_file)
     bar = progress.CountingBar("converting", len(candidates), config.show_progress)
-    workers = config.workers or _available_cores()
-    results = conversion_workers.encode_each(candidates, age_entries, workers)
+    results = encoders.encode_each(candidates, age_entries)
     with contextlib.closing(results):
-        for candidate, (reason, height, width, record) in results:
-            writers[candidate.split].add(record)
+        for candidate, (reason, height, width, framed) in results:
+            writers[candidate.split].add(framed)
             if reason:
                 skipped.append((candidate.path, reason, *candidate.where))
             else:

@@ -1,9 +1,11 @@
 """The converter's worker processes: each checks an image and encodes its record.
 
 A worker decodes each file (valid RGB JPEG bytes pass through, anything else decodable is
-re-encoded, the rest skipped with a reason) and serializes its record. Workers are spawned
-processes that import this module and need only Pillow: records are written by
-agetf.data.record_encoder, without TensorFlow.
+re-encoded, the rest skipped with a reason), serializes its record and frames it as a TFRecord
+file holds it (CRC-32C included). Workers are spawned processes that import this module and
+need only Pillow and google-crc32c: records are written by agetf.data.record_encoder and
+framed by agetf.data.shard_writer, without TensorFlow. They are started (Encoders) before the
+main process reads the labels, so that their start-up overlaps that serial pass.
 """
 
 import collections
@@ -13,7 +15,7 @@ import queue
 import threading
 import traceback
 
-from agetf.data import image_files, names, record_encoder
+from agetf.data import image_files, names, record_encoder, shard_writer
 
 BATCH_SIZE = 32  # candidates per worker task: few enough round trips, results flow steadily
 BATCHES_IN_FLIGHT_PER_WORKER = 4
@@ -53,7 +55,8 @@ def check_image(path):
 
 
 def encode_face(candidate, age_entries_by_age):
-    """(reason, height, width, serialized record or None) of one candidate file."""
+    """(reason, height, width, framed record or None) of one candidate file: the record
+    serialized, then framed by shard_writer.frame_record."""
     return _encode_task(_task(candidate), age_entries_by_age)
 
 
@@ -69,13 +72,14 @@ def _encode_task(task, age_entries_by_age):
     reason, height, width, jpeg = check_image(path)
     if reason:
         return reason, 0, 0, None
-    return None, height, width, record_encoder.encode_example(
+    return None, height, width, shard_writer.frame_record(record_encoder.encode_example(
         jpeg=jpeg, age_entries=age_entries_by_age[age_key], gender=gender, race=race,
-        filename=file_name, height=height, width=width, weight=weight)
+        filename=file_name, height=height, width=width, weight=weight))
 
 
-def _serve(connection, age_entries_by_age):
-    """A worker process's loop: encodes each batch of tasks it receives until None.
+def _serve(connection):
+    """A worker process's loop: takes the label table (record_encoder.label_entries), then
+    encodes each batch of tasks it receives until None.
 
     A thread sends the results, so that the next batch is encoded while the main process has
     yet to read the last one (a result outgrows the pipe's buffer, and is read in turn).
@@ -84,7 +88,8 @@ def _serve(connection, age_entries_by_age):
     sender = threading.Thread(target=_send_all, args=(connection, results), daemon=True)
     sender.start()
     try:
-        while (batch := connection.recv()) is not None:
+        age_entries_by_age = connection.recv()
+        while age_entries_by_age is not None and (batch := connection.recv()) is not None:
             try:
                 results.put([_encode_task(task, age_entries_by_age) for task in batch])
             except Exception:  # a bug, not a bad image (those are reasons): the main process raises
@@ -133,8 +138,8 @@ def encode_all(candidates, age_entries_by_age, workers):
       workers: processes; 1 encodes in this one.
 
     Yields:
-      (reason, height, width, record) per candidate: reason None and the serialized record
-      for a usable image, else an image_files.REASON_* and None.
+      (reason, height, width, framed) per candidate: reason None and the framed record
+      (shard_writer.frame_record) for a usable image, else an image_files.REASON_* and None.
     """
     for _, result in encode_each(candidates, age_entries_by_age, workers):
         yield result
@@ -142,40 +147,72 @@ def encode_all(candidates, age_entries_by_age, workers):
 
 def encode_each(candidates, age_entries_by_age, workers):
     """encode_all's results with their candidates: yields (candidate, result), so that the
-    candidates may be a generator, made one at a time.
+    candidates may be a generator, made one at a time. Starts and stops its own Encoders."""
+    with Encoders(workers) as encoders:
+        yield from encoders.encode_each(candidates, age_entries_by_age)
+
+
+class Encoders:
+    """The worker processes, started before there is work for them, used once, then stopped.
 
     Batch i goes to worker i mod workers over its own pipe, and each worker answers in turn,
     so results come back in order with no thread in this process (a multiprocessing.Pool's
-    task and result threads cost more CPU here than writing the records).
+    task and result threads cost more CPU here than writing the records). With workers <= 1
+    none is started and this process encodes.
+
+    Use: `with Encoders(n) as encoders:` ... `encoders.encode_each(candidates, table)`.
     """
-    if workers <= 1:
-        for candidate in candidates:
-            yield candidate, encode_face(candidate, age_entries_by_age)
-        return
-    # spawn, not fork: the caller may have TensorFlow's threads and locks live.
-    context = multiprocessing.get_context("spawn")
-    pipes, processes, finished = [], [], False
-    try:
-        for _ in range(workers):
-            ours, theirs = context.Pipe()
-            process = context.Process(target=_serve, args=(theirs, age_entries_by_age),
-                                      daemon=True)
-            process.start()
-            theirs.close()
-            pipes.append(ours)
-            processes.append(process)
+
+    def __init__(self, workers):
+        self.workers = workers
+        self._pipes, self._processes, self._finished = [], [], False
+        if workers <= 1:
+            return
+        # spawn, not fork: the caller may have TensorFlow's threads and locks live.
+        context = multiprocessing.get_context("spawn")
+        try:
+            for _ in range(workers):
+                ours, theirs = context.Pipe()
+                process = context.Process(target=_serve, args=(theirs,), daemon=True)
+                process.start()
+                theirs.close()
+                self._pipes.append(ours)
+                self._processes.append(process)
+        except BaseException:
+            self.close()
+            raise
+
+    def encode_each(self, candidates, age_entries_by_age):
+        """Yields (candidate, encode_face's result) of each candidate, in order; once."""
+        if self.workers <= 1:
+            for candidate in candidates:
+                yield candidate, encode_face(candidate, age_entries_by_age)
+            return
+        pipes = self._pipes
+        for pipe in pipes:
+            pipe.send(age_entries_by_age)
         pending = collections.deque()  # (batch, its worker's pipe), oldest first
         for index, batch in enumerate(_batches(candidates, BATCH_SIZE)):
-            pipe = pipes[index % workers]
+            pipe = pipes[index % self.workers]
             pipe.send([_task(candidate) for candidate in batch])
             pending.append((batch, pipe))
-            if len(pending) >= workers * BATCHES_IN_FLIGHT_PER_WORKER:
+            if len(pending) >= self.workers * BATCHES_IN_FLIGHT_PER_WORKER:
                 yield from _answer(*pending.popleft())
         while pending:
             yield from _answer(*pending.popleft())
-        finished = True
-    finally:
-        _stop(pipes, processes, finished)
+        self._finished = True
+
+    def close(self):
+        """Stops the workers: idle ones end; stopped early (an error, the generator closed),
+        workers may be busy sending results no one reads, so they are terminated."""
+        _stop(self._pipes, self._processes, self._finished)
+        self._pipes, self._processes = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _answer(batch, pipe):

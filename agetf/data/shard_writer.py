@@ -1,14 +1,39 @@
 """A converted dataset's shards and the TFDS metadata that describes them.
 
-count_shards sizes each split before any image is decoded; a SplitWriter writes one split's
-records into its shards as they arrive, under temporary names, and gives the complete shards
-their TFDS names (agetf.data.dataset_files.shard_name) when the split is done.
+count_shards sizes each split before any image is decoded; frame_record turns a serialized
+record into the bytes a TFRecord file holds for it, in the converter's workers; a SplitWriter
+writes one split's framed records into its shards as they arrive, under temporary names, and
+gives the complete shards their TFDS names (agetf.data.dataset_files.shard_name) when the split
+is done. No TensorFlow here but in write_metadata: the workers import this module.
 """
 
 import math
 import os
+import struct
+
+import google_crc32c
 
 from agetf.data.dataset_files import SPLITS, shard_name
+
+_CRC_MASK_DELTA = 0xA282EAD8  # TFRecord's masked CRC-32C (tensorflow/core/lib/hash/crc32c.h)
+_WRITE_BUFFER = 1 << 20  # bytes; a framed face is about 10 KiB, one write call per ~100 faces
+
+
+def _masked_crc(data):
+    crc = google_crc32c.value(data)
+    return ((crc >> 15 | crc << 17) + _CRC_MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame_record(record):
+    """A serialized record as a TFRecord file stores it: its length (uint64), the length's
+    masked CRC-32C, the record, and the record's masked CRC-32C, all little-endian.
+
+    What tf.io.TFRecordWriter writes for it, byte for byte (tests/test_convert.py), computed
+    where the record is made, so that the process writing the shards only appends bytes.
+    """
+    length = struct.pack("<Q", len(record))
+    return b"".join((length, struct.pack("<I", _masked_crc(length)), record,
+                     struct.pack("<I", _masked_crc(record))))
 
 
 def count_shards(num_records, num_bytes, config):
@@ -26,7 +51,8 @@ def count_shards(num_records, num_bytes, config):
 
 
 class SplitWriter:
-    """Writes one split's records, as they arrive, into num_shards temporary files.
+    """Writes one split's framed records (frame_record), as they arrive, into num_shards
+    temporary files.
 
     Its candidates arrive in a pseudo-random order (conversion.order_for_writing), so
     consecutive blocks are as mixed as any: candidate j of n goes to shard j * num_shards // n,
@@ -38,23 +64,21 @@ class SplitWriter:
         self.num_candidates, self.num_shards = num_candidates, num_shards
         self.seen, self.lengths, self.paths, self._writer = 0, [], [], None
 
-    def add(self, record):
-        """Takes the next candidate's record, or None when that candidate was skipped."""
+    def add(self, framed):
+        """Takes the next candidate's framed record, or None when that candidate was skipped."""
         shard = self.seen * self.num_shards // self.num_candidates
         self.seen += 1
         while len(self.paths) <= shard:
             self._open_next()
-        if record is not None:
-            self._writer.write(record)
+        if framed is not None:
+            self._writer.write(framed)
             self.lengths[shard] += 1
 
     def _open_next(self):
-        import tensorflow as tf  # the converter's workers import this package without TensorFlow
-
         self.close()
         self.paths.append(os.path.join(self.folder, f"{self.split}-{len(self.paths):05d}"))
         self.lengths.append(0)
-        self._writer = tf.io.TFRecordWriter(self.paths[-1])
+        self._writer = open(self.paths[-1], "wb", buffering=_WRITE_BUFFER)
 
     def close(self):
         if self._writer is not None:
