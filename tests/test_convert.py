@@ -310,15 +310,15 @@ def test_interrupted_conversion_leaves_no_partial_shard_and_overwrite_redoes_it(
         faces_dir, tmp_path, monkeypatch):
     _copy_faces(faces_dir, tmp_path / "in", 0, 30)
     out = tmp_path / "out"
-    encode_example, written = record_encoder.encode_example, []
+    encode, written = record_encoder.encode_example_pieces, []
 
     def interrupt_after_five(**kwargs):
         if len(written) == 5:
             raise KeyboardInterrupt  # like Ctrl-C in the middle of the first train shard
         written.append(kwargs["filename"])
-        return encode_example(**kwargs)
+        return encode(**kwargs)
 
-    monkeypatch.setattr(record_encoder, "encode_example", interrupt_after_five)
+    monkeypatch.setattr(record_encoder, "encode_example_pieces", interrupt_after_five)
     with pytest.raises(KeyboardInterrupt):
         conversion.convert(_config([tmp_path / "in"], out, min_shards=2))
     monkeypatch.undo()

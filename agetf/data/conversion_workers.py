@@ -72,7 +72,7 @@ def _encode_task(task, age_entries_by_age):
     reason, height, width, jpeg = check_image(path)
     if reason:
         return reason, 0, 0, None
-    return None, height, width, shard_writer.frame_record(record_encoder.encode_example(
+    return None, height, width, shard_writer.frame_record(*record_encoder.encode_example_pieces(
         jpeg=jpeg, age_entries=age_entries_by_age[age_key], gender=gender, race=race,
         filename=file_name, height=height, width=width, weight=weight))
 

@@ -33,11 +33,27 @@ def _length_delimited(field_number, payload):
     return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
 
 
+def _length_prefix(field_number, length):
+    """What _length_delimited puts before a payload of `length` bytes."""
+    return _varint(field_number << 3 | 2) + _varint(length)
+
+
+def _entry_header(key, kind, length):
+    """A `key: Feature` entry of Features.feature up to its list's value bytes, `length` of
+    them: the entry is this + those bytes, so a JPEG's need not be copied into it."""
+    value = _length_prefix(1, length)  # the list's values
+    feature_length = len(value) + length
+    feature = _length_prefix(_LIST_NUMBER[kind], feature_length)  # Feature.<kind>_list
+    map_value_length = len(feature) + feature_length
+    map_value = _length_prefix(2, map_value_length)  # the map entry's value
+    key_part = _length_delimited(1, key.encode("utf-8"))  # the map entry's key
+    entry_length = len(key_part) + len(map_value) + map_value_length
+    return b"".join((_length_prefix(1, entry_length), key_part, map_value, feature, value))
+
+
 def _feature_entry(key, kind, payload):
     """One `key: Feature` entry of Features.feature; payload is the list's value bytes."""
-    feature = _length_delimited(_LIST_NUMBER[kind], _length_delimited(1, payload))
-    entry = _length_delimited(1, key.encode("utf-8")) + _length_delimited(2, feature)
-    return _length_delimited(1, entry)
+    return _entry_header(key, kind, len(payload)) + payload
 
 
 @functools.lru_cache(maxsize=4096)  # genders, races and image sides repeat: build each entry once
@@ -130,9 +146,21 @@ def encode_example(*, jpeg, age_entries, weight=1.0, **values):
     Returns:
       The record's bytes, its fields in record_fields.FIELDS order.
     """
-    values["image"] = jpeg
+    return b"".join(encode_example_pieces(jpeg=jpeg, age_entries=age_entries, weight=weight,
+                                          **values))
+
+
+def encode_example_pieces(*, jpeg, age_entries, weight=1.0, **values):
+    """encode_example's bytes as (head, jpeg, tail), to be joined once (with the TFRecord
+    framing, agetf.data.shard_writer.frame_record): the JPEG, most of a record, is not
+    copied on the way. The image is the first field; the tail holds the others."""
     values["weight"] = weight
-    features = b"".join(age_entries[field.name] if field.name in record_fields.AGE_FIELDS
-                        else feature_entry(field.name, values[field.name])
-                        for field in record_fields.FIELDS)
-    return _length_delimited(1, features)
+    tail = b"".join(age_entries[field.name] if field.name in record_fields.AGE_FIELDS
+                    else feature_entry(field.name, values[field.name])
+                    for field in record_fields.FIELDS[1:])
+    image = _entry_header(_IMAGE.name, _IMAGE.kind, len(jpeg))
+    return _length_prefix(1, len(image) + len(jpeg) + len(tail)) + image, jpeg, tail
+
+
+_IMAGE = record_fields.FIELDS[0]
+assert _IMAGE.name == "image", "encode_example_pieces puts the image first"

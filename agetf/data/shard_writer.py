@@ -19,21 +19,24 @@ _CRC_MASK_DELTA = 0xA282EAD8  # TFRecord's masked CRC-32C (tensorflow/core/lib/h
 _WRITE_BUFFER = 1 << 20  # bytes; a framed face is about 10 KiB, one write call per ~100 faces
 
 
-def _masked_crc(data):
-    crc = google_crc32c.value(data)
+def _mask(crc):
     return ((crc >> 15 | crc << 17) + _CRC_MASK_DELTA) & 0xFFFFFFFF
 
 
-def frame_record(record):
-    """A serialized record as a TFRecord file stores it: its length (uint64), the length's
-    masked CRC-32C, the record, and the record's masked CRC-32C, all little-endian.
+def frame_record(*pieces):
+    """A serialized record, given whole or as pieces to concatenate, as a TFRecord file
+    stores it: its length (uint64), the length's masked CRC-32C, the record, and the record's
+    masked CRC-32C, all little-endian.
 
     What tf.io.TFRecordWriter writes for it, byte for byte (tests/test_convert.py), computed
     where the record is made, so that the process writing the shards only appends bytes.
     """
-    length = struct.pack("<Q", len(record))
-    return b"".join((length, struct.pack("<I", _masked_crc(length)), record,
-                     struct.pack("<I", _masked_crc(record))))
+    length = struct.pack("<Q", sum(map(len, pieces)))
+    crc = 0
+    for piece in pieces:
+        crc = google_crc32c.extend(crc, piece)
+    return b"".join((length, struct.pack("<I", _mask(google_crc32c.value(length))), *pieces,
+                     struct.pack("<I", _mask(crc))))
 
 
 def count_shards(num_records, num_bytes, config):
