@@ -72,10 +72,16 @@ def _as_tuples(candidates):
     return [(c.path, c.file_name, c.labels, c.split, c.where) for c in candidates]
 
 
-def test_the_table_yields_the_lists_candidates_order_and_skipped_rows(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_table_yields_the_lists_candidates_order_and_skipped_rows(tmp_path, monkeypatch,
+                                                                     workers):
+    # With workers, the files are checked in chunks (7 rows here) by the worker processes
+    # while the rows are read on: the table must come out the same.
+    monkeypatch.setattr(manifest, "PROBE_CHUNK", 7)
     rows = _rows(tmp_path)
     expected, expected_skipped = _expected(rows, tmp_path)
-    table, skipped = manifest.collect_candidates(rows, str(tmp_path), RATIOS)
+    with conversion_workers.Encoders(workers) as helpers:
+        table, skipped = manifest.collect_candidates(rows, str(tmp_path), RATIOS, helpers)
     with table:
         assert _as_tuples(table) == _as_tuples(expected)
         assert len(table) == len(expected) == 33

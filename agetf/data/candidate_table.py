@@ -63,7 +63,7 @@ class CandidateTable:
         self._order = self._fd = None
         self.counts, self.sizes = dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
 
-    def add(self, relative, labels, split, labels_file, line, size):
+    def add(self, relative, labels, split, labels_file, line, size, order_hash=None):
         """One row whose labels parsed.
 
         Args:
@@ -72,6 +72,7 @@ class CandidateTable:
           split: its split name.
           labels_file, line: where the row is, for the report.
           size: the file's bytes; None for a link (its target is measured); MISSING.
+          order_hash: split_files.name_hash(relative, "order") where already computed.
         """
         if size is None:
             size = file_size(os.path.join(self.root, relative))
@@ -86,7 +87,8 @@ class CandidateTable:
         self._spill.write(entry)
         self._end += len(entry)
         self._offsets.append(self._end)
-        self._hashes.append(split_files.name_hash(relative, "order"))
+        self._hashes.append(split_files.name_hash(relative, "order") if order_hash is None
+                            else order_hash)
 
     def _entry(self, index):
         # pread, not mmap: mapped pages would count in this process's resident memory.

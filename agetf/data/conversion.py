@@ -168,7 +168,7 @@ class _Outcome:
 
 def _start_encoders(config, stack):
     """The worker processes (conversion_workers.Encoders), stopped when `stack` closes: started
-    before the serial pass over the labels, so that their start-up runs beside it."""
+    before the serial pass over the labels, whose file checks they take over."""
     return stack.enter_context(conversion_workers.Encoders(config.workers or _available_cores()))
 
 
@@ -181,7 +181,7 @@ def _labelled_candidates(config, stack):
     encoders = _start_encoders(config, stack)
     candidates, skipped = manifest.collect_candidates(
         itertools.chain([first] if first else [], rows), config.input_dirs[0],
-        config.split_ratios)
+        config.split_ratios, helpers=encoders)
     stack.enter_context(candidates)  # its temporary file goes with the conversion
     return candidates, skipped, time.monotonic() - start, encoders
 

@@ -78,8 +78,9 @@ def _encode_task(task, age_entries_by_age):
 
 
 def _serve(connection):
-    """A worker process's loop: takes the label table (record_encoder.label_entries), then
-    encodes each batch of tasks it receives until None.
+    """A worker process's loop, until None: a dict is the label table
+    (record_encoder.label_entries) of the batches of encode tasks (lists) that follow; a
+    (function, args) tuple is a call (Encoders.call_each), answered with its result.
 
     A thread sends the results, so that the next batch is encoded while the main process has
     yet to read the last one (a result outgrows the pipe's buffer, and is read in turn).
@@ -87,11 +88,18 @@ def _serve(connection):
     results = queue.SimpleQueue()
     sender = threading.Thread(target=_send_all, args=(connection, results), daemon=True)
     sender.start()
+    age_entries_by_age = None
     try:
-        age_entries_by_age = connection.recv()
-        while age_entries_by_age is not None and (batch := connection.recv()) is not None:
+        while (message := connection.recv()) is not None:
+            if isinstance(message, dict):
+                age_entries_by_age = message
+                continue
             try:
-                results.put([_encode_task(task, age_entries_by_age) for task in batch])
+                if isinstance(message, tuple):
+                    function, args = message
+                    results.put(function(*args))
+                else:
+                    results.put([_encode_task(task, age_entries_by_age) for task in message])
             except Exception:  # a bug, not a bad image (those are reasons): the main process raises
                 results.put(traceback.format_exc())
     except (EOFError, KeyboardInterrupt):
@@ -182,6 +190,31 @@ class Encoders:
             self.close()
             raise
 
+    def call_each(self, calls):
+        """Runs calls in the workers while more are taken: yields (context, function(*args))
+        of each (context, function, args) of `calls`, in order. The function must be
+        importable by name (a module's), and its arguments and result small: the context
+        stays here. With no worker, this process calls them.
+
+        The converter's serial pass over a manifest hands the workers its files' checks
+        this way (manifest.collect_candidates), before they have images to encode.
+        """
+        if self.workers <= 1:
+            for context, function, args in calls:
+                yield context, function(*args)
+            return
+        pending = collections.deque()  # (context, its worker's pipe), oldest first
+        for index, (context, function, args) in enumerate(calls):
+            pipe = self._pipes[index % self.workers]
+            pipe.send((function, args))
+            pending.append((context, pipe))
+            if len(pending) >= 2 * self.workers:
+                context, pipe = pending.popleft()
+                yield context, _result(pipe)
+        while pending:
+            context, pipe = pending.popleft()
+            yield context, _result(pipe)
+
     def encode_each(self, candidates, age_entries_by_age):
         """Yields (candidate, encode_face's result) of each candidate, in order; once."""
         if self.workers <= 1:
@@ -217,14 +250,19 @@ class Encoders:
 
 def _answer(batch, pipe):
     """(candidate, result) pairs of one batch; raises a worker's error or its death."""
+    return zip(batch, _result(pipe))
+
+
+def _result(pipe):
+    """A worker's next answer; raises its error or its death."""
     try:
-        results = pipe.recv()
+        result = pipe.recv()
     except EOFError:
         raise RuntimeError("a converter worker process died (out of memory, or killed); "
                            "rerun, with fewer --workers if memory is short") from None
-    if isinstance(results, str):
-        raise RuntimeError(f"a converter worker failed:\n{results}")
-    return zip(batch, results)
+    if isinstance(result, str):
+        raise RuntimeError(f"a converter worker failed:\n{result}")
+    return result
 
 
 def _stop(pipes, processes, finished):

@@ -11,6 +11,7 @@ column, or with neither `age` nor `gender`, and a path leaving the input folder,
 whole conversion before any image is read. No TensorFlow.
 """
 
+import array
 import csv
 import json
 import os
@@ -18,7 +19,7 @@ import re
 import stat
 import typing
 
-from agetf.data import candidate_table, names, split_files
+from agetf.data import candidate_table, conversion_workers, names, split_files
 from agetf.data.convert_config import ConversionError
 from agetf.data.dataset_files import SPLITS
 from agetf.data.record_fields import UNKNOWN
@@ -302,13 +303,44 @@ class _LabelCache:
         return found
 
 
-def collect_candidates(rows, input_dir, split_ratios):
+PROBE_CHUNK = 2048  # rows whose files one worker checks at a time (probe_files)
+LINK = -3  # probe_files' size of a link: the main process checks where it leads
+
+
+def probe_files(root, relatives, split_ratios):
+    """What the serial pass needs of each file, computed in a converter worker while the main
+    process reads on (Encoders.call_each): (sizes, splits, order hashes), arrays in the order
+    of `relatives` (paths under root).
+
+    sizes: the file's bytes, candidate_table.MISSING when there is no file, LINK for a link.
+    splits: the index in SPLITS of its name-hash split (split_files.assign_split).
+    order hashes: split_files.name_hash(relative, "order"), its place in writing order.
+    """
+    sizes, splits, orders = array.array("q"), bytearray(), array.array("d")
+    for relative in relatives:
+        try:
+            status = os.lstat(os.path.join(root, relative))
+        except OSError:
+            sizes.append(candidate_table.MISSING)
+        else:
+            sizes.append(LINK if stat.S_ISLNK(status.st_mode) else status.st_size)
+        splits.append(SPLITS.index(split_files.assign_split(relative, split_ratios)))
+        orders.append(split_files.name_hash(relative, "order"))
+    return sizes, splits, orders
+
+
+def collect_candidates(rows, input_dir, split_ratios, helpers=None):
     """Checks every row's path and labels: (candidates, skipped).
+
+    The main process reads the rows, resolves their paths and parses their labels; the
+    helpers (the converter's idle workers) check chunks of their files meanwhile
+    (probe_files).
 
     Args:
       rows: Rows, e.g. read_rows(path) or an adapter's.
       input_dir: the folder the rows' paths are relative to.
       split_ratios: the name-hash split's shares, for rows without a split.
+      helpers: a conversion_workers.Encoders to check the files in; None: this process.
 
     Returns:
       A finished candidate_table.CandidateTable of conversion_workers.Candidates (file_name:
@@ -319,37 +351,49 @@ def collect_candidates(rows, input_dir, split_ratios):
       ConversionError: a path leaving input_dir, or a bad manifest header.
     """
     resolver = PathResolver(input_dir)
-    cache, skipped, where_files = _LabelCache(), [], {}
+    skipped = []
     table = candidate_table.CandidateTable(input_dir)
+    helpers = helpers or conversion_workers.Encoders(1)
     try:
-        for row in rows:
-            labels_file = where_files.get(row.labels_file)
-            if labels_file is None:
-                labels_file = where_files[row.labels_file] = os.path.basename(row.labels_file)
-            if not row.file:
-                skipped.append(("", REASON_NO_PATH, labels_file, row.line))
-                continue
-            path, relative = resolver.resolve(row)
-            try:
-                labels, split = cache.labels(row)
-            except BadRow as error:
-                skipped.append((path, str(error), labels_file, row.line))
-                continue
-            try:
-                status = os.lstat(path)
-            except OSError:
-                # Whether it is a repeated row instead, the table decides (the first row wins).
-                table.add(relative, labels, split or SPLITS[0], labels_file, row.line,
-                          candidate_table.MISSING)
-                continue
-            size = status.st_size
-            if stat.S_ISLNK(status.st_mode):
-                resolver.check_link(row, path)
-                size = None  # the link's own size: the table measures its target
-            table.add(relative, labels, split or split_files.assign_split(relative, split_ratios),
-                      labels_file, row.line, size)
+        calls = ((chunk, probe_files, (input_dir, [item[0] for item in chunk], split_ratios))
+                 for chunk in _checked_rows(rows, resolver, skipped))
+        for chunk, (sizes, splits, orders) in helpers.call_each(calls):
+            for (relative, labels, split, where, row), size, split_index, order in zip(
+                    chunk, sizes, splits, orders):
+                if size == candidate_table.MISSING:
+                    # Whether it is a repeated row instead, the table decides (the first wins).
+                    split = split or SPLITS[0]
+                elif size == LINK:
+                    resolver.check_link(row, os.path.join(input_dir, relative))
+                    size = None  # the link's own size: the table measures its target
+                table.add(relative, labels, split or SPLITS[split_index], *where, size, order)
         skipped += table.finish()
     except BaseException:
         table.close()
         raise
     return table, skipped
+
+
+def _checked_rows(rows, resolver, skipped):
+    """Chunks of PROBE_CHUNK rows whose path and labels passed, as (relative path, labels,
+    split or None, (labels file, line), row); the others are added to `skipped`."""
+    cache, where_files, chunk = _LabelCache(), {}, []
+    for row in rows:
+        labels_file = where_files.get(row.labels_file)
+        if labels_file is None:
+            labels_file = where_files[row.labels_file] = os.path.basename(row.labels_file)
+        if not row.file:
+            skipped.append(("", REASON_NO_PATH, labels_file, row.line))
+            continue
+        path, relative = resolver.resolve(row)
+        try:
+            labels, split = cache.labels(row)
+        except BadRow as error:
+            skipped.append((path, str(error), labels_file, row.line))
+            continue
+        chunk.append((relative, labels, split, (labels_file, row.line), row))
+        if len(chunk) == PROBE_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
