@@ -180,7 +180,7 @@ def _labelled_candidates(config, stack):
     first = next(rows, None)  # a bad header is refused here, before any worker starts
     encoders = _start_encoders(config, stack)
     candidates, skipped = manifest.collect_candidates(
-        itertools.chain([first] if first else [], rows), config.input_dirs[0],
+        itertools.chain([] if first is None else [first], rows), config.input_dirs[0],
         config.split_ratios, helpers=encoders)
     stack.enter_context(candidates)  # its temporary file goes with the conversion
     return candidates, skipped, time.monotonic() - start, encoders

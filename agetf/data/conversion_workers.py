@@ -203,17 +203,8 @@ class Encoders:
             for context, function, args in calls:
                 yield context, function(*args)
             return
-        pending = collections.deque()  # (context, its worker's pipe), oldest first
-        for index, (context, function, args) in enumerate(calls):
-            pipe = self._pipes[index % self.workers]
-            pipe.send((function, args))
-            pending.append((context, pipe))
-            if len(pending) >= 2 * self.workers:
-                context, pipe = pending.popleft()
-                yield context, _result(pipe)
-        while pending:
-            context, pipe = pending.popleft()
-            yield context, _result(pipe)
+        yield from self._in_turn(((context, (function, args)) for context, function, args in calls),
+                                 in_flight=2)
 
     def encode_each(self, candidates, age_entries_by_age):
         """Yields (candidate, encode_face's result) of each candidate, in order; once."""
@@ -221,19 +212,28 @@ class Encoders:
             for candidate in candidates:
                 yield candidate, encode_face(candidate, age_entries_by_age)
             return
-        pipes = self._pipes
-        for pipe in pipes:
+        for pipe in self._pipes:
             pipe.send(age_entries_by_age)
-        pending = collections.deque()  # (batch, its worker's pipe), oldest first
-        for index, batch in enumerate(_batches(candidates, BATCH_SIZE)):
-            pipe = pipes[index % self.workers]
-            pipe.send([_task(candidate) for candidate in batch])
-            pending.append((batch, pipe))
-            if len(pending) >= self.workers * BATCHES_IN_FLIGHT_PER_WORKER:
-                yield from _answer(*pending.popleft())
-        while pending:
-            yield from _answer(*pending.popleft())
+        batches = ((batch, [_task(candidate) for candidate in batch])
+                   for batch in _batches(candidates, BATCH_SIZE))
+        for batch, results in self._in_turn(batches, BATCHES_IN_FLIGHT_PER_WORKER):
+            yield from zip(batch, results)
         self._finished = True
+
+    def _in_turn(self, messages, in_flight):
+        """Sends message i of (context, message) pairs to worker i mod workers, with at most
+        in_flight a worker unanswered; yields (context, answer) in order."""
+        pending = collections.deque()  # (context, its worker's pipe), oldest first
+        for index, (context, message) in enumerate(messages):
+            pipe = self._pipes[index % self.workers]
+            pipe.send(message)
+            pending.append((context, pipe))
+            if len(pending) >= self.workers * in_flight:
+                context, pipe = pending.popleft()
+                yield context, _result(pipe)
+        while pending:
+            context, pipe = pending.popleft()
+            yield context, _result(pipe)
 
     def close(self):
         """Stops the workers: idle ones end; stopped early (an error, the generator closed),
@@ -246,11 +246,6 @@ class Encoders:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _answer(batch, pipe):
-    """(candidate, result) pairs of one batch; raises a worker's error or its death."""
-    return zip(batch, _result(pipe))
 
 
 def _result(pipe):

@@ -29,13 +29,13 @@ def _varint(value):
     return bytes(out)
 
 
-def _length_delimited(field_number, payload):
-    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
-
-
 def _length_prefix(field_number, length):
     """What _length_delimited puts before a payload of `length` bytes."""
     return _varint(field_number << 3 | 2) + _varint(length)
+
+
+def _length_delimited(field_number, payload):
+    return _length_prefix(field_number, len(payload)) + payload
 
 
 def _entry_header(key, kind, length):
